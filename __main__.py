@@ -1,0 +1,7 @@
+"""``python -m schedgym`` is the ``schedgym`` command."""
+
+import sys
+
+from schedgym.cli import main
+
+sys.exit(main())

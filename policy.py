@@ -1,0 +1,122 @@
+"""The one protocol every scheduler implements, and the resolver from policy names to objects.
+
+A policy name is a string the CLI and the evaluator resolve against an environment:
+
+* ``heuristic:NAME`` and ``bound:NAME``: entries of the env's baselines module ``POLICIES`` dict;
+* ``random``: uniform over the legal actions, seeded;
+* ``ppo:PATH`` and other learned kinds: checkpoints loaded by ``schedgym.agents``;
+* ``package.module:function``: a user's callable ``f(env, obs) -> int`` wrapped as a policy.
+
+Heuristics may read the simulator state, but only what a real scheduler could know. Anything that
+sees the future or spends unbounded compute is a ``bound`` (DESIGN.md §3).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from schedgym.errors import SchedgymError
+from schedgym.randomness import SeedLike, as_generator
+
+PolicyKind = Literal["heuristic", "learned", "bound"]
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Chooses one action of a schedgym env per call, honouring ``env.action_masks()``."""
+
+    name: str
+    kind: PolicyKind
+
+    def reset(self, env: Any) -> None:
+        """Called after every ``env.reset``; may read the instance the env now holds."""
+
+    def act(self, env: Any, obs: Any) -> int:
+        """Return a legal action for the env's current state."""
+
+
+def _unwrapped(env: Any) -> Any:
+    return getattr(env, "unwrapped", env)
+
+
+def legal_actions(env: Any) -> np.ndarray:
+    """Indices of the legal actions of ``env`` (through any Gymnasium wrappers)."""
+    mask = np.asarray(_unwrapped(env).action_masks(), dtype=bool)
+    legal = np.flatnonzero(mask)
+    if legal.size == 0:
+        raise SchedgymError(f"{type(_unwrapped(env)).__name__}: action mask is all False")
+    return legal
+
+
+class RandomPolicy:
+    """Uniform over legal actions; seeded so the same seed gives the same episode."""
+
+    kind: PolicyKind = "heuristic"
+
+    def __init__(self, seed: SeedLike = 0):
+        self.name = "random"
+        self._seed = seed
+        self._rng = as_generator(seed)
+
+    def reset(self, env: Any) -> None:
+        self._rng = as_generator(self._seed)
+
+    def act(self, env: Any, obs: Any) -> int:
+        return int(self._rng.choice(legal_actions(env)))
+
+
+class CallablePolicy:
+    """Wraps a user's ``f(env, obs) -> int`` given as ``package.module:function``."""
+
+    kind: PolicyKind = "heuristic"
+
+    def __init__(self, name: str, fn: Callable[[Any, Any], int]):
+        self.name = name
+        self._fn = fn
+
+    def reset(self, env: Any) -> None:
+        reset = getattr(self._fn, "reset", None)
+        if callable(reset):
+            reset(env)
+
+    def act(self, env: Any, obs: Any) -> int:
+        return int(self._fn(env, obs))
+
+
+def resolve_policy(env_name: str, spec: str, seed: SeedLike = 0) -> Policy:
+    """Turn a policy name (see the module docstring) into a policy object for ``env_name``."""
+    from schedgym.registry import env_entry
+
+    if spec == "random":
+        return RandomPolicy(seed)
+    prefix, _, rest = spec.partition(":")
+    if not rest:
+        raise SchedgymError(
+            f"unknown policy {spec!r}: use heuristic:NAME, bound:NAME, random, ppo:PATH or "
+            "module:function (see `schedgym list`)"
+        )
+    if prefix in ("heuristic", "bound"):
+        entry = env_entry(env_name)
+        table = entry.policies()
+        if spec not in table:
+            known = ", ".join(sorted(table)) or "none yet"
+            raise SchedgymError(f"env {env_name!r} has no policy {spec!r}; known: {known}")
+        return table[spec]()
+    if prefix in ("ppo", "muzero"):
+        try:
+            agents = importlib.import_module("schedgym.agents.loading")
+        except ModuleNotFoundError as exc:
+            raise SchedgymError(f"learned policies ({spec!r}) are not available yet") from exc
+        return agents.load_policy(env_name, spec)
+    try:
+        module = importlib.import_module(prefix)
+        fn = getattr(module, rest)
+    except (ImportError, AttributeError) as exc:
+        raise SchedgymError(f"cannot import policy callable {spec!r}: {exc}") from exc
+    if not callable(fn):
+        raise SchedgymError(f"policy {spec!r} is not callable")
+    return CallablePolicy(spec, fn)
