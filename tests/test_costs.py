@@ -157,3 +157,12 @@ def test_leave_one_out_of_a_smooth_power_law_is_exact():
     summary = leave_one_out(table_from_json(doc))
     assert summary[-1].n == 2
     assert summary[-1].max_ape == pytest.approx(0, abs=1e-12)
+
+
+def test_scalar_query_on_a_two_axis_grid():
+    t = load_cost_table("cpu")
+    p = dict(tokens=128, context=128, heads=32, kv_heads=4, head_dim=64)
+    assert isinstance(t.predict("attention_prefill", **p), float)
+    assert t.predict("attention_prefill", **p) == pytest.approx(
+        float(t.predict_many("attention_prefill", **{**p, "tokens": [128]})[0])
+    )

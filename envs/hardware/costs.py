@@ -96,7 +96,7 @@ class Series:
         if self._interp is None:
             return np.exp(np.interp(np.log(points[0]), self._log_axes[0], self._log_t))
         stacked = np.stack([np.log(p) for p in points], axis=-1)
-        return np.exp(self._interp(stacked))
+        return np.exp(self._interp(stacked)).reshape(stacked.shape[:-1])
 
     def n_points(self) -> int:
         return int(self.median_s.size)
@@ -169,6 +169,9 @@ class KernelCostTable:
         hi = [v[-1] for v in series.axes.values()]
         clamped = [np.clip(a, lo_, hi_) for a, lo_, hi_ in zip(axes, lo, hi, strict=True)]
         t = series.interpolate(clamped) * scale
+        if how == "shape-scaled":
+            # a much smaller shape cannot beat the cost of launching a kernel at all
+            t = np.maximum(t, self.roofline.launch_s)
         outside = np.zeros(t.shape, dtype=bool)
         for a, c in zip(axes, clamped, strict=True):
             outside |= a != c
