@@ -7,6 +7,7 @@ Every verb has ``--help``. Errors are one line (``schedgym: error: ...``) with e
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -21,7 +22,6 @@ from schedgym.report import format_table
 PLANNED = {
     "evaluate": "issue #8 (evaluation runner and leaderboard)",
     "leaderboard": "issue #8 (evaluation runner and leaderboard)",
-    "train": "issue #7 (PPO agents)",
     "export": "issue #7/#9 (policy export to ONNX and serving plugins)",
 }
 
@@ -164,7 +164,11 @@ def cmd_run(args: argparse.Namespace) -> None:
     print(format_table(["metric", "value"], rows))
     plot = args.plot or args.gantt
     if plot:
-        entry.env_module().plot_record(result.record, plot)
+        plot_record = entry.env_module().plot_record
+        extra = (
+            {"policy": args.policy} if "policy" in inspect.signature(plot_record).parameters else {}
+        )
+        plot_record(result.record, plot, **extra)
         print(f"wrote {plot}")
     if args.json:
         Path(args.json).write_text(
@@ -214,6 +218,31 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
     from schedgym.quickstart import quickstart
 
     quickstart(seed=args.seed)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from schedgym.agents.ppo import TrainConfig, train
+
+    if args.algo != "ppo":
+        raise SchedgymError(f"--algo {args.algo}: only ppo is built so far")
+    env_kwargs = json.loads(args.env_kwargs) if args.env_kwargs else {}
+    if args.generator:
+        env_kwargs["case"] = args.generator
+    cfg = TrainConfig(
+        env=args.env,
+        out=args.out or f"policies/{args.env}-ppo",
+        steps=args.steps,
+        n_envs=args.n_envs,
+        seed=args.seed,
+        env_kwargs=env_kwargs,
+        val_cases=[c for c in (args.val_cases or "").split(",") if c],
+        eval_every=args.eval_every,
+    )
+    train(cfg, heuristic=args.baseline, resume=args.resume, progress=not args.no_progress)
+    print(
+        f"wrote {cfg.out}/model.zip, config.json, training.json"
+        f"{', curve.png' if cfg.val_cases else ''}; TensorBoard: tensorboard --logdir runs"
+    )
 
 
 def cmd_planned(args: argparse.Namespace) -> None:
@@ -315,6 +344,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=cmd_quickstart)
+
+    s = sub.add_parser(
+        "train",
+        help="train a MaskablePPO agent on an environment",
+        description="Train MaskablePPO with the permutation-equivariant entity network on one "
+        "environment. Each reset draws a fresh instance from --generator (the env's case "
+        "argument); validation runs greedily on --val-cases; TensorBoard logs go to runs/ with "
+        "the problem's metrics under sched/.",
+        epilog="example:\n  schedgym train --env jobshop --generator random:15x15 "
+        "--val-cases random:15x15:90001,random:15x15:90002 --baseline heuristic:mor "
+        "--steps 200000 --out policies/jobshop-ppo",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s.add_argument("--env", required=True)
+    s.add_argument("--algo", default="ppo", choices=["ppo"])
+    s.add_argument(
+        "--generator",
+        "--workload",
+        dest="generator",
+        help="training case generator, e.g. random:15x15 (default: the env's)",
+    )
+    s.add_argument("--val-cases", help="comma-separated validation cases")
+    s.add_argument("--baseline", help="heuristic to log beside the agent on the validation cases")
+    s.add_argument("--steps", type=int, default=100_000)
+    s.add_argument("--n-envs", type=int, default=2)
+    s.add_argument("--eval-every", type=int, default=10_000, help="env steps between validations")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", help="output folder (default policies/ENV-ppo)")
+    s.add_argument("--resume", action="store_true", help="continue from OUT/last.zip")
+    s.add_argument("--env-kwargs", metavar="JSON", help="extra env constructor arguments")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(fn=cmd_train)
 
     for verb, where in PLANNED.items():
         s = sub.add_parser(

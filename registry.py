@@ -24,6 +24,8 @@ class EnvEntry:
     entry_point: str  # "schedgym.envs.jobshop:JobShopEnv"
     baselines: str  # module holding a POLICIES dict {name: factory}
     summary: str
+    primary_metric: str  # the metric a policy is judged by in training curves and comparisons
+    lower_is_better: bool = True
 
     def _load(self, attr_path: str) -> Any:
         module_name, _, attr = attr_path.partition(":")
@@ -58,6 +60,7 @@ ENVIRONMENTS: tuple[EnvEntry, ...] = (
         "schedgym.envs.jobshop:JobShopEnv",
         "schedgym.baselines.jobshop",
         "classic job-shop: dispatch the next operation of a job (active schedules)",
+        "makespan",
     ),
     EnvEntry(
         "dag",
@@ -65,6 +68,7 @@ ENVIRONMENTS: tuple[EnvEntry, ...] = (
         "schedgym.envs.dag:DagSchedEnv",
         "schedgym.baselines.dag",
         "DAG tasks on heterogeneous accelerators: ready task x device, insertion-based EFT",
+        "makespan",
     ),
     EnvEntry(
         "batching",
@@ -72,6 +76,8 @@ ENVIRONMENTS: tuple[EnvEntry, ...] = (
         "schedgym.envs.batching.env:BatchingEnv",
         "schedgym.baselines.batching",
         "LLM continuous batching on one serving replica (vLLM-like engine)",
+        "goodput",
+        lower_is_better=False,
     ),
     EnvEntry(
         "moe",
@@ -79,6 +85,7 @@ ENVIRONMENTS: tuple[EnvEntry, ...] = (
         "schedgym.envs.moe_offload:MoEOffloadEnv",
         "schedgym.baselines.moe",
         "MoE expert offloading: which experts stay in GPU memory",
+        "stall_per_token_s",
     ),
     EnvEntry(
         "memmap",
@@ -86,6 +93,7 @@ ENVIRONMENTS: tuple[EnvEntry, ...] = (
         "schedgym.envs.memory_map:MemoryMapEnv",
         "schedgym.baselines.memory",
         "memory mapping of tensors to fast/slow memory tiers (the mallocGame)",
+        "modelled_time",
     ),
 )
 

@@ -1,0 +1,313 @@
+"""Baselines for `schedgym/MoEOffload-v0`: expert caching and prefetching heuristics, and bounds.
+
+Every policy reads the simulator core (``env.core``; the fast path `run_policy` passes the core
+itself). Heuristics see what a serving system sees: what is resident, when each expert was last
+used and how often, the routing of the layers already run, and offline profiling (the trace's
+calibration routing). Bounds read the future routing.
+
+* ``heuristic:lru-layer``: LRU within the missed expert's layer, as Mixtral-offloading's
+  per-layer caches (Eliseev & Mazur, 2023); global LRU when that layer has no candidate.
+* ``heuristic:lru``: global LRU over all cached experts.
+* ``heuristic:lfu``: least frequently used so far (ties: least recently).
+* ``heuristic:static``: pin the experts most often chosen in offline profiling (calibration
+  routing), prefetching them in; the remaining slots run LRU.
+* ``heuristic:moe-infinity``: activation-aware caching and prefetching in the manner of
+  MoE-Infinity (Xue et al., 2024): per-sequence expert activation matrices (EAM), prediction from
+  the most similar EAM of a finished sequence, priority = activation probability x layer
+  proximity, for both prefetch (highest first) and eviction (lowest first).
+* ``bound:belady``: Belady's MIN (evict the expert needed furthest in the future), prefetching
+  the expert needed soonest whenever it is needed before the expert it would evict, and with
+  CPU offload computing a miss on the CPU when it is needed later than every candidate victim.
+  Optimal in hit rate: caching with free loads at visit boundaries and bypass.
+* ``bound:infinite``: every expert in GPU memory (``solve``): the stall-free ceiling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from schedgym.envs.moe_core import EVICT, PREFETCH, MoECore
+from schedgym.errors import SchedgymError
+
+_NEVER = np.iinfo(np.int64).max // 4
+
+
+def _core_of(env: Any) -> MoECore:
+    return getattr(env, "core", env)
+
+
+class _CachePolicy:
+    """Dispatches on the core's phase; subclasses rank victims, and prefetch if they wish."""
+
+    name = "heuristic:base"
+    kind = "heuristic"
+
+    def reset(self, env: Any) -> None:
+        self.core = _core_of(env)
+
+    def act(self, env: Any, obs: Any) -> int:
+        core = self.core
+        if core.phase == EVICT:
+            return self.evict(core, core.resident & ~core.needed)
+        if core.phase == PREFETCH:
+            return self.prefetch(core)
+        return self.prefetch_victim(core)
+
+    def evict(self, core: MoECore, candidates: np.ndarray) -> int:
+        raise NotImplementedError
+
+    def prefetch(self, core: MoECore) -> int:
+        return core.skip
+
+    def prefetch_victim(self, core: MoECore) -> int:
+        return core.skip
+
+
+class LRU(_CachePolicy):
+    name = "heuristic:lru"
+
+    def evict(self, core: MoECore, candidates: np.ndarray) -> int:
+        return int(np.where(candidates, core.last_use, _NEVER).argmin())
+
+
+class LRUPerLayer(_CachePolicy):
+    name = "heuristic:lru-layer"
+
+    def evict(self, core: MoECore, candidates: np.ndarray) -> int:
+        E = core.n_experts
+        lo = core.pending // E * E
+        own = candidates[lo : lo + E]
+        if own.any():
+            return lo + int(np.where(own, core.last_use[lo : lo + E], _NEVER).argmin())
+        return int(np.where(candidates, core.last_use, _NEVER).argmin())
+
+
+class LFU(_CachePolicy):
+    name = "heuristic:lfu"
+
+    def evict(self, core: MoECore, candidates: np.ndarray) -> int:
+        key = core.use_count * (core.episode.n_visits + 2) + core.last_use + 1
+        return int(np.where(candidates, key, _NEVER).argmin())
+
+
+class StaticPinning(_CachePolicy):
+    """Pin the ``capacity - max_needed`` experts profiling chose most often; LRU in the rest."""
+
+    name = "heuristic:static"
+
+    def reset(self, env: Any) -> None:
+        super().reset(env)
+        core = self.core
+        trace = core.episode.trace
+        if trace.calibration is None:
+            raise SchedgymError(
+                f"{self.name} pins experts from offline profiling, and trace {trace.name!r} has "
+                "no calibration routing"
+            )
+        counts = trace.activation_counts(calibration=True).ravel()
+        n_pin = max(0, core.capacity - core.episode.max_needed)
+        order = np.argsort(-counts, kind="stable")[:n_pin]
+        self.pinned = np.zeros(core.n_global, bool)
+        self.pinned[order[counts[order] > 0]] = True
+
+    def evict(self, core: MoECore, candidates: np.ndarray) -> int:
+        free = candidates & ~self.pinned
+        pool = free if free.any() else candidates
+        return int(np.where(pool, core.last_use, _NEVER).argmin())
+
+    def prefetch(self, core: MoECore) -> int:
+        missing = self.pinned & ~core.resident
+        if not missing.any():
+            return core.skip
+        if core.n_resident >= core.capacity and not (core.resident & ~self.pinned).any():
+            return core.skip
+        return int(missing.argmax())
+
+    def prefetch_victim(self, core: MoECore) -> int:
+        return self.evict(core, core.resident)
+
+
+class MoEInfinity(_CachePolicy):
+    """Activation-aware caching and prefetching (see the module docstring).
+
+    Each lane's running sequence accumulates its EAM (``counts[layer, expert]`` of its tokens so
+    far); finished sequences' EAMs are kept as activation ratios (the latest ``memory``). An
+    expert's predicted activation probability is the mean of the running sequences' own ratio
+    and the ratio in the stored EAM most cosine-similar to theirs; its priority is that times
+    the layer proximity ``1 - d / (L + 1)``, ``d`` the layers until its layer runs again. It
+    prefetches the highest-priority expert when the copy engine is idle and the expert is likelier
+    than ``threshold`` to be needed; it evicts the lowest-priority one.
+    """
+
+    name = "heuristic:moe-infinity"
+
+    def __init__(self, memory: int = 128, threshold: float = 0.5):
+        self.memory, self.threshold = memory, threshold
+
+    def reset(self, env: Any) -> None:
+        super().reset(env)
+        core = self.core
+        ep = core.episode
+        L, E = core.n_layers, core.n_experts
+        self.lane_eam = np.zeros((ep.batch, L * E))
+        self.lane_tokens = np.zeros(ep.batch)
+        self.library = np.zeros((0, L * E))  # activation ratios of finished sequences
+        self.unit = np.zeros((0, L * E))  # the same, L2-normalised for cosine similarity
+        self.seen_step = 0  # steps whose routing is folded into the EAMs
+        tokens = ep.step_tokens
+        self.starts_seq = np.zeros(tokens.shape, bool)
+        valid = tokens >= 0
+        self.starts_seq[valid] = np.isin(tokens[valid], ep.trace.seq_starts)
+        self.offsets = (np.arange(L) * E)[:, None]
+
+    def _update(self, core: MoECore) -> None:
+        """Fold the routing of steps whose every layer has run into the lanes' EAMs."""
+        ep = core.episode
+        done_steps = core.visit // core.n_layers
+        for s in range(self.seen_step, done_steps):
+            for b, tok in enumerate(ep.step_tokens[s].tolist()):
+                if tok < 0:
+                    continue
+                if self.starts_seq[s, b] and self.lane_tokens[b]:
+                    self._store(self.lane_eam[b] / self.lane_tokens[b])
+                    self.lane_eam[b] = 0.0
+                    self.lane_tokens[b] = 0.0
+                g = (ep.trace.experts[tok].astype(np.int64) + self.offsets).ravel()
+                self.lane_eam[b, g] += 1.0
+                self.lane_tokens[b] += 1.0
+        self.seen_step = max(self.seen_step, done_steps)
+
+    def _store(self, ratio: np.ndarray) -> None:
+        keep = self.memory - 1
+        self.library = np.vstack([self.library[-keep:], ratio[None, :]])
+        self.unit = np.vstack([self.unit[-keep:], (ratio / np.linalg.norm(ratio))[None, :]])
+
+    def _probability(self, core: MoECore) -> np.ndarray:
+        self._update(core)
+        current = self.lane_eam.sum(axis=0)
+        own = current / max(1.0, self.lane_tokens.sum())
+        if not self.library.shape[0] or not current.any():
+            return own
+        best = int((self.unit @ current).argmax())
+        return 0.5 * (own + self.library[best])
+
+    def _priority(self, core: MoECore, prob: np.ndarray, next_layer: int) -> np.ndarray:
+        L = core.n_layers
+        distance = (np.arange(L) - next_layer) % L  # layers until each layer runs again
+        proximity = 1.0 - distance / (L + 1.0)
+        return (prob.reshape(L, -1) * proximity[:, None]).ravel()
+
+    def evict(self, core: MoECore, candidates: np.ndarray) -> int:
+        # the current layer's other experts come back only after every other layer
+        priority = self._priority(core, self._probability(core), core.layer + 1)
+        return int(np.where(candidates, priority, np.inf).argmin())
+
+    def prefetch(self, core: MoECore) -> int:
+        if core.engine_free > core.clock:  # a prefetch would queue ahead of demand copies
+            return core.skip
+        prob = self._probability(core)
+        priority = self._priority(core, prob, core.layer)
+        gain = np.where(core.resident | (prob < self.threshold), -np.inf, priority)
+        target = int(gain.argmax())
+        if gain[target] == -np.inf:
+            return core.skip
+        self._victim = int(np.where(core.resident, priority, np.inf).argmin())
+        if core.n_resident >= core.capacity and priority[self._victim] >= gain[target]:
+            return core.skip
+        return target
+
+    def prefetch_victim(self, core: MoECore) -> int:
+        return self._victim
+
+
+class Belady(_CachePolicy):
+    """Belady's MIN with optimal prefetching and bypass (see the module docstring)."""
+
+    name = "bound:belady"
+    kind = "bound"
+
+    def reset(self, env: Any) -> None:
+        super().reset(env)
+        core = self.core
+        ep = core.episode
+        ids = ep.need_ids.astype(np.int64)
+        visit = np.repeat(np.arange(ep.n_visits), np.diff(ep.need_ptr))
+        order = np.lexsort((visit, ids))
+        nxt = np.full(ids.size, _NEVER, np.int64)
+        same = ids[order][1:] == ids[order][:-1]
+        nxt[order[:-1][same]] = visit[order][1:][same]
+        self.after = nxt  # per occurrence: the next visit needing the same expert
+        self.next_use = np.full(core.n_global, _NEVER, np.int64)
+        first = order[np.r_[True, ~same]]
+        self.next_use[ids[first]] = visit[first]
+        self.synced = 0  # visits whose occurrences have moved next_use past them
+
+    def _sync(self, core: MoECore) -> None:
+        if self.synced < core.visit:
+            ep = core.episode
+            lo, hi = ep.need_ptr[self.synced], ep.need_ptr[core.visit]
+            # an expert needed by several passed visits takes its last occurrence's next use
+            ids = ep.need_ids[lo:hi][::-1]
+            _, last = np.unique(ids, return_index=True)
+            self.next_use[ids[last]] = self.after[lo:hi][::-1][last]
+            self.synced = core.visit
+
+    def evict(self, core: MoECore, candidates: np.ndarray) -> int:
+        self._sync(core)
+        key = np.where(candidates, self.next_use, -1)
+        victim = int(key.argmax())
+        if core.cpu_offload:
+            ep = core.episode
+            lo = ep.need_ptr[core.visit]
+            at = lo + core.needs(core.visit).index(core.pending)
+            if self.after[at] >= key[victim]:
+                return core.skip
+        return victim
+
+    def prefetch(self, core: MoECore) -> int:
+        self._sync(core)
+        soon = np.where(core.resident, _NEVER, self.next_use)
+        target = int(soon.argmin())
+        if soon[target] >= _NEVER:
+            return core.skip
+        if core.n_resident >= core.capacity:
+            victim = int(np.where(core.resident, self.next_use, -1).argmax())
+            if self.next_use[victim] <= soon[target]:
+                return core.skip
+        return target
+
+    def prefetch_victim(self, core: MoECore) -> int:
+        self._sync(core)
+        return int(np.where(core.resident, self.next_use, -1).argmax())
+
+
+class InfiniteCache:
+    """Every expert in GPU memory: no miss, no stall (the throughput ceiling)."""
+
+    name = "bound:infinite"
+    kind = "bound"
+
+    def reset(self, env: Any) -> None:
+        """Nothing to prepare: `solve` runs the whole episode."""
+
+    def act(self, env: Any, obs: Any) -> int:
+        raise SchedgymError(f"{self.name} is a solver: run it through solve()")
+
+    def solve(self, env: Any, case: str | None, seed: int) -> tuple[dict, dict]:
+        env = getattr(env, "unwrapped", env)
+        core = env.make_core(case, seed, all_resident=True)
+        return core.metrics(), env.make_record(core)
+
+
+POLICIES: dict[str, Callable[[], Any]] = {
+    "heuristic:lru-layer": LRUPerLayer,
+    "heuristic:lru": LRU,
+    "heuristic:lfu": LFU,
+    "heuristic:static": StaticPinning,
+    "heuristic:moe-infinity": MoEInfinity,
+    "bound:belady": Belady,
+    "bound:infinite": InfiniteCache,
+}

@@ -1,0 +1,462 @@
+"""MoE expert offloading: routing workloads, the time model, the env contract and the baselines.
+
+Reference points from outside the code: expert sizes from the models' Hugging Face configs,
+Mixtral's Table 5 and the OLMoE skew figures given with the issue, hand-worked episodes, an
+exhaustive search for the best hit rate on small instances, and the independent `validate`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from schedgym.baselines.moe import POLICIES, Belady
+from schedgym.envs.hardware import MODELS, load_cost_table
+from schedgym.envs.moe_core import (
+    EVICT,
+    PREFETCH,
+    MoECore,
+    MoECosts,
+    build_episode,
+    moe_layers,
+    run_policy,
+)
+from schedgym.envs.moe_offload import (
+    MoEOffloadEnv,
+    plot_hit_rate_curve,
+    plot_record,
+    simulate,
+    validate,
+)
+from schedgym.errors import IllegalActionError, RecordError, WorkloadError
+from schedgym.evaluate import run_episode
+from schedgym.workloads.moe import (
+    MIXTRAL_TABLE5,
+    OLMOE_SKEW,
+    RoutingTrace,
+    generate_routing,
+    layer_predictability,
+    load_jsonl,
+    load_numpy,
+    load_trace,
+    repetition_rates,
+    save_jsonl,
+    save_npz,
+    skew_stats,
+    tinymoe_trace,
+)
+
+HEURISTICS = [p for p in POLICIES if p.startswith("heuristic:")]
+
+# -- model sizes -----------------------------------------------------------------------------
+
+
+def test_expert_bytes_match_the_published_sizes():
+    assert MODELS["mixtral-8x7b"].expert_bytes() == 336 * 2**20  # 336 MiB in fp16
+    assert round(MODELS["olmoe-1b-7b"].expert_bytes() / 1e6, 1) == 12.6
+    assert round(MODELS["qwen1.5-moe-a2.7b"].expert_bytes() / 1e6, 1) == 17.3
+    assert round(MODELS["deepseek-v2-lite"].expert_bytes() / 1e6, 1) == 17.3
+    assert MODELS["mixtral-8x7b"].expert_bytes(4) == 84 * 2**20  # 4-bit: a quarter
+    assert MODELS["mixtral-8x7b"].expert_bytes(2) == 42 * 2**20
+
+
+def test_deepseek_v2_lite_routes_in_26_of_its_27_layers():
+    # config.json: num_hidden_layers 27, first_k_dense_replace 1
+    assert MODELS["deepseek-v2-lite"].layers == 27
+    assert moe_layers(MODELS["deepseek-v2-lite"]) == 26
+    assert moe_layers(MODELS["mixtral-8x7b"]) == 32
+
+
+def test_copy_time_is_the_host_link_of_the_profile():
+    # H100 SXM5: PCIe Gen5 x16, 64 GB/s per direction (datasheet), 10 us launch
+    env = MoEOffloadEnv("mixtral", tokens=4)
+    core = env.make_core("mixtral", 0)
+    assert core.costs.copy_s == pytest.approx(336 * 2**20 / 64e9 + 1e-5, rel=1e-6)
+    quarter = MoEOffloadEnv("mixtral", tokens=4, bits=4).make_core("mixtral", 0)
+    assert quarter.costs.copy_s == pytest.approx(84 * 2**20 / 64e9 + 1e-5, rel=1e-6)
+    # one expert's 3 GEMMs for one token on an H100: memory-bound, its 336 MiB at ~3.35 TB/s
+    assert 0.08e-3 < core.costs.gpu_s[1] < 0.3e-3
+
+
+# -- routing workloads -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_generated_mixtral_repetition_is_in_table5_ranges(seed):
+    trace = generate_routing("mixtral-8x7b", 3000, seed=seed, model_seed=seed)
+    first, either = repetition_rates(trace)
+    for i, layer in enumerate((0, 15, 31)):
+        lo, hi = MIXTRAL_TABLE5["first"][i]
+        assert lo <= first[layer] <= hi, (layer, first[layer])
+        lo, hi = MIXTRAL_TABLE5["either"][i]
+        assert lo <= either[layer] <= hi, (layer, either[layer])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_generated_olmoe_skew_is_in_the_published_ranges(seed):
+    trace = generate_routing("olmoe-1b-7b", 2000, seed=seed, model_seed=seed)
+    hottest, top8 = skew_stats(trace, top=8)
+    lo, hi = OLMOE_SKEW["hottest_ratio"]
+    assert np.all((lo <= hottest) & (hottest <= hi)), hottest
+    lo, hi = OLMOE_SKEW["top8_share"]
+    assert np.all((lo <= top8) & (top8 <= hi)), top8
+
+
+def test_routing_correlates_across_layers():
+    rng = np.random.default_rng(0)
+    for trace in (generate_routing("mixtral-8x7b", 2000, seed=3), tinymoe_trace("code")):
+        shuffled = trace.experts.copy()
+        for layer in range(trace.n_layers):  # independent token order per layer: no correlation
+            shuffled[:, layer] = shuffled[rng.permutation(trace.n_tokens), layer]
+        base = layer_predictability(RoutingTrace(shuffled, trace.n_experts))
+        assert layer_predictability(trace).mean() > 1.15 * base.mean()
+
+
+def test_generator_is_seeded():
+    a = generate_routing("olmoe-1b-7b", 100, seed=5)
+    b = generate_routing("olmoe-1b-7b", 100, seed=5)
+    c = generate_routing("olmoe-1b-7b", 100, seed=6)
+    assert np.array_equal(a.experts, b.experts) and not np.array_equal(a.experts, c.experts)
+
+
+def test_tinymoe_traces_are_shipped_small_and_well_formed():
+    folder = Path(__file__).resolve().parents[1] / "workloads" / "data" / "tinymoe"
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 300_000
+    for domain in ("code", "docs"):
+        trace = tinymoe_trace(domain)
+        assert (trace.n_layers, trace.n_experts, trace.top_k) == (4, 8, 2)
+        assert trace.n_tokens >= 2048 and trace.calibration is not None
+        first, either = repetition_rates(trace)
+        assert np.all(first > 1 / 8)  # learned routing repeats more often than chance
+
+
+def test_jsonl_and_numpy_round_trip(tmp_path):
+    trace = generate_routing("mixtral-8x7b", 70, seed=1, calibration_tokens=10)
+    save_jsonl(trace, tmp_path / "t.jsonl")
+    back = load_trace(tmp_path / "t.jsonl", n_experts=8, top_k=2, layers=32)
+    assert np.array_equal(back.experts, trace.experts)
+    assert np.array_equal(back.seq_starts, trace.seq_starts)
+    save_npz(trace, tmp_path / "t.npz")
+    back = load_trace(tmp_path / "t.npz", n_experts=8)
+    assert np.array_equal(back.experts, trace.experts)
+    assert np.array_equal(back.calibration, trace.calibration)
+    np.save(tmp_path / "t.npy", trace.experts)
+    assert np.array_equal(load_numpy(tmp_path / "t.npy", n_experts=8).experts, trace.experts)
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _rows(tokens=2, layers=2, bad=None):
+    rows = [{"layer": la, "token_idx": t, "experts": [0, 1]}
+            for t in range(tokens) for la in range(layers)]
+    if bad:
+        rows[-1].update(bad)
+    return rows
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"experts": [0, 9]}, "out of range 0..7"),
+        ({"experts": [0, 1, 2]}, "expected k = 2"),
+        ({"experts": [3, 3]}, "chosen twice"),
+        ({"layer": -1}, "layer must be an int"),
+    ],
+)
+def test_jsonl_faults_name_file_and_line(tmp_path, bad, message):
+    path = _write_jsonl(tmp_path / "r.jsonl", _rows(bad=bad))
+    with pytest.raises(WorkloadError, match=message) as err:
+        load_jsonl(path, n_experts=8)
+    assert str(err.value).startswith(f"{path}:4:")
+
+
+def test_jsonl_missing_layer_and_bad_json_are_refused(tmp_path):
+    rows = _rows(tokens=3)
+    del rows[3]  # token 1, layer 1
+    with pytest.raises(WorkloadError, match="token 1 has no routing for layer 1"):
+        load_jsonl(_write_jsonl(tmp_path / "a.jsonl", rows), n_experts=8)
+    path = tmp_path / "b.jsonl"
+    path.write_text('{"layer": 0, "token_idx": 0, "experts": [0, 1]}\n{"layer": 1,\n')
+    with pytest.raises(WorkloadError, match=r"b.jsonl:2: not valid JSON"):
+        load_jsonl(path)
+    with pytest.raises(WorkloadError, match="layer 1 out of range 0..0"):
+        load_jsonl(_write_jsonl(tmp_path / "c.jsonl", _rows()), layers=1)
+
+
+def test_numpy_faults_are_refused(tmp_path):
+    experts = np.zeros((3, 2, 2), np.int64)
+    experts[..., 1] = 1
+    experts[2, 1, 0] = 8
+    np.save(tmp_path / "x.npy", experts)
+    with pytest.raises(WorkloadError, match=r"x.npy: token 2, layer 1: expert id 8 out of range"):
+        load_numpy(tmp_path / "x.npy", n_experts=8)
+    with pytest.raises(WorkloadError, match="expected k = 4"):
+        load_numpy(tmp_path / "x.npy", top_k=4)
+    with pytest.raises(WorkloadError, match="expected 3 layers, found 2"):
+        load_numpy(tmp_path / "x.npy", layers=3)
+
+
+def test_env_refuses_traces_that_do_not_fit_the_model(tmp_path):
+    np.save(tmp_path / "k3.npy", np.tile(np.arange(3), (4, 2, 1)))
+    with pytest.raises(WorkloadError, match="k = 2"):
+        MoEOffloadEnv(str(tmp_path / "k3.npy"), model="mixtral-8x7b").reset(seed=0)
+    with pytest.raises(WorkloadError, match="matches a trace"):
+        MoEOffloadEnv(str(tmp_path / "k3.npy")).reset(seed=0)
+    with pytest.raises(WorkloadError, match="unknown case"):
+        MoEOffloadEnv("no-such-case").reset(seed=0)
+    with pytest.raises(WorkloadError, match="below the 2 experts"):
+        MoEOffloadEnv(capacity=1).reset(seed=0)
+
+
+# -- hand-worked episodes --------------------------------------------------------------------
+
+
+def _core(sequence, capacity, prefetch=0, cpu_offload=False, E=3):
+    """One layer, top-1: tokens route to ``sequence``; copy 1 s, GPU expert 0.1 s, CPU expert
+    0.4 s, attention and the rest 0.5 s per layer."""
+    trace = RoutingTrace(np.array(sequence).reshape(-1, 1, 1), E)
+    episode = build_episode(trace)
+    costs = MoECosts(1000, 1.0, np.array([0.0, 0.1]), np.array([0.0, 0.4]),
+                     np.full(episode.n_steps, 0.5))
+    return MoECore(episode, costs, capacity, prefetch=prefetch, cpu_offload=cpu_offload)
+
+
+def _checked(core):
+    record = MoEOffloadEnv().make_record(core)
+    replayed = validate(json.loads(json.dumps(record)))
+    for key, value in core.metrics().items():
+        assert replayed[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+    return core.metrics()
+
+
+def test_hand_worked_demand_misses():
+    # cache {0}; step 0 hits (ends 0.6); steps 1 and 2 miss: routed at 1.1 and 2.7, copies land
+    # at 2.1 and 3.7, each layer ends 0.1 later: 1 s of stall each.
+    core = _core([0, 1, 0], capacity=1)
+    while not core.done:
+        assert core.phase == EVICT and core.action_masks()[: core.n_global].sum() == 1
+        core.apply(int(np.flatnonzero(core.action_masks())[0]))
+    m = _checked(core)
+    assert (m["hits"], m["accesses"], m["demand_loads"]) == (1, 3, 2)
+    assert m["stall_s"] == pytest.approx(2.0) and m["time_s"] == pytest.approx(3.8)
+    assert m["bytes_copied"] == 2000 and m["tokens_per_s"] == pytest.approx(3 / 3.8)
+
+
+def test_hand_worked_prefetch_overlaps_with_compute():
+    # as above, but before step 2 expert 0 is prefetched at 2.2 (evicting 1): it lands at 3.2,
+    # the layer is routed at 2.7 and ends at 3.3: 0.5 s of stall instead of 1.
+    core = _core([0, 1, 0], capacity=1, prefetch=1)
+    # no prefetch before steps 0 and 1; step 1's miss evicts 0; before step 2 prefetch 0,
+    # evicting 1
+    for action in (core.skip, core.skip, 0, 0, 1):
+        core.apply(action)
+    assert core.done
+    m = _checked(core)
+    assert (m["hits"], m["demand_loads"], m["prefetches"], m["prefetch_hits"]) == (2, 1, 1, 1)
+    assert m["stall_s"] == pytest.approx(1.5) and m["time_s"] == pytest.approx(3.3)
+
+
+def test_hand_worked_cpu_offload():
+    # the miss at step 1 runs on the CPU: 1.1 + 0.4 = 1.5, 0.3 s beyond the GPU's 1.2
+    core = _core([0, 1], capacity=1, cpu_offload=True)
+    core.apply(core.skip)
+    m = _checked(core)
+    assert (m["hits"], m["cpu_experts"], m["demand_loads"]) == (1, 1, 0)
+    assert m["stall_s"] == pytest.approx(0.3) and m["time_s"] == pytest.approx(1.5)
+
+
+def test_lru_and_belady_on_the_textbook_sequence():
+    # cache {0, 1}, requests 0 1 2 0 1: LRU evicts 0 then 1 then 2 (2 hits); MIN evicts 1 for 2
+    # (needed last), then hits 0 (3 hits).
+    for name, hits in (("heuristic:lru", 2), ("bound:belady", 3)):
+        core = _core([0, 1, 2, 0, 1], capacity=2)
+        run_policy(core, POLICIES[name]())
+        assert _checked(core)["hits"] == hits
+
+
+def _best_hits(core, memo):
+    """Exhaustive search over every legal decision sequence (memoised on the state)."""
+    if core.done:
+        return 0
+    key = (core.visit, core.phase, core.pending, core.prefetch_left, core.misses_left,
+           core.resident.tobytes(), len(core.events()))
+    if key not in memo:
+        snap, best = core.get_state(), -1
+        for action in np.flatnonzero(core.action_masks()):
+            before = core.hits
+            core.apply(int(action))
+            best = max(best, core.hits - before + _best_hits(core, memo))
+            core.set_state(snap)
+        memo[key] = best
+    return memo[key]
+
+
+def test_belady_reaches_the_exhaustive_optimum_on_small_instances():
+    rng = np.random.default_rng(7)
+    for _ in range(60):
+        L, E = int(rng.integers(1, 3)), int(rng.integers(2, 5))
+        k = int(rng.integers(1, 3)) if E > 2 else 1
+        T = int(rng.integers(3, 6))
+        experts = np.array([[rng.choice(E, k, replace=False) for _ in range(L)]
+                            for _ in range(T)])
+        episode = build_episode(RoutingTrace(experts, E))
+        cpu = bool(rng.integers(2))
+        capacity = int(rng.integers(1 if cpu else k, L * E + 1))
+        costs = MoECosts(1, 1.0, np.ones(2), np.ones(2), np.ones(episode.n_steps))
+        core = MoECore(episode, costs, capacity, prefetch=int(rng.integers(3)),
+                       cpu_offload=cpu)
+        optimum = core.hits + _best_hits(core, {})
+        core.reset()
+        run_policy(core, Belady())
+        assert core.hits == optimum
+
+
+def test_belady_hit_rate_is_at_least_every_other_policy():
+    others = HEURISTICS + ["random"]
+    for case in ("tinymoe-code", "tinymoe-docs", "mixtral", "olmoe"):
+        for prefetch in (0, 1):
+            for fraction in (0.15, 0.4, 0.7):
+                for seed in (0, 1):
+                    kwargs = {"tokens": 48, "prefetch": prefetch, "cache_fraction": fraction}
+                    if fraction == 0.4:
+                        kwargs["cpu_offload"] = True
+                    bound = simulate("bound:belady", case, seed, **kwargs)[0]["hit_rate"]
+                    for name in others:
+                        rate = simulate(name, case, seed, **kwargs)[0]["hit_rate"]
+                        assert rate <= bound + 1e-12, (case, kwargs, seed, name)
+
+
+def test_lru_per_layer_keeps_fixed_per_layer_caches():
+    env = MoEOffloadEnv("mixtral", tokens=40, prefetch=0, capacity=96)
+    core = env.make_core("mixtral", 3)
+    run_policy(core, POLICIES["heuristic:lru-layer"]())
+    per_layer = core.resident.reshape(core.n_layers, core.n_experts).sum(axis=1)
+    assert np.all(per_layer == 3)  # Mixtral-offloading: 3 of 8 experts per layer
+
+
+# -- the env contract ------------------------------------------------------------------------
+
+
+def test_check_env():
+    env = MoEOffloadEnv(cpu_offload=True, max_entities=32)
+    # check_env steps with action_space.sample(), which knows nothing of the mask; with CPU
+    # offload the skip action is legal in every phase, so the checker steps with it.
+    env.action_space.sample = lambda *a, **k: np.int64(env.layout.max_entities)
+    check_env(env, skip_render_check=True)
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES) + ["random"])
+def test_every_policy_runs_end_to_end_and_validates(policy):
+    result = run_episode("moe", policy, case="tinymoe-docs", seed=2,
+                         env_kwargs={"tokens": 96, "max_entities": 32})
+    assert 0 <= result.metrics["hit_rate"] <= 1
+    assert result.metrics["tokens"] == 96
+
+
+def test_batch_needs_the_union_of_the_sequences_experts():
+    # 4 OLMoE sequences of 64 tokens decoded together: 64 steps of 16 layers, each layer needing
+    # the union of 4 tokens' 8 experts
+    result = run_episode("moe", "heuristic:lru", case="olmoe", seed=1,
+                         env_kwargs={"batch": 4, "tokens": 256, "prefetch": 0,
+                                     "max_entities": 1024})
+    m = result.metrics
+    assert m["tokens"] == 256 and m["stall_per_token_s"] == pytest.approx(m["stall_s"] / 64)
+    assert 64 * 16 * 8 < m["accesses"] < 64 * 16 * 32
+
+
+def test_reset_is_deterministic_and_snapshots_restore():
+    env = MoEOffloadEnv("mixtral", tokens=8, max_entities=256)
+    obs_a, _ = env.reset(seed=4)
+    obs_b, _ = env.reset(seed=4)
+    assert all(np.array_equal(obs_a[k], obs_b[k]) for k in obs_a)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        env.step(int(rng.choice(np.flatnonzero(env.action_masks()))))
+    snap = env.get_state()
+    tails = []
+    for _ in range(2):
+        env.set_state(snap)
+        rng = np.random.default_rng(1)
+        done, info = False, {}
+        while not done:
+            assert env.action_masks().any()
+            _, _, done, _, info = env.step(int(rng.choice(np.flatnonzero(env.action_masks()))))
+        tails.append(info["record"])
+    assert tails[0] == tails[1]
+    validate(tails[0])
+
+
+def test_illegal_actions_are_refused_with_a_reason():
+    env = MoEOffloadEnv("tinymoe-code", tokens=32, max_entities=40)
+    env.reset(seed=0)
+    core = env.core
+    assert core.phase == PREFETCH
+    resident = int(np.flatnonzero(core.resident)[0])
+    with pytest.raises(IllegalActionError, match="already in GPU memory"):
+        env.step(resident)
+    with pytest.raises(IllegalActionError, match="padding row"):
+        env.step(35)
+    # run on until a miss while another expert the layer needs is cached
+    while not (core.phase == EVICT and (core.needed & core.resident).any()):
+        env.step(int(np.flatnonzero(env.action_masks())[0]))
+    with pytest.raises(IllegalActionError, match="needed by this layer"):
+        env.step(int(np.flatnonzero(core.needed & core.resident)[0]))
+    with pytest.raises(IllegalActionError, match="CPU offload is off"):
+        env.step(core.skip)
+
+
+def test_validate_catches_tampered_records():
+    record = run_episode("moe", "heuristic:lru", case="tinymoe-code", seed=0,
+                         env_kwargs={"tokens": 32, "max_entities": 32}).record
+    loads = [i for i, e in enumerate(record["events"]) if e[1] == 1 and e[3] >= 0]
+    over = json.loads(json.dumps(record))
+    over["events"][loads[0]][3] = -1  # load into a full cache without evicting
+    with pytest.raises(RecordError, match="full cache"):
+        validate(over)
+    missing = json.loads(json.dumps(record))
+    del missing["events"][loads[0]]
+    with pytest.raises(RecordError, match="no load or CPU decision"):
+        validate(missing)
+    wrong = json.loads(json.dumps(record))
+    event = wrong["events"][loads[0]]
+    visit, layer = event[0], event[0] % record["n_layers"]
+    step = visit // record["n_layers"]
+    token = wrong["steps"][step][0]
+    (other,) = [layer * 8 + e for e in wrong["routing"][token][layer] if layer * 8 + e != event[2]]
+    event[3] = other  # evict the layer's other expert: needed now (or not even cached)
+    with pytest.raises(RecordError, match="which this layer needs|not in GPU memory"):
+        validate(wrong)
+    small = json.loads(json.dumps(record))
+    small["capacity"] -= 1
+    with pytest.raises(RecordError, match="capacity"):
+        validate(small)
+
+
+def test_plots_are_written(tmp_path):
+    record = run_episode("moe", "heuristic:lfu", case="tinymoe-code", seed=0,
+                         env_kwargs={"tokens": 32, "max_entities": 32}).record
+    plot_record(record, tmp_path / "ep.png", policy="heuristic:lfu")
+    assert (tmp_path / "ep.png").stat().st_size > 10_000
+    assert (tmp_path / "ep-curve.png").stat().st_size > 10_000
+    curves = plot_hit_rate_curve(["heuristic:lru", "bound:belady"], tmp_path / "c.png",
+                                 "tinymoe-docs", tokens=32, capacities=[4, 8, 16, 24])
+    lru, belady = (np.array(curves[p])[:, 1] for p in ("heuristic:lru", "bound:belady"))
+    assert np.all(np.diff(belady) >= 0) and np.all(belady >= lru)
+
+
+def test_cpu_table_prices_cpu_offload():
+    env = MoEOffloadEnv("olmoe", tokens=4, cpu_offload=True)
+    core = env.make_core("olmoe", 0)
+    cpu = load_cost_table("cpu")
+    assert core.costs.cpu_s[1] > core.costs.gpu_s[1]  # the CPU is the slower engine
+    assert core.costs.cpu_s[1] == pytest.approx(
+        2 * cpu.predict("linear", tokens=1, d_in=2048, d_out=1024)
+        + cpu.predict("activation", elements=1024)
+        + cpu.predict("linear", tokens=1, d_in=1024, d_out=2048))
