@@ -56,6 +56,10 @@ class TrainConfig:
     tensorboard: str | None = "runs"
 
 
+# Validation envs draw generator cases from seeds far from the training envs' (0, 1000, ...).
+VALIDATION_SEED_OFFSET = 500_000
+
+
 class CaseCycle(gym.Wrapper):
     """Resets walk through a fixed list of cases, so every validation sees the same instances."""
 
@@ -116,7 +120,11 @@ class SchedEvalCallback(MaskableEvalCallback):
         return keep_going
 
 
-def make_vec_env(cfg: TrainConfig, cases: list[str] | None = None, n: int | None = None):
+def make_vec_env(
+    cfg: TrainConfig, cases: list[str] | None = None, n: int | None = None, seed_offset: int = 0
+):
+    """``n`` Monitor-wrapped envs seeded ``cfg.seed + seed_offset + 1000 * rank``; with
+    ``cases``, resets cycle through them (validation)."""
     entry = env_entry(cfg.env)
 
     def factory(rank: int):
@@ -125,7 +133,7 @@ def make_vec_env(cfg: TrainConfig, cases: list[str] | None = None, n: int | None
             env = Monitor(env)
             if cases:
                 env = CaseCycle(env, cases)
-            env.reset(seed=cfg.seed + 1000 * rank)
+            env.reset(seed=cfg.seed + seed_offset + 1000 * rank)
             return env
 
         return build
