@@ -23,7 +23,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# The job-shop speed comparison runs JSSEnv and job-shop-lib side by side; JSSEnv's own
+# requirements pull rendering packages it does not need, hence --no-deps.
 bench: $(STAMP)
+	$(BIN)/pip install --quiet "plotly>=5" && $(BIN)/pip install --quiet --no-deps "jssenv==1.1.0"
 	$(BIN)/schedgym bench
 
 clean:
