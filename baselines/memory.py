@@ -1,0 +1,317 @@
+"""Baselines of `schedgym/MemoryMap-v0`: greedy placements, and the bounds that frame them.
+
+Heuristics (each knows only the buffer set, as an ahead-of-time compiler does):
+
+* ``heuristic:msa``: in the manner of XLA's memory-space assignment: buffers by memory
+  boundedness (alternate-memory benefit over sqrt(size), XLA's ``GetMemoryBoundedness``), each
+  at its best-fit offset, else slow memory;
+* ``heuristic:best-fit-{start,size,area}``: buffers by start time, by size or by size x lifetime,
+  each in the tightest gap that holds it (TFLite's greedy-by-size planner is best-fit by size);
+* ``heuristic:first-fit-{start,size,area}``: the same orders, each at the lowest candidate;
+* ``heuristic:all-slow`` (map): every buffer in slow memory, the reference of the speedup.
+
+A heuristic's ``act`` applies its rule to whatever order the env runs; its ``solve`` runs its own
+episode through the env in its own order, which is how the evaluator runs it.
+
+Bounds:
+
+* ``bound:peak-live`` (pack): no packing is lower than the peak of live bytes;
+* ``bound:knapsack`` (map): the fractional knapsack over time, an LP: each buffer a fraction
+  in fast memory over its whole lifetime, the fractions live at any moment within the fast
+  capacity, each op at ``max(compute, memory time)`` of those fractions; its optimum is a lower
+  bound on the modelled time (an upper bound on what fast memory can save);
+* ``bound:cpsat``: CP-SAT (OR-Tools) with ``NoOverlap2D`` over time x address boxes, exact on
+  small sets (pack: minimum height; map: minimum modelled time), seeded with the best greedy
+  placement; its placement is a real one and `validate` checks it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from schedgym.envs.memory_core import MemoryMapCore, placement_metrics, placement_record
+from schedgym.errors import SchedgymError
+from schedgym.policy import PolicyKind
+
+CPSAT_MAX_BUFFERS = 400
+CPSAT_TIME_LIMIT_S = 30.0
+
+
+class GreedyPolicy:
+    """A placement rule (``best_fit`` or ``first_fit`` of the core) in a buffer order."""
+
+    kind: PolicyKind = "heuristic"
+
+    def __init__(self, name: str, order: str, rule: str):
+        self.name, self.order, self.rule = name, order, rule
+
+    def reset(self, env: Any) -> None:
+        """Nothing to prepare: the rule reads the current candidates."""
+
+    def act(self, env: Any, obs: Any) -> int:
+        return getattr(env.unwrapped.core, self.rule)()
+
+    def solve(self, env: Any, case: Any, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        return run_in_order(self, env, case, seed, self.order)
+
+
+class AllSlowPolicy:
+    """Every buffer in slow memory (map task only)."""
+
+    kind: PolicyKind = "heuristic"
+    name = "heuristic:all-slow"
+
+    def reset(self, env: Any) -> None:
+        if env.unwrapped.task != "map":
+            raise SchedgymError("heuristic:all-slow applies to the map task only")
+
+    def act(self, env: Any, obs: Any) -> int:
+        return env.unwrapped.core.slow_action
+
+
+def run_in_order(policy: Any, env: Any, case: Any, seed: int, order: str
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One episode of ``policy`` through ``env`` with the buffers in ``order``."""
+    env = env.unwrapped
+    options: dict[str, Any] = {"order": order}
+    if case is not None:
+        options["case"] = case
+    obs, info = env.reset(seed=seed, options=options)
+    policy.reset(env)
+    done = False
+    while not done:
+        obs, _, done, _, info = env.step(policy.act(env, obs))
+    return info["metrics"], info["record"]
+
+
+def _episode_core(env: Any, case: Any, seed: int) -> MemoryMapCore:
+    env = env.unwrapped
+    env.reset(seed=seed, options={"case": case} if case is not None else None)
+    return env.core
+
+
+class _Solver:
+    """A bound computed whole by ``solve``; it makes no step-by-step decisions."""
+
+    kind: PolicyKind = "bound"
+    name = "bound:?"
+
+    def reset(self, env: Any) -> None:
+        """Nothing to prepare: ``solve`` resets the env itself."""
+
+    def act(self, env: Any, obs: Any) -> int:
+        raise SchedgymError(f"{self.name} is a solver: run it through solve(env, case, seed)")
+
+
+class PeakLiveBound(_Solver):
+    """Pack: the peak of live bytes, a lower bound on every packing's height."""
+
+    name = "bound:peak-live"
+
+    def solve(self, env: Any, case: Any, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        core = _episode_core(env, case, seed)
+        if core.task != "pack":
+            raise SchedgymError(f"{self.name} bounds the pack task; the map task has "
+                                "bound:knapsack")
+        record = core.record()
+        record["bound"] = "peak-live"
+        record.pop("offset")
+        peak = core.buffers.peak_live_bytes()
+        return {"height": peak, "capacity": core.capacity, "height_over_capacity":
+                peak / core.capacity, "peak_live": peak, "height_over_peak": 1.0}, record
+
+
+class KnapsackBound(_Solver):
+    """Map: the fractional knapsack over time (module docstring), a lower bound on time."""
+
+    name = "bound:knapsack"
+
+    def solve(self, env: Any, case: Any, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        core = _episode_core(env, case, seed)
+        if core.task != "map":
+            raise SchedgymError(f"{self.name} bounds the map task; the pack task has "
+                                "bound:peak-live")
+        lower = knapsack_time_bound(core)
+        record = core.record()
+        record["bound"] = "knapsack"
+        record.pop("offset")
+        slow = core.all_slow
+        return {"modelled_time_s": lower, "all_slow_time_s": slow,
+                "speedup": slow / lower if lower > 0 else 1.0, "capacity": core.capacity}, record
+
+
+def knapsack_time_bound(core: MemoryMapCore) -> float:
+    """The LP relaxation of the map task: buffer ``b`` is a fraction ``x_b`` in fast memory for
+    its whole lifetime, the fractions live at every start time fit in the capacity, and each op
+    takes ``max(compute, memory time at those fractions)``; address fragmentation is ignored.
+    Its optimum (HiGHS) is at most the modelled time of every placement."""
+    from scipy.optimize import linprog
+    from scipy.sparse import coo_matrix, vstack
+
+    cost, bs = core.cost, core.buffers
+    n, m = bs.n, cost.compute.size
+    unit = core.all_slow / m if core.all_slow > 0 else 1.0
+    owner = np.repeat(np.arange(n), np.diff(cost.ptr))
+    gain = cost.acc_bytes * (1.0 / cost.slow_bandwidth - 1.0 / cost.fast_bandwidth) / unit
+    # op rows: -T_j - sum_b gain_jb x_b <= -(all-slow memory time of op j)
+    op_rows = coo_matrix((np.concatenate([-gain, -np.ones(m)]),
+                          (np.concatenate([cost.acc_op, np.arange(m)]),
+                           np.concatenate([owner, n + np.arange(m)]))), shape=(m, n + m))
+    # capacity rows, one per distinct start time t: sum over b live at t of size_b x_b <= C
+    times = np.unique(bs.start)
+    lo, hi = np.searchsorted(times, bs.start), np.searchsorted(times, bs.end)
+    count = hi - lo
+    row = np.repeat(lo - np.cumsum(count) + count, count) + np.arange(count.sum())
+    col = np.repeat(np.arange(n), count)
+    cap_rows = coo_matrix((bs.size[col] / core.capacity, (row, col)),
+                          shape=(times.size, n + m))
+    a_ub = vstack([op_rows, cap_rows]).tocsr()
+    b_ub = np.concatenate([-cost.total_bytes / cost.slow_bandwidth / unit, np.ones(times.size)])
+    bounds = [(0.0, 1.0)] * n + [(c / unit, None) for c in cost.compute]
+    res = linprog(np.concatenate([np.zeros(n), np.ones(m)]), A_ub=a_ub, b_ub=b_ub,
+                  bounds=bounds, method="highs")
+    if res.status != 0:
+        raise SchedgymError(f"bound:knapsack: the LP solver failed ({res.message})")
+    return float(res.fun) * unit
+
+
+class CpSatPolicy(_Solver):
+    """CP-SAT with NoOverlap2D: exact on small sets within the time limit (module docstring)."""
+
+    name = "bound:cpsat"
+
+    def __init__(self, time_limit_s: float = CPSAT_TIME_LIMIT_S, workers: int = 2):
+        self.time_limit_s, self.workers = time_limit_s, workers
+
+    def solve(self, env: Any, case: Any, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        from ortools.sat.python import cp_model
+
+        n = _episode_core(env, case, seed).buffers.n
+        if n > CPSAT_MAX_BUFFERS:
+            raise SchedgymError(f"{self.name}: {n} buffers; exact search is offered up to "
+                                f"{CPSAT_MAX_BUFFERS}")
+        hint_metrics, hint = _best_greedy(env, case, seed)
+        core = env.unwrapped.core
+        bs = core.buffers
+        start, end, size = (a.tolist() for a in (bs.start, bs.end, bs.size))
+        hint_offset = hint["offset"]
+        model = cp_model.CpModel()
+        t0 = time.perf_counter()
+        if core.task == "pack":
+            top = int(hint_metrics["height"])
+            peak = bs.peak_live_bytes()
+            offs = [model.new_int_var(0, top - z, f"o{i}") for i, z in enumerate(size)]
+            xs = [model.new_fixed_size_interval_var(s, e - s, f"t{i}")
+                  for i, (s, e) in enumerate(zip(start, end, strict=True))]
+            ys = [model.new_fixed_size_interval_var(o, z, f"a{i}")
+                  for i, (o, z) in enumerate(zip(offs, size, strict=True))]
+            model.add_no_overlap_2d(xs, ys)
+            height = model.new_int_var(peak, top, "height")
+            for o, z in zip(offs, size, strict=True):
+                model.add(height >= o + z)
+            model.minimize(height)
+        else:
+            cap = core.capacity
+            fits = [z <= cap for z in size]
+            fast = [model.new_bool_var(f"f{i}") if ok else None for i, ok in enumerate(fits)]
+            offs = [model.new_int_var(0, cap - z, f"o{i}") if ok else None
+                    for i, (z, ok) in enumerate(zip(size, fits, strict=True))]
+            xs, ys = [], []
+            for i, ok in enumerate(fits):
+                if ok:
+                    xs.append(model.new_optional_fixed_size_interval_var(
+                        start[i], end[i] - start[i], fast[i], f"t{i}"))
+                    ys.append(model.new_optional_fixed_size_interval_var(
+                        offs[i], size[i], fast[i], f"a{i}"))
+            model.add_no_overlap_2d(xs, ys)
+            model.minimize(_map_objective(model, core, fast))
+        _add_hint(model, offs, hint_offset, fast if core.task == "map" else None)
+        solver = cp_model.CpSolver()
+        solver.parameters.max_time_in_seconds = self.time_limit_s
+        solver.parameters.num_workers = self.workers
+        solver.parameters.random_seed = seed
+        status = solver.solve(model)
+        wall = time.perf_counter() - t0
+        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            raise SchedgymError(f"{self.name}: no solution within {self.time_limit_s} s "
+                                f"({solver.status_name(status)})")
+        offset = np.array([
+            -1 if (core.task == "map" and (fast[i] is None or not solver.value(fast[i])))
+            else int(solver.value(offs[i])) for i in range(bs.n)], np.int64)
+        metrics = placement_metrics(core.task, bs, core.capacity, offset, core.cost)
+        record = placement_record(core.task, bs, core.capacity, offset, core.cost,
+                                  "cpsat", np.arange(bs.n))
+        optimal = status == cp_model.OPTIMAL
+        record["solver"] = {"name": "cp-sat", "status": solver.status_name(status),
+                            "wall_s": wall, "time_limit_s": self.time_limit_s}
+        metrics.update({"optimal": int(optimal), "solve_s": wall})
+        return metrics, record
+
+
+def _map_objective(model: Any, core: MemoryMapCore, fast: list[Any]) -> Any:
+    """Sum of per-op times in integer units of 1e-9 of the all-slow time, each op's time
+    ``T_j >= compute_j`` and ``T_j >= all-slow memory time - saved by its fast buffers``."""
+    cost = core.cost
+    unit = max(core.all_slow, 1e-30) * 1e-9
+    gain = (1.0 / cost.slow_bandwidth - 1.0 / cost.fast_bandwidth) / unit
+    slow_mem = cost.total_bytes / cost.slow_bandwidth / unit
+    compute = cost.compute / unit
+    terms: list[list[tuple[int, Any]]] = [[] for _ in range(compute.size)]
+    for b in range(core.buffers.n):
+        if fast[b] is None:
+            continue
+        for p in range(cost.ptr[b], cost.ptr[b + 1]):
+            terms[int(cost.acc_op[p])].append((round(cost.acc_bytes[p] * gain), fast[b]))
+    total = []
+    for j, items in enumerate(terms):
+        floor = round(compute[j])
+        mem = round(slow_mem[j])
+        if not items or floor >= mem:
+            total.append(max(floor, mem))
+            continue
+        t = model.new_int_var(floor, mem, f"T{j}")
+        model.add(t >= mem - sum(c * f for c, f in items))
+        total.append(t)
+    return sum(total)
+
+
+def _add_hint(model: Any, offs: list[Any], offset: list[int], fast: list[Any] | None) -> None:
+    for i, o in enumerate(offs):
+        if o is None:
+            continue
+        if fast is not None:
+            model.add_hint(fast[i], offset[i] >= 0)
+        if offset[i] >= 0:
+            model.add_hint(o, offset[i])
+
+
+def _best_greedy(env: Any, case: Any, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The best greedy placement: CP-SAT's starting point."""
+    best: tuple[float, dict[str, Any], dict[str, Any]] | None = None
+    for name in (n for n in POLICIES if n.startswith("heuristic:") and n != "heuristic:all-slow"):
+        metrics, record = POLICIES[name]().solve(env, case, seed)
+        score = metrics["height"] if record["task"] == "pack" else metrics["modelled_time_s"]
+        if best is None or score < best[0]:
+            best = (score, metrics, record)
+    assert best is not None
+    return best[1], best[2]
+
+
+def _greedy(order: str, rule: str) -> Callable[[], GreedyPolicy]:
+    name = f"heuristic:{rule.replace('_', '-')}-{order}"
+    return lambda: GreedyPolicy(name, order, rule)
+
+
+POLICIES: dict[str, Callable[[], Any]] = {
+    "heuristic:msa": lambda: GreedyPolicy("heuristic:msa", "benefit", "best_fit"),
+    **{f"heuristic:{rule.replace('_', '-')}-{order}": _greedy(order, rule)
+       for rule in ("best_fit", "first_fit") for order in ("start", "size", "area")},
+    "heuristic:all-slow": AllSlowPolicy,
+    "bound:peak-live": PeakLiveBound,
+    "bound:knapsack": KnapsackBound,
+    "bound:cpsat": CpSatPolicy,
+}
