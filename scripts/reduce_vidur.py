@@ -45,6 +45,15 @@ DATASHEETS = {
         network_bandwidth=300e9,
         source="NVIDIA A100 Tensor Core GPU datasheet (SXM4 80GB): 312 TFLOP/s dense BF16/FP16, "
         "2,039 GB/s HBM2e, NVLink 600 GB/s, PCIe Gen4 x16 64 GB/s (both directions)",
+        on_chip=[
+            {
+                "name": "l2",
+                "capacity_bytes": 40 * 2**20,
+                "bandwidth": 5120 * 1.41e9,
+                "source": "NVIDIA A100 Tensor Core GPU Architecture whitepaper (2020): 40 MB L2, "
+                "5,120 bytes/clk at 1,410 MHz",
+            }
+        ],
     ),
     "a40": dict(
         name="NVIDIA A40 48GB",
@@ -145,7 +154,8 @@ def reduce_device(vidur: Path, gpu: str) -> KernelCostTable:
                 "capacity_bytes": sheet["memory"],
                 "bandwidth": sheet["mem_bandwidth"],
                 "source": sheet["source"],
-            }
+            },
+            *sheet.get("on_chip", []),
         ],
     }
     provenance = {
