@@ -7,6 +7,7 @@ so a bad file is refused whole: nothing is half-loaded.
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -14,6 +15,12 @@ from typing import TypeVar
 from schedgym.errors import WorkloadError
 
 T = TypeVar("T", int, float)
+
+
+def shared_data_dir() -> Path:
+    """Reference data: ``$SCHEDGYM_DATA``, else ``../shared/data`` beside the repository."""
+    env = os.environ.get("SCHEDGYM_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def open_text(path: str | Path):

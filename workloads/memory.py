@@ -30,7 +30,6 @@ duplicate ids, non-positive sizes, empty lifetimes are refused, nothing is half-
 from __future__ import annotations
 
 import functools
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from numpy.typing import ArrayLike
 
 from schedgym.errors import WorkloadError
 from schedgym.randomness import SeedLike, as_generator
-from schedgym.workloads.base import csv_rows, parse_number
+from schedgym.workloads.base import csv_rows, parse_number, shared_data_dir
 
 # The traced zoo models run in fp32.
 TRACE_ELEMENT_BYTES = 4
@@ -70,9 +69,14 @@ class OpTable:
     names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        for name, dtype in (("time", np.int64), ("compute_s", np.float64),
-                            ("fixed_bytes", np.float64), ("access_op", np.int64),
-                            ("access_buf", np.int64), ("access_bytes", np.float64)):
+        for name, dtype in (
+            ("time", np.int64),
+            ("compute_s", np.float64),
+            ("fixed_bytes", np.float64),
+            ("access_op", np.int64),
+            ("access_buf", np.int64),
+            ("access_bytes", np.float64),
+        ):
             object.__setattr__(self, name, _frozen(getattr(self, name), dtype))
         m = self.time.size
         if self.compute_s.shape != (m,) or self.fixed_bytes.shape != (m,):
@@ -189,8 +193,9 @@ class BufferSet:
         return _merge_accesses(time, zeros, zeros, op, np.concatenate([idx, idx]), nbytes, self.n)
 
 
-def live_profile(start: np.ndarray, end: np.ndarray, size: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def live_profile(
+    start: np.ndarray, end: np.ndarray, size: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """``(times, live)``: total ``size`` of the intervals live on ``[times[i], times[i+1])``."""
     times = np.unique(np.concatenate([start, end]))
     delta = np.zeros(times.size, np.asarray(size).dtype)
@@ -213,14 +218,23 @@ def _first_bad(ids: np.ndarray, start: np.ndarray, end: np.ndarray, size: np.nda
     ):
         if np.any(mask):
             i = int(np.flatnonzero(mask)[0])
-            return (f"buffer {int(ids[i])}: {why}: start {int(start[i])}, end {int(end[i])}, "
-                    f"size {int(size[i])}")
+            return (
+                f"buffer {int(ids[i])}: {why}: start {int(start[i])}, end {int(end[i])}, "
+                f"size {int(size[i])}"
+            )
     return None
 
 
-def _merge_accesses(time: ArrayLike, compute: ArrayLike, fixed: ArrayLike, op: ArrayLike,
-                    buf: ArrayLike, nbytes: ArrayLike, n_buffers: int,
-                    names: tuple[str, ...] | None = None) -> OpTable:
+def _merge_accesses(
+    time: ArrayLike,
+    compute: ArrayLike,
+    fixed: ArrayLike,
+    op: ArrayLike,
+    buf: ArrayLike,
+    nbytes: ArrayLike,
+    n_buffers: int,
+    names: tuple[str, ...] | None = None,
+) -> OpTable:
     """An OpTable with repeated (op, buffer) accesses summed into one."""
     key = np.asarray(op, np.int64) * n_buffers + np.asarray(buf, np.int64)
     uniq, inverse = np.unique(key, return_inverse=True)
@@ -234,8 +248,9 @@ def _merge_accesses(time: ArrayLike, compute: ArrayLike, fixed: ArrayLike, op: A
 _CSV_ALIASES = {"start": "lower", "end": "upper", "begin": "lower"}
 
 
-def read_buffer_csv(path: str | Path, capacity: int | None = None, name: str | None = None
-                    ) -> BufferSet:
+def read_buffer_csv(
+    path: str | Path, capacity: int | None = None, name: str | None = None
+) -> BufferSet:
     """Read an ``id,lower,upper,size`` file (MiniMalloc, idealloc); extra columns are ignored.
 
     ``capacity`` defaults to the number in a ``NAME.CAPACITY.csv`` file name, if any.
@@ -250,8 +265,9 @@ def read_buffer_csv(path: str | Path, capacity: int | None = None, name: str | N
         upper = parse_number(row["upper"], int, field="upper", **kw)
         size = parse_number(row["size"], int, field="size", **kw)
         if bid in seen:
-            raise WorkloadError(f"duplicate buffer id {bid} (first on line {seen[bid]})", path,
-                                line)
+            raise WorkloadError(
+                f"duplicate buffer id {bid} (first on line {seen[bid]})", path, line
+            )
         if size < 0:
             raise WorkloadError(f"buffer {bid}: negative size {size}", path, line)
         if size == 0:
@@ -259,7 +275,10 @@ def read_buffer_csv(path: str | Path, capacity: int | None = None, name: str | N
         if upper <= lower:
             raise WorkloadError(
                 f"buffer {bid}: empty lifetime [lower {lower}, upper {upper}) (upper must exceed "
-                "lower; lifetimes are half-open)", path, line)
+                "lower; lifetimes are half-open)",
+                path,
+                line,
+            )
         seen[bid] = line
         rows.append((bid, lower, upper, size))
     if not rows:
@@ -269,23 +288,30 @@ def read_buffer_csv(path: str | Path, capacity: int | None = None, name: str | N
         if len(parts) >= 3 and parts[-2].isdigit():
             capacity = int(parts[-2])
     cols = np.array(rows, dtype=np.int64).T
-    return BufferSet(name or path.stem.split(".")[0], cols[0], cols[1], cols[2], cols[3],
-                     capacity=capacity, source=str(path))
+    return BufferSet(
+        name or path.stem.split(".")[0],
+        cols[0],
+        cols[1],
+        cols[2],
+        cols[3],
+        capacity=capacity,
+        source=str(path),
+    )
 
 
 def write_buffer_csv(buffers: BufferSet, path: str | Path) -> None:
     """Write the set in the ``id,lower,upper,size`` format MiniMalloc and idealloc read."""
     lines = ["id,lower,upper,size"] + [
-        f"{i},{s},{e},{z}" for i, s, e, z in zip(buffers.ids.tolist(), buffers.start.tolist(),
-                                                  buffers.end.tolist(), buffers.size.tolist(),
-                                                  strict=True)]
+        f"{i},{s},{e},{z}"
+        for i, s, e, z in zip(
+            buffers.ids.tolist(),
+            buffers.start.tolist(),
+            buffers.end.tolist(),
+            buffers.size.tolist(),
+            strict=True,
+        )
+    ]
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def shared_data_dir() -> Path:
-    """Reference data (``../shared/data`` beside the repository, or ``$SCHEDGYM_DATA``)."""
-    env = os.environ.get("SCHEDGYM_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 MINIMALLOC_INSTANCES = ("A", "B", "C", "D", "E", "F")
@@ -305,7 +331,8 @@ def benchmark_path(family: str, name: str) -> Path:
     if not path.is_file():
         raise WorkloadError(
             f"{family} instance {name!r} not found at {path} (reference data lives in "
-            "../shared/data or $SCHEDGYM_DATA)")
+            "../shared/data or $SCHEDGYM_DATA)"
+        )
     return path
 
 
@@ -319,8 +346,9 @@ def _trace(model: str):
     return tuple(trace_model(model))
 
 
-def model_buffer_set(model: str, op_seconds: Callable[[object], float], dtype_bytes: int = 2
-                     ) -> BufferSet:
+def model_buffer_set(
+    model: str, op_seconds: Callable[[object], float], dtype_bytes: int = 2
+) -> BufferSet:
     """Activation buffers of a zoo model with their lifetimes in op steps (module docstring).
 
     ``op_seconds(traced_op)`` prices one op's compute; ``dtype_bytes`` is the element size the
@@ -358,10 +386,26 @@ def model_buffer_set(model: str, op_seconds: Callable[[object], float], dtype_by
             acc_buf.append(index[op.name])
             acc_bytes.append(sizes[index[op.name]])
     end = np.where(used, last + 1, m)  # an output nobody reads is the model's result: kept
-    table = _merge_accesses(np.arange(m), [op_seconds(op) for op in ops], fixed, acc_op, acc_buf,
-                            acc_bytes, n, tuple(op.name for op in ops))
-    return BufferSet(model, np.arange(n), defined, end, sizes, ops=table,
-                     labels=tuple(ops[j].name for j in defined), source=f"traced:{model}")
+    table = _merge_accesses(
+        np.arange(m),
+        [op_seconds(op) for op in ops],
+        fixed,
+        acc_op,
+        acc_buf,
+        acc_bytes,
+        n,
+        tuple(op.name for op in ops),
+    )
+    return BufferSet(
+        model,
+        np.arange(n),
+        defined,
+        end,
+        sizes,
+        ops=table,
+        labels=tuple(ops[j].name for j in defined),
+        source=f"traced:{model}",
+    )
 
 
 # --- random sets ------------------------------------------------------------------------------
@@ -397,7 +441,8 @@ def random_buffer_set(
     if n_buffers < 1 or mean_live <= 0 or size_spread < 1 or peak_bytes < n_buffers:
         raise WorkloadError(
             f"random buffer set: need n_buffers >= 1, mean_live > 0, size_spread >= 1 and "
-            f"peak_bytes >= n_buffers (got {n_buffers}, {mean_live}, {size_spread}, {peak_bytes})")
+            f"peak_bytes >= n_buffers (got {n_buffers}, {mean_live}, {size_spread}, {peak_bytes})"
+        )
     rng = as_generator(seed)
     steps = n_steps or n_buffers
     mean_len = max(1.0, mean_live * steps / n_buffers)
@@ -418,10 +463,12 @@ def random_buffer_set(
     nbytes = size[buf].astype(np.float64)
     per_op = np.bincount(op, weights=nbytes, minlength=steps)
     k = np.exp(rng.uniform(np.log(intensity[0]), np.log(intensity[1]), steps))
-    ops = _merge_accesses(np.arange(steps), k * per_op / bandwidth, np.zeros(steps), op, buf,
-                          nbytes, n_buffers)
-    return BufferSet(name or f"random:{n_buffers}", idx, start, end, size, ops=ops,
-                     source="generated")
+    ops = _merge_accesses(
+        np.arange(steps), k * per_op / bandwidth, np.zeros(steps), op, buf, nbytes, n_buffers
+    )
+    return BufferSet(
+        name or f"random:{n_buffers}", idx, start, end, size, ops=ops, source="generated"
+    )
 
 
 _RANDOM_CASE = re.compile(r"random(?::(\d+))?(?::(\d+))?")

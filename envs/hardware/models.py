@@ -320,7 +320,7 @@ class StepCost:
             "kv_heads": max(self.model.kv_heads // self.tp, 1),
             "head_dim": self.model.head_dim,
         }
-        if batch.prefill:
+        if len(batch.prefill):
             chunk = np.array(batch.prefill, dtype=float)
             t += L * float(
                 np.sum(
@@ -329,7 +329,7 @@ class StepCost:
                     )
                 )
             )
-        if batch.decode_contexts:
+        if len(batch.decode_contexts):
             t += L * self.table.predict(
                 "attention_decode",
                 batch=len(batch.decode_contexts),

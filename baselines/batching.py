@@ -1,0 +1,88 @@
+"""Baseline schedulers of `schedgym/Batching-v0`: what vLLM, Sarathi-Serve and the classic queue
+disciplines do, as policies over the env's decisions.
+
+Each policy is a step mode (token budget; decodes first or prefill-first) and an order over the
+waiting queue. Admission is strict in that order, as vLLM's scheduler does: the step stops at the
+first request in order that does not fit (KV blocks, sequence slots, budget). Policies see what a
+real scheduler knows (prompt lengths, arrival times, SLO classes, the engine's state); only
+``bound:srpt`` reads the true output lengths.
+
+The decisions are the engine's `QueueScheduler` (vLLM's own scheduling); every policy can also
+``drive(engine)`` the simulator core directly, without building observations, which is the fast
+path of the speed benchmark. It makes the same decisions as ``act`` through the env, because the
+env asks only when a choice exists and the core exposes the same state to both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from schedgym.envs.batching.engine import BatchingEngine, Order, QueueScheduler
+from schedgym.envs.batching.env import BUDGET_PHASE
+
+
+def shortest_prompt(engine: BatchingEngine, rids: np.ndarray) -> np.ndarray:
+    """SJF on the tokens still to prefill (prompt, plus produced tokens after a preemption)."""
+    return engine.remaining_prompt(rids)
+
+
+def earliest_deadline(engine: BatchingEngine, rids: np.ndarray) -> np.ndarray:
+    """EDF: the TTFT deadline, or for a preempted request the deadline of its next token."""
+    g = engine.generated[rids]
+    last = engine.token_time[engine.token_offset[rids] + np.maximum(g - 1, 0)]
+    return np.where(
+        g > 0, last + engine.tbt_target[rids], engine.arrival[rids] + engine.ttft_target[rids]
+    )
+
+
+def shortest_remaining_output(engine: BatchingEngine, rids: np.ndarray) -> np.ndarray:
+    """SRPT on the true remaining output length: an oracle no real scheduler has."""
+    return engine.output[rids] - engine.generated[rids]
+
+
+class QueuePolicy(QueueScheduler):
+    """A `QueueScheduler` (one step mode, one admission order) as a schedgym policy."""
+
+    def __init__(self, name: str, order: Order | None, *, kind: str = "heuristic", **kw: Any):
+        super().__init__(order, **kw)
+        self.name = name
+        self.kind = kind
+
+    def reset(self, env: Any) -> None:
+        self.window = env.layout.max_entities
+
+    def act(self, env: Any, obs: Any) -> int:
+        engine = env.core
+        if env.phase == BUDGET_PHASE:
+            return env.budget_action(self.step_budget(engine), self.prefill_first)
+        pos = self.choose_admission(engine)
+        return env.run_action if pos is None else pos
+
+
+def _policy(name: str, order: Order | None, **kw: Any) -> Callable[[], QueuePolicy]:
+    return lambda: QueuePolicy(name, order, **kw)
+
+
+POLICIES: dict[str, Callable[[], QueuePolicy]] = {
+    # vLLM v0's default scheduler: prefill-first, no chunking, FCFS, 4096-token batches
+    "heuristic:fcfs": _policy("heuristic:fcfs", None, prefill_first=True),
+    # vLLM v1's default: decodes first, chunked prefill, FCFS, 8192-token budget
+    "heuristic:vllm-v1": _policy("heuristic:vllm-v1", None),
+    # Sarathi-Serve: stall-free batching with a small chunk budget
+    "heuristic:sarathi": _policy("heuristic:sarathi", None, budget=512),
+    # other orders on vLLM v0's prefill-first steps (vLLM's priority scheduling)...
+    "heuristic:sjf": _policy("heuristic:sjf", shortest_prompt, prefill_first=True),
+    "heuristic:edf": _policy("heuristic:edf", earliest_deadline, prefill_first=True),
+    "bound:srpt": _policy(
+        "bound:srpt", shortest_remaining_output, prefill_first=True, kind="bound"
+    ),
+    # ...and on Sarathi-Serve's stall-free steps
+    "heuristic:sarathi-sjf": _policy("heuristic:sarathi-sjf", shortest_prompt, budget=512),
+    "heuristic:sarathi-edf": _policy("heuristic:sarathi-edf", earliest_deadline, budget=512),
+    "bound:sarathi-srpt": _policy(
+        "bound:sarathi-srpt", shortest_remaining_output, budget=512, kind="bound"
+    ),
+}

@@ -1,0 +1,498 @@
+"""Batching-v0: workloads, the engine against hand-worked steps, the validator, the env contract,
+and the literature's checks (Sarathi-Serve's TBT result, SJF's TTFT advantage)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from schedgym.baselines.batching import POLICIES
+from schedgym.envs.batching.engine import BatchingEngine, EngineConfig, replica
+from schedgym.envs.batching.env import (
+    ADMIT_PHASE,
+    AZURE_CONV,
+    BUDGET_PHASE,
+    BatchingEnv,
+    build_trace,
+    measured_capacity,
+    resolve_case,
+)
+from schedgym.envs.batching.metrics import engine_metrics, make_record, plot_record, validate
+from schedgym.envs.hardware import Batch, load_cost_table, price, step_calls
+from schedgym.errors import IllegalActionError, RecordError, WorkloadError
+from schedgym.evaluate import run_episode
+from schedgym.workloads.serving import (
+    FAMILIES,
+    PUBLISHED,
+    ServingTrace,
+    SLOClass,
+    interarrival_times,
+    load_trace,
+    synthetic,
+)
+
+LOOSE = (SLOClass("loose", ttft_s=100.0, tbt_s=10.0),)
+
+
+def trace_of(prompts, outputs, arrivals=None, classes=LOOSE) -> ServingTrace:
+    n = len(prompts)
+    arrivals = np.zeros(n) if arrivals is None else arrivals
+    return ServingTrace(arrivals, prompts, outputs, np.zeros(n, np.int64), classes)
+
+
+def drive(policy: str, trace: ServingTrace, config: EngineConfig | None = None):
+    engine = BatchingEngine(trace, config)
+    POLICIES[policy]().drive(engine)
+    return engine
+
+
+# --- workloads -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["conv", "code"])
+def test_synthetic_lengths_match_the_published_azure_statistics(family):
+    rng = np.random.default_rng(7)
+    for kind, dist in zip(("prompt", "output"), FAMILIES[family], strict=True):
+        x = dist.sample(rng, 200_000)
+        stats = PUBLISHED[family][kind]
+        assert x.mean() == pytest.approx(stats["mean"], rel=0.03), kind
+        for q in (50, 90, 99):
+            if f"p{q}" in stats:
+                assert np.percentile(x, q) == pytest.approx(stats[f"p{q}"], rel=0.04), (kind, q)
+
+
+def test_arrival_processes_have_the_asked_rate_and_burstiness():
+    rng = np.random.default_rng(1)
+    poisson = interarrival_times(rng, 100_000, 4.0)
+    bursty = interarrival_times(rng, 100_000, 4.0, "gamma", cv=3.0)
+    assert poisson.mean() == pytest.approx(0.25, rel=0.02)
+    assert poisson.std() / poisson.mean() == pytest.approx(1.0, rel=0.03)
+    assert bursty.mean() == pytest.approx(0.25, rel=0.05)
+    assert bursty.std() / bursty.mean() == pytest.approx(3.0, rel=0.1)
+
+
+def test_azure_conversation_trace_loads_with_its_published_statistics(shared_data):
+    path = shared_data / AZURE_CONV
+    if not path.is_file():
+        pytest.skip(f"Azure conversation trace not found at {path}")
+    t = load_trace(path)
+    assert t.n_requests == 19366
+    assert t.arrival_s[0] == 0 and 3490 < t.span_s < 3600  # one hour
+    assert t.prompt_tokens.mean() == pytest.approx(1155, abs=1)
+    assert np.median(t.prompt_tokens) == 1020
+    assert t.output_tokens.mean() == pytest.approx(211, abs=1)
+    assert np.median(t.output_tokens) == 129
+
+
+@pytest.mark.parametrize(
+    ("rows", "line", "reason"),
+    [
+        (["2023-11-16 18:15:46.68,374,44", "2023-11-16 18:15:47.0,-5,10"], 3, "ContextTokens"),
+        (["2023-11-16 18:15:46.68,374,44", "2023-11-16 18:15:47.0,20,"], 3, "missing"),
+        (["2023-11-16 18:15:46.68,374,44", "2023-11-16 18:15:45.0,20,5"], 3, "earlier"),
+        (["yesterday,374,44"], 2, "date-time"),
+    ],
+)
+def test_malformed_azure_rows_are_refused_with_file_and_line(tmp_path, rows, line, reason):
+    path = tmp_path / "bad.csv"
+    path.write_text("\n".join(["TIMESTAMP,ContextTokens,GeneratedTokens", *rows]) + "\n")
+    with pytest.raises(WorkloadError) as err:
+        load_trace(path)
+    assert f"bad.csv:{line}:" in str(err.value) and reason in str(err.value)
+
+
+def test_malformed_rows_are_dropped_only_on_request_with_a_count(tmp_path, capsys):
+    path = tmp_path / "burst.csv"
+    path.write_text(
+        "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+        "5,ChatGPT,472,18,490,Conversation log\n"
+        "6,ChatGPT,1087,0,1087,Conversation log\n"  # BurstGPT's failed request
+        "4,ChatGPT,300,20,320,Conversation log\n"  # out of order
+        "9,GPT-4,200,33,233,API log\n"
+    )
+    with pytest.raises(WorkloadError, match="burst.csv:3: Response tokens must be >= 1"):
+        load_trace(path)
+    t = load_trace(path, drop_bad=True)
+    assert "dropped 2 malformed row(s)" in capsys.readouterr().err
+    assert t.prompt_tokens.tolist() == [472, 200] and t.arrival_s.tolist() == [0.0, 4.0]
+
+
+def test_vidur_trace_format_loads_and_replays_at_another_rate(tmp_path):
+    path = tmp_path / "v.csv"
+    path.write_text(
+        "arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,374,44\n4.3,396,109\n6.0,20,3\n"
+    )
+    t = load_trace(path)
+    assert t.output_tokens.tolist() == [44, 109, 3] and t.arrival_s[1] == pytest.approx(4.3)
+    faster = build_trace(resolve_case(f"file:{path}", {"rate": 2.0}), np.random.default_rng(0))
+    assert faster.arrival_s.tolist() == pytest.approx([0.0, 4.3 / 6, 1.0])  # 2 gaps in 1 s
+    with pytest.raises(WorkloadError, match="rate="):
+        build_trace(resolve_case(f"file:{path}", {"load": 0.5}), np.random.default_rng(0))
+
+
+# --- engine against hand-worked figures --------------------------------------------------------
+
+
+def test_kv_capacity_follows_memory_minus_weights():
+    # H100 80 GB x 0.9 - Llama-2-7B's 6.74e9 fp16 weights (13.48 GB), over 16-token blocks of
+    # 32 layers x 2 (K, V) x 4096 x 2 bytes = 524,288 B per token: (72e9 - 13.477e9) / 8.39e6
+    assert replica(EngineConfig()).kv_blocks == 6976
+    # Llama-2-70B on 4 GPUs: 34.49 GB of weights and 81,920 B per token on each
+    assert replica(EngineConfig(model="llama-2-70b", tp=4)).kv_blocks == 28619
+
+
+def test_one_request_steps_match_the_cost_tables_slow_path():
+    cfg = EngineConfig()
+    engine = drive("heuristic:sarathi", trace_of([100], [3]), cfg)
+    table = load_cost_table("h100")
+    model = replica(cfg).model
+    overhead = cfg.step_overhead_s + cfg.seq_overhead_s  # one sequence per step
+    batches = [Batch(((100, 100),), ()), Batch((), (101,)), Batch((), (102,))]
+    expected = np.cumsum([price(table, step_calls(model, b)) + overhead for b in batches])
+    np.testing.assert_allclose(engine.token_time, expected, rtol=1e-9)
+    rec = make_record(engine, "hand")
+    assert rec["steps"]["kv_blocks"] == [7, 7, 7]  # ceil(100..102 / 16)
+    assert rec["steps"]["tokens"] == [100, 1, 1]
+
+
+def test_chunked_prefill_splits_a_prompt_by_the_budget():
+    # Sarathi's 512-token budget, decodes first: a 1,200-token prompt admitted behind a 40-token
+    # one runs as 472 + 511 + 217 while the other request decodes one token per step, and its
+    # first token comes with its last chunk.
+    engine = drive("heuristic:sarathi", trace_of([40, 1200], [5, 2]))
+    rec = make_record(engine, "hand")
+    s = rec["steps"]
+    batches = [
+        list(zip(s["rid"][a:b], s["tokens"][a:b], strict=True))
+        for a, b in zip(s["offsets"][:-1], s["offsets"][1:], strict=True)
+    ]
+    assert batches[:4] == [
+        [(0, 40), (1, 472)],
+        [(0, 1), (1, 511)],
+        [(0, 1), (1, 217)],
+        [(0, 1), (1, 1)],
+    ]
+    first_token_of_1 = rec["requests"]["first_token_s"][1]
+    assert first_token_of_1 == s["end_s"][2]
+    validate(rec)
+
+
+def test_prefill_first_fcfs_pauses_decodes_while_prompts_wait():
+    arrivals = np.array([0.0, 0.001])
+    engine = drive("heuristic:fcfs", trace_of([40, 3000], [4, 2], arrivals))
+    s = make_record(engine, "hand")["steps"]
+    second = s["rid"][s["offsets"][1] : s["offsets"][2]]
+    assert second == [1]  # request 1's prefill runs alone: request 0's decode is paused
+
+
+def test_preemption_recomputes_and_every_token_is_accounted_for():
+    cfg = EngineConfig(kv_blocks=560)  # ~8,900 tokens: 14 requests of 900 do not fit together
+    trace = trace_of([500] * 14, [400] * 14)
+    engine = drive("heuristic:sarathi", trace, cfg)
+    rec = make_record(engine, "tight")
+    metrics = validate(rec)
+    assert metrics["preemptions"] > 0
+    assert max(rec["steps"]["kv_blocks"]) <= 560
+    assert rec["requests"]["tokens"] == [400] * 14
+    # a preempted request recomputes its prompt and the tokens it had produced
+    victim = rec["preemptions"]["rid"][0]
+    s = rec["steps"]
+    rid, tok = np.array(s["rid"]), np.array(s["tokens"])
+    after = np.flatnonzero(rid == victim)
+    step_of = np.searchsorted(s["offsets"], after, side="right") - 1
+    resumed = after[step_of >= rec["preemptions"]["step"][0]]
+    assert tok[resumed[0]] > 1  # a prefill chunk again, not a decode
+
+
+def test_fast_forward_equals_stepping_one_by_one():
+    case = resolve_case("azure-conv-synth:150")
+    trace = build_trace(case, np.random.default_rng(3))
+    fast = drive("heuristic:sarathi", trace)
+    slow = BatchingEngine(trace)
+    policy = POLICIES["heuristic:sarathi"]()
+    while not slow.done:
+        if not slow.choice_needed():
+            slow.fast_forward(max_steps=1)
+            continue
+        slow.set_budget(policy.step_budget(slow))
+        while (pos := policy.choose_admission(slow)) is not None:
+            slow.admit(pos)
+        slow.run_step()
+    a, b = make_record(fast, "x"), make_record(slow, "x")
+    assert a["steps"]["rid"] == b["steps"]["rid"] and a["steps"]["tokens"] == b["steps"]["tokens"]
+    np.testing.assert_allclose(a["steps"]["end_s"], b["steps"]["end_s"], rtol=1e-12)
+    assert fast.n_missed == slow.n_missed
+
+
+def test_every_step_is_priced_as_the_cost_table_prices_its_batch():
+    # replay the batches and price each with the cost model's slow path (kernel by kernel)
+    cfg = EngineConfig(hardware="a100")
+    trace = build_trace(
+        resolve_case("azure-conv-synth:40", {"hardware": "a100"}), np.random.default_rng(0)
+    )
+    rec = make_record(drive("heuristic:sarathi", trace, cfg), "x")
+    table, model = load_cost_table("a100"), replica(cfg).model
+    prompt = np.array(rec["requests"]["prompt_tokens"])
+    computed = np.zeros(len(prompt), int)
+    produced = np.zeros(len(prompt), int)
+    s = rec["steps"]
+    for j in range(min(300, len(s["start_s"]))):
+        rid = np.array(s["rid"][s["offsets"][j] : s["offsets"][j + 1]])
+        tok = np.array(s["tokens"][s["offsets"][j] : s["offsets"][j + 1]])
+        known = prompt[rid] + produced[rid]
+        dec = known - computed[rid] == 1
+        after = computed[rid] + tok
+        batch = Batch(
+            tuple(zip(tok[~dec].tolist(), after[~dec].tolist(), strict=True)),
+            tuple(after[dec].tolist()),
+        )
+        cost = price(table, step_calls(model, batch))
+        cost += cfg.step_overhead_s + cfg.seq_overhead_s * rid.size
+        assert s["end_s"][j] - s["start_s"][j] == pytest.approx(cost, rel=1e-9), j
+        computed[rid] = after
+        produced[rid[after == known]] += 1
+
+
+# --- the validator ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_record():
+    trace = build_trace(resolve_case("azure-conv-synth:60"), np.random.default_rng(5))
+    engine = drive("heuristic:sarathi", trace)
+    return make_record(engine, "azure-conv-synth:60"), engine_metrics(engine)
+
+
+def test_validate_recomputes_the_reported_metrics(small_record):
+    record, metrics = small_record
+    json.dumps(record)  # JSON-serialisable
+    checked = validate(record)
+    for key, value in metrics.items():
+        assert checked[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+
+
+def _drop_last_token(r):
+    s = r["steps"]
+    s["rid"].pop()
+    s["tokens"].pop()
+    s["offsets"][-1] -= 1
+    if s["offsets"][-1] == s["offsets"][-2]:  # the last step is now empty: drop it
+        for key in ("start_s", "end_s", "kv_blocks", "offsets"):
+            s[key].pop()
+
+
+def _grow_a_chunk(r):
+    r["steps"]["tokens"][0] += 1
+
+
+def _arrive_late(r):
+    r["requests"]["arrival_s"][r["steps"]["rid"][0]] += 1.0
+
+
+def _shrink_cache(r):
+    r["config"]["kv_capacity_blocks"] = max(r["steps"]["kv_blocks"]) - 1
+
+
+def _token_before_prefill(r):
+    # the record claims a first token at the start of the step that runs the prefill
+    r["requests"]["first_token_s"][r["steps"]["rid"][0]] = r["steps"]["start_s"][0]
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        (_drop_last_token, "produced"),
+        (_grow_a_chunk, "knows only"),
+        (_arrive_late, "before it arrives"),
+        (_shrink_cache, "capacity"),
+        (_token_before_prefill, "first"),
+    ],
+)
+def test_validate_catches_a_tampered_record(small_record, tamper, message):
+    record = copy.deepcopy(small_record[0])
+    tamper(record)
+    with pytest.raises(RecordError, match=message):
+        validate(record)
+
+
+# --- the env contract -------------------------------------------------------------------------
+
+
+def test_check_env_passes():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the unbounded Box warnings of the shared layout
+        check_env(BatchingEnv("azure-conv-synth:30"), skip_render_check=True)
+
+
+@pytest.mark.parametrize("policy", [*POLICIES, "random"])
+def test_every_policy_runs_end_to_end_with_validation(policy):
+    result = run_episode("batching", policy, case="azure-conv-synth:80", seed=2)
+    assert result.metrics["requests"] == 80
+    assert result.metrics["output_tokens"] == sum(result.record["requests"]["output_tokens"])
+
+
+@pytest.mark.parametrize("policy", ["heuristic:fcfs", "heuristic:sarathi-edf"])
+def test_fast_path_matches_the_env_path(policy):
+    result = run_episode("batching", policy, case="azure-conv-synth:120", seed=4)
+    env = BatchingEnv("azure-conv-synth:120")
+    env.reset(seed=4)
+    engine = BatchingEngine(env.trace, env.core.config)
+    POLICIES[policy]().drive(engine)
+    assert engine_metrics(engine) == pytest.approx(result.metrics)
+
+
+def test_same_seed_same_episode_and_snapshots_restore():
+    env = BatchingEnv("azure-conv-synth:60")
+    rng = np.random.default_rng(0)
+
+    def play(actions=None):
+        taken, done, total = [], False, 0.0
+        while not done:
+            a = actions.pop(0) if actions else int(rng.choice(np.flatnonzero(env.action_masks())))
+            taken.append(a)
+            _, r, done, _, info = env.step(a)
+            total += r
+        return taken, total, info
+
+    obs, _ = env.reset(seed=11)
+    head, head_reward = [], 0.0
+    for _ in range(40):
+        head.append(int(np.flatnonzero(env.action_masks())[0]))
+        head_reward += env.step(head[-1])[1]
+    snap = env.get_state()
+    taken, total, info = play()
+    env.reset(seed=99)  # another episode in between
+    env.set_state(snap)
+    again, total2, info2 = play(list(taken))
+    assert again == taken and total2 == total
+    assert info2["record"] == info["record"]
+    # the return is SLO attainment - 1
+    assert head_reward + total == pytest.approx(info["metrics"]["slo_attainment"] - 1.0)
+    # same seed, same episode
+    obs2, _ = env.reset(seed=11)
+    for key in obs:
+        np.testing.assert_array_equal(obs[key], obs2[key])
+    for a in head:
+        env.step(a)
+    _, total3, info3 = play(list(taken))
+    assert info3["record"] == info["record"]
+
+
+def test_illegal_actions_raise_and_say_why(tmp_path):
+    path = tmp_path / "three.csv"
+    path.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0,300,5\n0,900,5\n0,80,5\n")
+    env = BatchingEnv(f"file:{path}")
+    env.reset(seed=0)
+    assert env.phase == BUDGET_PHASE
+    with pytest.raises(IllegalActionError, match="budget must be chosen first"):
+        env.step(0)
+    env.step(env.budget_action(512))
+    assert env.phase == ADMIT_PHASE
+    with pytest.raises(IllegalActionError, match="already set"):
+        env.step(env.budget_action(1024))
+    with pytest.raises(IllegalActionError, match="empty"):
+        env.step(env.run_action)  # nothing admitted yet
+    with pytest.raises(IllegalActionError, match="position 5 is empty"):
+        env.step(5)
+    # the engine refuses what the mask hides
+    engine = BatchingEngine(env.trace)
+    engine.set_budget(512)
+    engine.admit(1)  # 900 tokens, of which 512 fit the budget
+    with pytest.raises(IllegalActionError, match="no token budget left"):
+        engine.admit(0)
+    with pytest.raises(IllegalActionError, match="already set"):
+        engine.set_budget(512)
+    with pytest.raises(IllegalActionError, match="outside"):
+        env.step(10_000)
+
+
+def test_observation_hides_the_true_output_length(tmp_path):
+    obs = []
+    for out in (100, 120):  # the same predicted bucket [64, 128)
+        path = tmp_path / f"t{out}.csv"
+        path.write_text(
+            f"arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,300,{out}\n0.0,700,50\n"
+        )
+        env = BatchingEnv(f"file:{path}", length_noise=0.0)
+        obs.append(env.reset(seed=0)[0])
+    for key in obs[0]:
+        np.testing.assert_array_equal(obs[0][key], obs[1][key])
+
+
+def test_masks_are_never_all_false_under_random_play_on_a_tight_cache():
+    env = BatchingEnv("azure-conv-bursty:150", kv_blocks=700)
+    obs, _ = env.reset(seed=3)
+    done, rng = False, np.random.default_rng(3)
+    while not done:
+        mask = env.action_masks()
+        assert mask.any()
+        obs, _, done, _, info = env.step(int(rng.choice(np.flatnonzero(mask))))
+    assert validate(info["record"])["requests"] == 150
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "azure-conv-70b-tp4:40",
+        "azure-conv-70b-tp8:40",
+        "azure-conv-tiny-cpu:15",
+        "azure-code-synth:60",
+    ],
+)
+def test_other_models_and_tables_run_and_validate(case):
+    result = run_episode("batching", "heuristic:sarathi", case=case, seed=0)
+    assert result.metrics["requests"] == int(case.rsplit(":", 1)[1])
+
+
+def test_faster_hardware_serves_more():
+    conv = "conv"
+    h100 = measured_capacity(EngineConfig(), conv)
+    assert h100 > 1.5 * measured_capacity(EngineConfig(hardware="a100"), conv)
+    assert measured_capacity(EngineConfig(model="llama-2-70b", tp=8), conv) < h100
+
+
+def test_plot_record_writes_a_png(tmp_path, small_record):
+    path = tmp_path / "cdf.png"
+    plot_record([small_record[0], small_record[0]], str(path), labels=["a", "b"])
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- the literature's checks -------------------------------------------------------------------
+
+
+def test_sarathi_chunked_prefill_cuts_p99_tbt_below_prefill_first_fcfs():
+    # Sarathi-Serve (Agrawal et al., OSDI 2024): stall-free batching with a small chunk budget
+    # removes the generation stalls that prefill-first scheduling causes; near capacity.
+    for hardware in ("h100", "a100"):
+        trace = build_trace(
+            resolve_case("azure-conv-synth:400", {"hardware": hardware}), np.random.default_rng(21)
+        )
+        cfg = EngineConfig(hardware=hardware)
+        fcfs = engine_metrics(drive("heuristic:fcfs", trace, cfg))
+        sarathi = engine_metrics(drive("heuristic:sarathi", trace, cfg))
+        assert sarathi["tbt_p99_s"] < 0.5 * fcfs["tbt_p99_s"], hardware
+
+
+def test_sjf_cuts_mean_ttft_when_long_prompts_block_the_head():
+    # Shortest-job-first on prompt length (e.g. Fu et al. 2024, vLLM priority scheduling):
+    # bursts of arrivals queue up behind long prompts; serving short prompts first lowers the
+    # mean time to first token.
+    rng = np.random.default_rng(8)
+    n = 300
+    prompts = np.where(rng.random(n) < 0.3, rng.integers(3000, 4000, n), rng.integers(50, 400, n))
+    arrivals = np.cumsum(interarrival_times(rng, n, 14.0, "gamma", cv=3.0))
+    trace = trace_of(prompts, rng.integers(50, 300, n), arrivals - arrivals[0])
+    fcfs = engine_metrics(drive("heuristic:fcfs", trace))
+    sjf = engine_metrics(drive("heuristic:sjf", trace))
+    assert sjf["ttft_mean_s"] < 0.8 * fcfs["ttft_mean_s"]
+    assert sjf["ttft_p99_s"] > fcfs["ttft_p99_s"]  # at the price of the long prompts' tail
+
+
+def test_synthetic_workload_needs_a_positive_rate():
+    with pytest.raises(WorkloadError, match="rate"):
+        synthetic(10, 0.0)
