@@ -76,7 +76,7 @@ ENVIRONMENTS: tuple[EnvEntry, ...] = (
         "schedgym.envs.batching.env:BatchingEnv",
         "schedgym.baselines.batching",
         "LLM continuous batching on one serving replica (vLLM-like engine)",
-        "goodput",
+        "goodput_rps",
         lower_is_better=False,
     ),
     EnvEntry(
@@ -93,7 +93,7 @@ ENVIRONMENTS: tuple[EnvEntry, ...] = (
         "schedgym.envs.memory_map:MemoryMapEnv",
         "schedgym.baselines.memory",
         "memory mapping of tensors to fast/slow memory tiers (the mallocGame)",
-        "modelled_time",
+        "modelled_time_s",
     ),
 )
 
