@@ -55,7 +55,7 @@ RECIPES: dict[str, Recipe] = {
         test_cases=[("random:30", 10_000 + i) for i in range(20)],
         metric="makespan",
         baseline="heuristic:heft",
-        steps=200_000,
+        steps=150_000,
         target="mean makespan at most 0.97x HEFT's on the noisy-duration suite",
     ),
     "moe": Recipe(
@@ -67,6 +67,30 @@ RECIPES: dict[str, Recipe] = {
         baseline="heuristic:lru",
         steps=200_000,
         target="stall time at most 0.9x LRU's on held-out routing traces",
+    ),
+    "batching": Recipe(
+        # bursty arrivals leave room between the heuristics; 200-request episodes keep the
+        # rollouts short, the test replays full 600-request cases
+        env_kwargs={"case": "azure-conv-bursty:200"},
+        val_cases=["azure-conv-bursty:200"] * 2,
+        test_cases=[("azure-conv-bursty", 10_000 + i) for i in range(3)]
+        + [("azure-conv-synth", 10_000 + i) for i in range(3)],
+        metric="goodput_rps",
+        baseline="heuristic:sarathi",
+        steps=100_000,
+        target="goodput at least 1.1x the best heuristic's on the calibrated Azure suite",
+    ),
+    "memmap": Recipe(
+        # fast memory a quarter of the peak live bytes: placement choices matter
+        env_kwargs={"case": "random:64", "fast_capacity": 0.25},
+        val_cases=[f"random:64:{20_000 + i}" for i in range(4)],
+        test_cases=[
+            (m, 10_000) for m in ("gpt2-tiny", "gpt2-small", "resnet18", "resnet-tiny", "mlp")
+        ],
+        metric="modelled_time_s",
+        baseline="heuristic:msa",
+        steps=100_000,
+        target="modelled time at most 0.97x the XLA-like greedy's on the torch-model suite",
     ),
 }
 
