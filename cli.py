@@ -20,8 +20,6 @@ from schedgym.errors import SchedgymError
 from schedgym.report import format_table
 
 PLANNED = {
-    "evaluate": "issue #8 (evaluation runner and leaderboard)",
-    "leaderboard": "issue #8 (evaluation runner and leaderboard)",
     "export": "issue #7/#9 (policy export to ONNX and serving plugins)",
 }
 
@@ -48,7 +46,19 @@ def cmd_list(args: argparse.Namespace) -> None:
         print(format_table(["env", "policies (also: ppo:PATH, module:function)"], rows))
         print()
     if what in ("all", "suites"):
-        print("suites: none yet; the evaluation suites arrive with " + PLANNED["evaluate"])
+        from schedgym.suites import SUITES
+
+        rows = [
+            (
+                s.name,
+                s.version,
+                len(s.cases),
+                f"{s.score_metric} ({'min' if s.lower_is_better else 'max'})",
+                s.unavailable() or "yes",
+            )
+            for s in SUITES.values()
+        ]
+        print(format_table(["suite", "version", "cases", "score", "available"], rows))
         print()
     if what in ("all", "hardware"):
         rows = []
@@ -245,6 +255,83 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
 
 
+# -- evaluate / leaderboard -----------------------------------------------------------------------
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from schedgym.evaluate import evaluate, save_results
+    from schedgym.leaderboard import format_duration
+    from schedgym.suites import get_suite
+
+    env_kwargs = json.loads(args.env_kwargs) if args.env_kwargs else None
+    suite = get_suite(args.suite, args.env, score=args.score, env_kwargs=env_kwargs)
+    if args.workers < 1:
+        raise SchedgymError("--workers must be at least 1")
+    results = evaluate(
+        suite.env,
+        args.policy,
+        suite,
+        workers=args.workers,
+        case_budget_s=args.case_budget,
+        solver_threads=args.solver_threads,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    keys = [k for k in suite.key_metrics if any(k in c["metrics"] for c in results["cases"])]
+    rows = [
+        (
+            c["case"],
+            str(c["seed"]),
+            c["metrics"][suite.score_metric],
+            *[c["metrics"].get(k) for k in keys],
+            c["decisions"],
+            c["wall_s"],
+        )
+        for c in results["cases"]
+    ]
+    summary = results["summary"]
+    print(
+        f"{results['policy']} ({results['kind']}) on {suite.name}: {len(rows)} cases, every "
+        "record validated"
+    )
+    print(format_table(["case", "seed", suite.score_metric, *keys, "decisions", "wall s"], rows))
+    print(
+        f"\nscore {summary['score']:.6g}: {summary['score_name']}; median decision "
+        f"{format_duration(summary['decision_median_s'])}"
+    )
+    if args.json:
+        records = save_results(results, args.json)
+        print(f"wrote {args.json} and {records}")
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> None:
+    from schedgym.leaderboard import build
+
+    root = Path(args.root) if args.root else None
+    report = build(
+        **({"root": root} if root else {}),
+        envs=args.env,
+        suites=args.suite,
+        workers=args.workers,
+        case_budget_s=args.case_budget,
+        solver_threads=args.solver_threads,
+        rerun=args.rerun,
+        run=not args.no_run,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    if report.pairs:
+        rows = [(p.suite.name, p.policy, p.status, p.reason[:70]) for p in report.pairs]
+        print(format_table(["suite", "policy", "results", "why not listed"], rows))
+    where = root or Path(__file__).resolve().parent
+    print(
+        f"\nwrote {where / 'LEADERBOARD.md'} and {where / 'leaderboard' / 'index.html'} in "
+        f"{report.wall_s:.0f} s"
+    )
+    if report.refused:
+        raise SchedgymError(
+            f"{len(report.refused)} results file(s) refused and not listed (reasons above)"
+        )
+
+
 def cmd_planned(args: argparse.Namespace) -> None:
     raise SchedgymError(
         f"`schedgym {args.verb}` is not built yet; it arrives with {PLANNED[args.verb]}"
@@ -383,6 +470,96 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--env-kwargs", metavar="JSON", help="extra env constructor arguments")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser(
+        "evaluate",
+        help="run one policy on one suite and write the results JSON",
+        description="Run a policy on every case of a suite, in parallel processes, validating "
+        "every episode record with the environment's independent validate() before it counts; "
+        "print the per-case metrics and the suite's score and, with --json, write the results "
+        "JSON (DESIGN.md §3) with the records beside it (OUT.records.json.xz). Suites: "
+        "`schedgym list suites` and docs/leaderboard.md; file:PATH runs your own instance, "
+        "trace or buffer-set file, or every file in a folder, in the formats the env's loaders "
+        "read.",
+        epilog="examples:\n"
+        "  schedgym evaluate --suite jobshop/taillard-15x15 --policy heuristic:mor\n"
+        "  schedgym evaluate --suite dag/topcuoglu --policy bound:cpsat --case-budget 10\n"
+        "  schedgym evaluate --suite moe/tinymoe-test --policy ppo:policies/moe-ppo "
+        "--json out.json\n"
+        "  schedgym evaluate --env jobshop --suite file:my_instances/ --policy mymod:my_rule\n"
+        "  schedgym evaluate --env memmap --suite file:buffers.csv --policy heuristic:msa "
+        '--env-kwargs \'{"task": "pack"}\' --score height',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s.add_argument("--suite", required=True, help="a suite name, or file:PATH (file or folder)")
+    s.add_argument(
+        "--policy",
+        required=True,
+        help="heuristic:NAME, bound:NAME, random, ppo:PATH or module:function (f(env, obs) -> "
+        "action)",
+    )
+    s.add_argument("--env", help="the env (implied by a suite name; needed for file:PATH)")
+    s.add_argument("--json", metavar="OUT", help="write the results JSON here")
+    s.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    s.add_argument(
+        "--case-budget",
+        type=float,
+        metavar="S",
+        help="time limit in seconds per case for solver bounds (default: the bound's own)",
+    )
+    s.add_argument(
+        "--solver-threads",
+        type=int,
+        metavar="N",
+        help="threads per solver bound (default: its own)",
+    )
+    s.add_argument("--score", metavar="METRIC", help="file:PATH suites: the metric to average")
+    s.add_argument("--env-kwargs", metavar="JSON", help="file:PATH suites: env arguments")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(fn=cmd_evaluate)
+
+    s = sub.add_parser(
+        "leaderboard",
+        help="run every policy on every suite and write LEADERBOARD.md and the HTML page",
+        description="Bring leaderboard/results up to date (every baseline, bound and committed "
+        "learned policy, policies/*/model.zip, on every suite whose env is available), reusing a "
+        "results file whose inputs (schedgym version, suite, policy, settings, the source and "
+        "data it depends on) have not changed; then write LEADERBOARD.md and "
+        "leaderboard/index.html (tables, score bars, Gantt charts, latency CDFs, hit rate "
+        "against cache size, placements) from the results files. A results file that is "
+        "refused (another schedgym version, invalid records, ...) is reported with the reason, "
+        "never listed, and makes the command fail. Rerunning the whole board takes about 13 "
+        "minutes on a busy 2-core machine, a run that reuses everything about a minute; see "
+        "docs/leaderboard.md.",
+        epilog="examples:\n"
+        "  schedgym leaderboard                        # everything, reusing what is current\n"
+        "  schedgym leaderboard --env jobshop          # one env's suites\n"
+        "  schedgym leaderboard --suite dag/topcuoglu --rerun\n"
+        "  schedgym leaderboard --no-run               # only rebuild the pages",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s.add_argument("--env", action="append", help="only this env's suites (repeatable)")
+    s.add_argument("--suite", action="append", help="only this suite (repeatable)")
+    s.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
+    s.add_argument(
+        "--case-budget",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="solver bounds' time limit per case in seconds (default 10)",
+    )
+    s.add_argument(
+        "--solver-threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="threads per solver bound (default 1: each worker keeps to one core)",
+    )
+    s.add_argument("--rerun", action="store_true", help="rerun even results that are current")
+    s.add_argument("--no-run", action="store_true", help="only rebuild the pages from the files")
+    s.add_argument("--root", help="the checkout to write into (default: this package's folder)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(fn=cmd_leaderboard)
 
     for verb, where in PLANNED.items():
         s = sub.add_parser(

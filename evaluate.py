@@ -1,4 +1,5 @@
-"""One runner for every environment and policy: an episode in, validated metrics out.
+"""One runner for every environment and policy: an episode in, validated metrics out; a suite in,
+a results JSON out.
 
 Each env module (``schedgym.envs.<room>``) provides, beside its Gymnasium class:
 
@@ -8,19 +9,54 @@ Each env module (``schedgym.envs.<room>``) provides, beside its Gymnasium class:
 * ``bench() -> list[dict]``: its rows for ``schedgym bench``.
 
 A ``bound`` policy may instead provide ``solve(env, case, seed) -> (metrics, record)``.
+
+``evaluate(env, policy, suite, workers)`` runs a policy on every case of a suite
+(``schedgym.suites``) in parallel local processes and returns the results JSON of DESIGN.md §3;
+every episode record is validated before its case counts. ``save_results`` writes it (the records
+go to a compressed file beside it) and ``load_results`` reads one back, refusing, with the
+reason, a file from another schedgym version, of another suite version, or whose records do not
+validate or do not give its metrics. DESIGN.md §6 sends independent cases to Ray when a cluster
+address is given; that is not built yet, so cases always run in local processes.
 """
 
 from __future__ import annotations
 
+import ast
+import concurrent.futures as cf
+import datetime as dt
+import functools
+import hashlib
+import importlib.util
+import json
+import lzma
+import math
+import multiprocessing
+import subprocess
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
+from schedgym import __version__
 from schedgym.errors import RecordError, SchedgymError
 from schedgym.policy import Policy, resolve_policy
-from schedgym.registry import env_entry
+from schedgym.registry import EnvEntry, env_entry
+from schedgym.suites import Suite, file_digest
+
+RESULTS_FORMAT = "schedgym-results/1"
+PACKAGE_ROOT = Path(__file__).resolve().parent
+# Attributes through which solver bounds take a time limit and a thread count (CP-SAT's
+# ``max_time_in_seconds`` and ``num_workers`` in every baselines module).
+_BUDGET_ATTRS = ("time_limit_s",)
+_THREAD_ATTRS = ("num_workers", "workers")
+
+
+class ResultsError(SchedgymError):
+    """A results file that cannot be listed; the message names the file and the reason."""
 
 
 @dataclass
@@ -42,6 +78,23 @@ def make_env(env_name: str, **kwargs: Any) -> gym.Env:
     if not entry.available:
         raise SchedgymError(f"env {entry.name!r} is not available yet")
     return gym.make(entry.gym_id, disable_env_checker=True, **kwargs)
+
+
+def check_record(entry: EnvEntry, record: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """Validate ``record`` with the env's own ``validate`` and check that the metrics it
+    recomputes equal ``metrics`` wherever both have a number; raise ``RecordError``."""
+    checked = entry.env_module().validate(record)
+    for key, value in checked.items():
+        if (
+            key in metrics
+            and isinstance(value, int | float)
+            and isinstance(metrics[key], int | float)
+        ):
+            if abs(value - metrics[key]) > 1e-6 * max(1.0, abs(value)):
+                raise RecordError(
+                    f"{entry.name}: metric {key} reported {metrics[key]} but the record "
+                    f"gives {value}"
+                )
 
 
 def run_episode(
@@ -84,18 +137,7 @@ def run_episode(
         env.close()
     wall = time.perf_counter() - start
     if validate:
-        checked = entry.env_module().validate(record)
-        for key, value in checked.items():
-            if (
-                key in metrics
-                and isinstance(value, int | float)
-                and isinstance(metrics[key], int | float)
-            ):
-                if abs(value - metrics[key]) > 1e-6 * max(1.0, abs(value)):
-                    raise RecordError(
-                        f"{entry.name}: metric {key} reported {metrics[key]} but the record "
-                        f"gives {value}"
-                    )
+        check_record(entry, record, metrics)
     return EpisodeResult(
         entry.name,
         case,
@@ -107,3 +149,544 @@ def run_episode(
         wall,
         decision_s,
     )
+
+
+# --- a suite's cases, in parallel processes ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CaseJob:
+    """One case of one policy on one suite, as a worker process receives it."""
+
+    env: str
+    policy: str
+    case: str
+    seed: int
+    env_kwargs: dict[str, Any]
+    case_budget_s: float | None = None  # solver bounds' time limit per case
+    solver_threads: int | None = None  # solver bounds' threads (None: the policy's default)
+
+
+def is_learned(policy: str) -> bool:
+    return policy.partition(":")[0] in ("ppo", "muzero")
+
+
+def learned_layout_kwargs(policy: str) -> dict[str, Any]:
+    """The padding sizes (``max_*`` env arguments) a learned policy was trained with: its
+    network's input shapes. Only these are taken from its ``config.json``; everything that
+    changes the problem comes from the suite."""
+    path = Path(policy.partition(":")[2])
+    config = (path if path.is_dir() else path.parent) / "config.json"
+    if not config.is_file():
+        return {}
+    kwargs = json.loads(config.read_text()).get("env_kwargs", {})
+    return {k: v for k, v in kwargs.items() if k.startswith("max_")}
+
+
+@functools.lru_cache(maxsize=8)
+def _learned(env: str, policy: str) -> Policy:
+    # A checkpoint takes a second to load and a learned policy keeps no state between episodes.
+    return resolve_policy(env, policy)
+
+
+def _policy_for(job: CaseJob) -> Policy:
+    if is_learned(job.policy):
+        return _learned(job.env, job.policy)
+    policy = resolve_policy(job.env, job.policy, seed=job.seed)
+    if job.case_budget_s is not None:
+        for attr in _BUDGET_ATTRS:
+            if hasattr(policy, attr):
+                setattr(policy, attr, float(job.case_budget_s))
+    if job.solver_threads is not None:
+        for attr in _THREAD_ATTRS:
+            if hasattr(policy, attr):
+                setattr(policy, attr, int(job.solver_threads))
+    return policy
+
+
+def run_case(job: CaseJob) -> dict[str, Any]:
+    """Run and validate one case; what a worker process returns (plain data, picklable)."""
+    result = run_episode(
+        job.env, _policy_for(job), case=job.case, seed=job.seed, env_kwargs=job.env_kwargs
+    )
+    return {
+        "case": job.case,
+        "seed": job.seed,
+        "metrics": result.metrics,
+        "record": result.record,
+        "kind": result.kind,
+        "decisions": result.decisions,
+        "wall_s": result.wall_s,
+        "decision_s": np.asarray(result.decision_s, np.float64),
+    }
+
+
+def make_executor(workers: int) -> cf.ProcessPoolExecutor:
+    """Forked worker processes: they start at once with the parent's imports, and a user's
+    script needs no ``if __name__ == "__main__"`` guard. The parent never loads a learned
+    checkpoint itself (``evaluate`` leaves that to the workers), so no torch thread pool is
+    forked mid-state."""
+    return cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+
+
+def run_jobs(
+    jobs: Sequence[CaseJob],
+    workers: int = 1,
+    *,
+    executor: cf.Executor | None = None,
+    progress: bool = False,
+    on_error: Callable[[int, BaseException], None] | None = None,
+    on_result: Callable[[int, dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any] | None]:
+    """Run ``jobs`` (in order of the returned list): in this process when ``workers`` is 1 and
+    no executor is given, else in worker processes. A failing case raises, naming the case;
+    with ``on_error`` it is reported there (with its job's index) and its slot is None. With
+    ``on_result`` each output goes there as it arrives (with its job's index) instead of into
+    the list, so a long run need not hold every record at once."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(jobs), disable=not progress, unit="case", leave=False)
+    out: list[dict[str, Any] | None] = [None] * len(jobs)
+
+    def done(i: int, output: dict[str, Any]) -> None:
+        if on_result is None:
+            out[i] = output
+        else:
+            on_result(i, output)
+
+    def failed(i: int, exc: BaseException) -> None:
+        if on_error is None:
+            job = jobs[i]
+            raise SchedgymError(
+                f"{job.policy} on {job.env} case {job.case!r} (seed {job.seed}): {exc}"
+            ) from exc
+        on_error(i, exc)
+
+    try:
+        if executor is None and workers <= 1:
+            for i, job in enumerate(jobs):
+                try:
+                    output = run_case(job)
+                except Exception as exc:  # any fault of a policy or env: named, per case
+                    failed(i, exc)
+                else:
+                    done(i, output)
+                bar.update()
+            return out
+        own = executor is None
+        pool = executor or make_executor(workers)
+        try:
+            futures = {pool.submit(run_case, job): i for i, job in enumerate(jobs)}
+            for future in cf.as_completed(futures):
+                i = futures[future]
+                try:
+                    output = future.result()
+                except Exception as exc:
+                    failed(i, exc)
+                else:
+                    done(i, output)
+                bar.update()
+        finally:
+            if own:
+                pool.shutdown(cancel_futures=True)
+        return out
+    finally:
+        bar.close()
+
+
+def plan_jobs(
+    suite: Suite,
+    policy: str,
+    *,
+    case_budget_s: float | None = None,
+    solver_threads: int | None = None,
+) -> list[CaseJob]:
+    """The suite's cases as jobs for ``policy``. The solver budget and threads go to ``bound:``
+    policies only, so a heuristic's results do not depend on them."""
+    env_kwargs = {**(learned_layout_kwargs(policy) if is_learned(policy) else {}),
+                  **dict(suite.env_kwargs)}
+    if not policy.startswith("bound:"):
+        case_budget_s = solver_threads = None
+    return [
+        CaseJob(suite.env, policy, c.case, c.seed, env_kwargs, case_budget_s, solver_threads)
+        for c in suite.cases
+    ]
+
+
+def summarise(suite: Suite, cases: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The suite's score (its metric's mean over the cases) and the key metrics' means."""
+
+    def mean(metric: str, required: bool) -> float | None:
+        values = []
+        for c in cases:
+            v = c["metrics"].get(metric)
+            if not isinstance(v, int | float):
+                if required:
+                    raise SchedgymError(
+                        f"suite {suite.name}: case {c['case']!r} has no numeric metric "
+                        f"{metric!r} (it has: {', '.join(sorted(c['metrics']))})"
+                    )
+                return None
+            values.append(float(v))
+        return float(np.mean(values)) if values else None
+
+    return {
+        "score": mean(suite.score_metric, True),
+        "score_name": suite.score_name,
+        "score_metric": suite.score_metric,
+        "lower_is_better": suite.lower_is_better,
+        "means": {k: v for k in suite.key_metrics if (v := mean(k, False)) is not None},
+    }
+
+
+def assemble(
+    suite: Suite,
+    policy: str,
+    outputs: Sequence[dict[str, Any]],
+    *,
+    settings: dict[str, Any],
+    spec: str | None = None,
+) -> dict[str, Any]:
+    """The results dict (DESIGN.md §3) of a policy's validated case outputs on a suite.
+    ``policy`` is the name results carry; ``spec`` the name it was resolved by, where that
+    differs (a learned policy's absolute path)."""
+    cases = []
+    for o in outputs:
+        d = o["decision_s"]
+        cases.append(
+            {
+                "case": o["case"],
+                "seed": o["seed"],
+                "metrics": o["metrics"],
+                "wall_s": o["wall_s"],
+                "decisions": o["decisions"],
+                "decision_median_s": float(np.median(d)) if d.size else None,
+                "record_sha256": record_digest(o["record"]),
+            }
+        )
+    pooled = np.concatenate([o["decision_s"] for o in outputs]) if outputs else np.empty(0)
+    summary = summarise(suite, cases)
+    summary.update(
+        decision_median_s=float(np.median(pooled)) if pooled.size else None,
+        decision_p99_s=float(np.quantile(pooled, 0.99)) if pooled.size else None,
+        wall_s=float(sum(c["wall_s"] for c in cases)),
+    )
+    inputs = inputs_of(suite, policy, settings, spec=spec)
+    commit, dirty = git_commit(tuple(inputs["code_files"]))
+    return {
+        "format": RESULTS_FORMAT,
+        "env": suite.env,
+        "suite": suite.name,
+        "suite_version": suite.version,
+        "policy": policy,
+        "kind": outputs[0]["kind"] if outputs else "",
+        "version": __version__,
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
+        "commit": commit,
+        "dirty": dirty,
+        "settings": settings,
+        "inputs": inputs,
+        "cases": cases,
+        "summary": summary,
+        "records": [o["record"] for o in outputs],
+    }
+
+
+def evaluate(
+    env: str,
+    policy: str,
+    suite: Suite | str,
+    workers: int = 1,
+    *,
+    case_budget_s: float | None = None,
+    solver_threads: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run ``policy`` on every case of ``suite`` (validating each record) and return the results
+    dict: DESIGN.md §3's JSON plus, under ``"records"``, the episode records."""
+    from schedgym.suites import get_suite
+
+    entry = env_entry(env)
+    suite = get_suite(suite, entry.name) if isinstance(suite, str) else suite
+    if suite.env != entry.name:
+        raise SchedgymError(f"suite {suite.name!r} belongs to env {suite.env!r}, not {env!r}")
+    why = suite.unavailable()
+    if why:
+        raise SchedgymError(f"suite {suite.name}: {why}")
+    if policy in suite.skip:
+        raise SchedgymError(f"{policy} is not run on {suite.name}: {suite.skip[policy]}")
+    check_policy(entry.name, policy)
+    jobs = plan_jobs(suite, policy, case_budget_s=case_budget_s, solver_threads=solver_threads)
+    outputs = run_jobs(jobs, workers, progress=progress)
+    settings = run_settings(jobs)
+    return assemble(suite, policy, [o for o in outputs if o is not None], settings=settings)
+
+
+def check_policy(env: str, policy: str) -> None:
+    """Fail at once, in this process, on an unknown policy name or a missing checkpoint,
+    without loading a checkpoint here (the workers do)."""
+    if is_learned(policy):
+        where = Path(policy.partition(":")[2])
+        if not (where / "model.zip" if where.is_dir() else where).is_file():
+            raise SchedgymError(f"no checkpoint for {policy!r} ({where}/model.zip)")
+    else:
+        resolve_policy(env, policy)
+
+
+def run_settings(jobs: Sequence[CaseJob]) -> dict[str, Any]:
+    """What a policy's results were run under, beside the suite: part of their inputs."""
+    first = jobs[0]
+    return {
+        "case_budget_s": first.case_budget_s,
+        "solver_threads": first.solver_threads,
+        "env_kwargs": dict(first.env_kwargs),
+    }
+
+
+# --- what a result depends on --------------------------------------------------------------------
+
+
+def record_digest(record: dict[str, Any]) -> str:
+    return hashlib.sha256(
+        json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+
+
+def _module_file(name: str) -> Path | None:
+    """The source file of ``schedgym.x.y`` found on disk, without importing anything."""
+    parts = name.split(".")[1:]
+    base = PACKAGE_ROOT.joinpath(*parts)
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@functools.cache
+def code_files(modules: tuple[str, ...]) -> list[Path]:
+    """The schedgym source files ``modules`` import, transitively (imports inside functions
+    too), read from their syntax trees."""
+    # The suite catalogue is not an input: a result depends on its own suite's definition
+    # (hashed separately), not on the other suites'.
+    seen: dict[str, Path | None] = {"schedgym.suites": None}
+    stack = list(modules)
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        path = seen[name] = _module_file(name)
+        if path is None:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            else:
+                continue
+            stack.extend(n for n in found if n.startswith("schedgym.") and n not in seen)
+    return sorted({p for p in seen.values() if p is not None})
+
+
+@functools.cache
+def _digest(paths: tuple[Path, ...]) -> str:
+    # files do not change during one run; the leaderboard asks for the same ones many times
+    return file_digest(paths)
+
+
+@functools.cache
+def _package_data_digest() -> str:
+    """Cost tables and shipped workload data: every env prices or reads some of them."""
+    files = sorted(
+        p
+        for folder in (PACKAGE_ROOT / "envs" / "hardware" / "tables", PACKAGE_ROOT / "workloads"
+                       / "data")
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix != ".py" and "__pycache__" not in p.parts
+    )
+    return _digest(tuple(files))
+
+
+def inputs_of(
+    suite: Suite, policy: str, settings: dict[str, Any], *, spec: str | None = None
+) -> dict[str, Any]:
+    """Everything a result depends on, and its digest: schedgym's version, the suite's
+    definition, the policy, the run settings, the source of every schedgym module the env, its
+    baselines and the runner import, the shipped tables and data, the suite's reference data
+    and files, and a learned policy's checkpoint or a user callable's source."""
+    entry = env_entry(suite.env)
+    modules = [entry.entry_point.partition(":")[0], entry.baselines, "schedgym.evaluate",
+               "schedgym.policy"]
+    extra: list[Path] = [*suite.data_paths(), *map(Path, suite.files)]
+    prefix, _, rest = (spec or policy).partition(":")
+    if is_learned(policy):
+        modules.append("schedgym.agents.loading")
+        modules.append(f"schedgym.agents.{prefix}")
+        where = Path(rest)
+        extra += [where / "model.zip", where / "config.json"] if where.is_dir() else [where]
+    elif rest and prefix not in ("heuristic", "bound"):
+        spec = importlib.util.find_spec(prefix)
+        if spec is not None and spec.origin:
+            extra.append(Path(spec.origin))
+    code = code_files(tuple(modules))
+    extra = [p for p in extra if p.is_file()]
+    parts = {
+        "version": __version__,
+        "suite": suite.spec(),
+        "policy": policy,
+        "settings": settings,
+        "code": _digest(tuple(code)),
+        "data": _package_data_digest(),
+        "files": _digest(tuple(extra)) if extra else "",
+    }
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    return {**parts, "code_files": [str(p.relative_to(PACKAGE_ROOT)) for p in code],
+            "digest": digest}
+
+
+@functools.cache
+def git_commit(files: tuple[str, ...] = (".",)) -> tuple[str, bool]:
+    """The checkout's commit (short) and whether any of ``files`` (paths relative to the
+    package) differs from it or is not committed; ``("-", False)`` outside a git checkout.
+    Read-only git calls."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=PACKAGE_ROOT, capture_output=True,
+            text=True, timeout=10, check=True,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--", *files], cwd=PACKAGE_ROOT,
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "-", False
+    return head or "-", bool(status.strip())
+
+
+# --- results files -------------------------------------------------------------------------------
+
+
+def records_path(path: Path) -> Path:
+    return path.with_name(path.name.removesuffix(".json") + ".records.json.xz")
+
+
+def save_results(results: dict[str, Any], path: str | Path) -> Path:
+    """Write the results JSON to ``path`` and its episode records, xz-compressed, beside it
+    (``NAME.records.json.xz``); return the records file's path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {k: v for k, v in results.items() if k != "records"}
+    rec = records_path(path)
+    body["records_file"] = rec.name
+    data = json.dumps(results["records"], separators=(",", ":")).encode()
+    rec.write_bytes(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME))
+    path.write_text(json.dumps(body, indent=1) + "\n")
+    return rec
+
+
+def load_results(
+    path: str | Path,
+    *,
+    suite: Suite | None = None,
+    spec: str | None = None,
+    check_records: bool = True,
+    keep_records: bool = False,
+) -> dict[str, Any]:
+    """Read a results file and check that it can be listed; raise ``ResultsError`` naming the
+    file and the reason otherwise: not a schedgym results file, another schedgym version, an
+    unknown suite or another version of it, cases that are not the suite's, or a score its
+    cases do not give. Its records (``NAME.records.json.xz`` beside it) must match the digests
+    the file holds, pass the env's own ``validate`` and give the metrics the file claims. A file
+    whose records are absent (they are not committed) is listed only if its inputs are exactly
+    those a run here would have now (``inputs_of``: same version, suite, policy, settings, code
+    and data): the run that wrote it validated them. ``spec`` is the name the policy resolves
+    by, where it differs from the one the file carries (a learned policy's path)."""
+    from schedgym.suites import SUITES
+
+    path = Path(path)
+
+    def refuse(why: str) -> ResultsError:
+        return ResultsError(f"{path}: refused: {why}")
+
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise refuse(f"not readable as JSON ({exc})") from None
+    if not isinstance(results, dict) or results.get("format") != RESULTS_FORMAT:
+        raise refuse(f"not a schedgym results file (format {RESULTS_FORMAT!r} expected)")
+    missing = {"env", "suite", "suite_version", "policy", "kind", "version", "cases",
+               "summary", "inputs", "settings"} - set(results)
+    if missing:
+        raise refuse(f"missing {', '.join(sorted(missing))}")
+    if results["version"] != __version__:
+        raise refuse(
+            f"made by schedgym {results['version']}, this is schedgym {__version__}; "
+            "rerun it (schedgym evaluate, or schedgym leaderboard)"
+        )
+    suite = suite or SUITES.get(results["suite"])
+    if suite is None:
+        raise refuse(f"unknown suite {results['suite']!r}")
+    if suite.name != results["suite"] or suite.env != results["env"]:
+        raise refuse(f"it is for {results['suite']!r} on {results['env']!r}, not {suite.name!r}")
+    if results["suite_version"] != suite.version:
+        raise refuse(
+            f"suite {suite.name} version {results['suite_version']}, current version is "
+            f"{suite.version}"
+        )
+    cases = results["cases"]
+    want = [[c.case, c.seed] for c in suite.cases]
+    got = [[c.get("case"), c.get("seed")] for c in cases]
+    if got != want:
+        raise refuse(f"its cases are not those of {suite.name} v{suite.version}")
+    summary = summarise(suite, cases)
+    claimed = results["summary"].get("score")
+    if not (isinstance(claimed, int | float) and math.isclose(claimed, summary["score"],
+                                                               rel_tol=1e-9, abs_tol=1e-12)):
+        raise refuse(f"its score {claimed} is not the mean of its cases' "
+                     f"{suite.score_metric} ({summary['score']})")
+    rec = path.with_name(str(results.get("records_file") or records_path(path).name))
+    if rec.parent != path.parent:
+        raise refuse("its records file must sit beside it")
+    results["records_checked"] = False
+    if not rec.exists():
+        if keep_records:
+            raise refuse(f"its records file {rec.name} is not here")
+        now = inputs_of(suite, results["policy"], results["settings"], spec=spec)
+        if results["inputs"].get("digest") != now["digest"]:
+            raise refuse(
+                f"its records file {rec.name} is not here to check, and its inputs changed "
+                f"since it was run ({changed_inputs(results['inputs'], now)}); rerun it"
+            )
+        return results
+    records = read_records(rec, len(cases), refuse)
+    entry = env_entry(suite.env)
+    for case, record in zip(cases, records, strict=True):
+        if record_digest(record) != case.get("record_sha256"):
+            raise refuse(f"the record of case {case['case']!r} is not the one it was run with")
+        if check_records:
+            try:
+                check_record(entry, record, case["metrics"])
+            except (SchedgymError, ValueError, KeyError, TypeError, IndexError) as exc:
+                raise refuse(f"case {case['case']!r} (seed {case['seed']}): invalid record: "
+                             f"{exc}") from None
+    results["records_checked"] = check_records
+    if keep_records:
+        results["records"] = records
+    return results
+
+
+def changed_inputs(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """Which parts of two ``inputs_of`` dicts differ, in words."""
+    parts = [k for k in ("version", "suite", "policy", "settings", "code", "data", "files")
+             if old.get(k) != new.get(k)]
+    return ", ".join(parts) or "inputs"
+
+
+def read_records(rec: Path, n: int, refuse: Callable[[str], Exception]) -> list[dict[str, Any]]:
+    try:
+        records = json.loads(lzma.decompress(rec.read_bytes()))
+    except (OSError, lzma.LZMAError, json.JSONDecodeError) as exc:
+        raise refuse(f"records file {rec.name} unreadable ({exc})") from None
+    if not isinstance(records, list) or len(records) != n:
+        raise refuse(f"records file {rec.name} does not hold one record per case")
+    return records

@@ -50,7 +50,7 @@ def test_every_verb_has_help(verb):
         (["run", "--env", "nope", "--policy", "random"], "unknown env 'nope'"),
         (["profile", "--check", "no-such-table"], "unknown hardware profile"),
         (["profile"], "give --out FILE"),
-        (["train"], "not built yet"),
+        (["export"], "not built yet"),
     ],
 )
 def test_errors_are_one_line_not_a_traceback(args, message):

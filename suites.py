@@ -1,0 +1,369 @@
+"""Named, versioned, seeded evaluation suites: the fixed cases every policy is compared on.
+
+A suite is a list of ``(case, seed)`` pairs of one environment, the env arguments they run under,
+and the metric that scores them (the mean over the cases). Its ``version`` goes up whenever its
+cases, seeds, arguments or score change, so results of an older version are never mixed with
+newer ones (``schedgym.evaluate.load_results`` refuses them).
+
+Seeds are kept apart from training: every suite seed lies in ``TEST_SEEDS`` (10,000-19,999), and
+so does the seed written into a case name (``random:15x15:10003``). Training resets use seeds
+below 10,000 (``agents.ppo``: ``seed + 1000 * rank``, each env's later instances drawn from the
+stream that seed starts) and validation cases seeds from 20,000 (``scripts/train_policies.py``,
+``schedgym train --help``), so no suite instance is drawn from a seed a learned policy was
+trained or selected on (docs/leaderboard.md).
+
+``file:PATH`` builds a suite from a user's own instance, trace or buffer-set file, or from every
+file of a folder, in the formats the env's loaders read (``file_suite``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from schedgym.errors import SchedgymError
+from schedgym.registry import env_entry
+
+TEST_SEEDS = range(10_000, 20_000)
+TRAINING_SEEDS = range(0, 10_000)
+VALIDATION_SEEDS_FROM = 20_000
+
+
+@dataclass(frozen=True)
+class Case:
+    """One episode of a suite: the env's case string and the seed ``reset`` gets."""
+
+    case: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A named, versioned list of cases of one environment and how to score them."""
+
+    name: str  # "<env>/<what>", e.g. "jobshop/taillard-15x15"
+    version: int
+    cases: tuple[Case, ...]
+    score_metric: str  # the score is this metric's mean over the cases
+    score_name: str  # what the score means, for tables
+    lower_is_better: bool = True
+    key_metrics: tuple[str, ...] = ()  # further metric means the leaderboard shows
+    env_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    about: str = ""
+    skip: Mapping[str, str] = field(default_factory=dict)  # policy -> why it is not run here
+    data: tuple[str, ...] = ()  # reference files it reads, relative to the shared data folder
+    files: tuple[str, ...] = ()  # a file suite's own files (hashed into its results' inputs)
+
+    _env: str = ""  # a file suite's env (named suites carry it in their name)
+
+    @property
+    def env(self) -> str:
+        return self._env or self.name.partition("/")[0]
+
+    def unavailable(self) -> str | None:
+        """Why the suite cannot run here (its env not built, reference data absent), or None."""
+        entry = env_entry(self.env)
+        if not entry.available:
+            return f"env {entry.name!r} not available"
+        missing = [p for p in self.data_paths() if not p.is_file()]
+        if missing:
+            return (
+                f"reference data not found: {missing[0]} (it lives in ../shared/data or "
+                "$SCHEDGYM_DATA)"
+            )
+        return None
+
+    def data_paths(self) -> list[Path]:
+        if not self.data:
+            return []
+        # The loaders' own rule for where reference data lives (workloads.memory and
+        # workloads.serving agree); imported here because only data-reading suites need it.
+        from schedgym.workloads.base import shared_data_dir
+
+        root = shared_data_dir()
+        return [root / p for p in self.data]
+
+    def spec(self) -> dict[str, Any]:
+        """Everything that defines the suite's results, as JSON (hashed into their inputs)."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "env": self.env,
+            "cases": [[c.case, c.seed] for c in self.cases],
+            "score_metric": self.score_metric,
+            "lower_is_better": self.lower_is_better,
+            "env_kwargs": dict(self.env_kwargs),
+        }
+
+
+def _seeds(n: int) -> range:
+    return range(TEST_SEEDS.start, TEST_SEEDS.start + n)
+
+
+def _jobshop() -> list[Suite]:
+    sizes = ["15x15", "20x15", "20x20", "30x15", "30x20", "50x15", "50x20", "100x20"]
+    suites = [
+        Suite(
+            f"jobshop/taillard-{size}",
+            1,
+            tuple(Case(f"ta{10 * g + i:02d}", TEST_SEEDS.start) for i in range(1, 11)),
+            "gap",
+            "mean gap to the best known makespan (lower is better)",
+            key_metrics=("makespan", "lb_gap", "utilisation"),
+            about=f"Taillard (1993) {size} instances ta{10 * g + 1:02d}-ta{10 * g + 10:02d}, "
+            "gap to the best known upper bounds",
+        )
+        for g, size in enumerate(sizes)
+    ]
+    suites.append(
+        Suite(
+            "jobshop/random-test",
+            1,
+            tuple(Case(f"random:15x15:{s}", s) for s in _seeds(10)),
+            "lb_gap",
+            "mean gap to the best lower bound (lower is better)",
+            key_metrics=("makespan", "utilisation"),
+            about="ten Taillard-style random 15x15 instances, seeds 10000-10009 (the training "
+            "generator's family, never its seeds)",
+        )
+    )
+    return suites
+
+
+_NO_CPSAT_DAG = {"bound:cpsat": "CP-SAT's DAG model is built for DAGs of up to 40 tasks"}
+
+
+def _dag() -> list[Suite]:
+    models = ("gpt2-tiny", "gpt2-small", "resnet-tiny", "resnet18", "mlp")
+    return [
+        Suite(
+            "dag/topcuoglu",
+            1,
+            (Case("topcuoglu", TEST_SEEDS.start),),
+            "makespan",
+            "makespan on the 10-task example of Topcuoglu et al. 2002 (lower is better)",
+            key_metrics=("slr", "speedup"),
+            about="the HEFT paper's example on its 3 processors (HEFT: 80)",
+        ),
+        Suite(
+            "dag/transformer-hetero",
+            1,
+            tuple(Case(m, s) for m in models for s in _seeds(2)),
+            "mean_slowdown",
+            "mean job slowdown, online (lower is better)",
+            key_metrics=("max_slowdown", "makespan"),
+            env_kwargs={"mode": "online", "jobs": 10, "load": 0.8, "platform": "hetero"},
+            about="torch.fx operator graphs of 5 zoo models, 10 copies arriving as a Poisson "
+            "process at load 0.8 on H100 + A100 + A40 + CPU, 2 seeds each",
+            skip=_NO_CPSAT_DAG,
+        ),
+        Suite(
+            "dag/random-noisy",
+            1,
+            tuple(Case("random:50", s) for s in _seeds(10)),
+            "slr",
+            "mean schedule length ratio, realised (lower is better)",
+            key_metrics=("speedup", "planned_makespan"),
+            env_kwargs={"sigma": 0.5, "platform": "hetero"},
+            about="random 50-task transformer-op DAGs on H100 + A100 + A40 + CPU, task times "
+            "log-normal around the estimates (sigma 0.5)",
+            skip=_NO_CPSAT_DAG,
+        ),
+        Suite(
+            "dag/daggen-30",
+            1,
+            tuple(Case("daggen:30", s) for s in _seeds(10)),
+            "slr",
+            "mean schedule length ratio (lower is better)",
+            key_metrics=("speedup", "makespan"),
+            about="daggen-style 30-task DAGs with Topcuoglu et al.'s cost model (ccr 1, beta 1, "
+            "3 processors): small enough for the CP-SAT bound",
+        ),
+    ]
+
+
+def _batching() -> list[Suite]:
+    return [
+        Suite(
+            "batching/azure-conv-synth",
+            1,
+            tuple(Case("azure-conv-synth", s) for s in _seeds(3)),
+            "goodput_rps",
+            "mean goodput: requests/s that met their SLOs (higher is better)",
+            lower_is_better=False,
+            key_metrics=("slo_attainment", "ttft_p99_s", "tbt_p99_s"),
+            about="Batching-v0's azure-conv-synth case: Poisson arrivals with Azure-2023 "
+            "conversation lengths, sized to the replica's measured capacity, half interactive "
+            "and half relaxed SLOs; 3 seeds",
+        ),
+        Suite(
+            "batching/azure-conv",
+            1,
+            tuple(Case("azure-conv:1000", s) for s in _seeds(2)),
+            "goodput_rps",
+            "mean goodput: requests/s that met their SLOs (higher is better)",
+            lower_is_better=False,
+            key_metrics=("slo_attainment", "ttft_p99_s", "tbt_p99_s"),
+            about="the first 1,000 requests of the real Azure 2023 conversation trace at their "
+            "recorded arrival times; the seed assigns SLO classes",
+            data=("traces/azure-llm-2023/AzureLLMInferenceTrace_conv.csv",),
+        ),
+    ]
+
+
+def _moe() -> list[Suite]:
+    score = ("stall_per_token_s", "mean stall per decoded token, seconds (lower is better)")
+    keys = ("hit_rate", "tokens_per_s", "bytes_copied")
+    return [
+        Suite(
+            "moe/tinymoe-test",
+            1,
+            tuple(Case("tinymoe-docs", s) for s in _seeds(8)),
+            *score,
+            key_metrics=keys,
+            about="routing recorded from the tiny MoE on held-out pydoc topics (the seed picks "
+            "the window), priced as Mixtral-8x7B experts on an H100, half the experts cached, "
+            "512 tokens. Recorded routing is finite, so seeds cannot keep it from training: "
+            "learned policies train on the other domain (tinymoe-code), as the recipes do",
+        ),
+        Suite(
+            "moe/mixtral-synth",
+            1,
+            tuple(Case("mixtral", s) for s in _seeds(5)),
+            *score,
+            key_metrics=keys,
+            about="routing drawn from the generator calibrated to Mixtral's Table 5, 32 layers, "
+            "4 of 8 experts per layer cached, 256 tokens",
+        ),
+        Suite(
+            "moe/olmoe-synth",
+            1,
+            tuple(Case("olmoe", s) for s in _seeds(5)),
+            *score,
+            key_metrics=keys,
+            about="routing drawn from the generator calibrated to OLMoE's expert skew, a quarter "
+            "of the 16 x 64 experts cached, 128 tokens",
+        ),
+    ]
+
+
+def _memmap() -> list[Suite]:
+    return [
+        Suite(
+            "memmap/torch-models",
+            1,
+            tuple(
+                Case(m, TEST_SEEDS.start)
+                for m in ("gpt2-tiny", "gpt2-small", "resnet-tiny", "resnet18", "mlp")
+            ),
+            "speedup",
+            "mean speedup of the modelled time over all-slow memory (higher is better)",
+            lower_is_better=False,
+            key_metrics=("modelled_time_s", "fast_byte_share"),
+            env_kwargs={"task": "map", "fast_capacity": 0.25},
+            about="activation buffers of 5 zoo models traced with torch.fx, H100 costs, a fast "
+            "tier of a quarter of each model's peak live bytes beside HBM (at the H100's 50 MiB "
+            "L2 every buffer of these models fits and all policies tie)",
+            skip={"bound:peak-live": "it bounds the pack task only"},
+        ),
+        Suite(
+            "memmap/minimalloc",
+            1,
+            tuple(Case(f"minimalloc:{x}", TEST_SEEDS.start) for x in "ABCDEF"),
+            "height_over_capacity",
+            "mean packing height over capacity (lower is better; <= 1 fits)",
+            key_metrics=("solved", "height_over_peak"),
+            env_kwargs={"task": "pack"},
+            about="MiniMalloc's hard production instances A-F, capacity 1,048,576",
+            skip={"bound:knapsack": "it bounds the map task only",
+                  "heuristic:all-slow": "it is a map-task baseline (pack has no slow memory)"},
+            data=tuple(f"memory/minimalloc/{x}.1048576.csv" for x in "ABCDEF"),
+        ),
+    ]
+
+
+SUITES: dict[str, Suite] = {
+    s.name: s for s in (*_jobshop(), *_dag(), *_batching(), *_moe(), *_memmap())
+}
+
+
+def suites_for(env: str) -> list[Suite]:
+    name = env_entry(env).name
+    return [s for s in SUITES.values() if s.env == name]
+
+
+def file_suite(
+    env: str,
+    path: str | Path,
+    *,
+    score: str | None = None,
+    env_kwargs: Mapping[str, Any] | None = None,
+    seed: int = TEST_SEEDS.start,
+) -> Suite:
+    """A suite of a user's own file, or of every file in a folder (sorted), scored by ``score``
+    (default: the env's primary metric); the files' contents are hashed into the results'
+    inputs, so an edited file is never mistaken for the one a result was run on."""
+    entry = env_entry(env)
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(str(f) for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
+        if not files:
+            raise SchedgymError(f"file suite {path}: the folder holds no files")
+    elif p.is_file():
+        files = [str(p)]
+    else:
+        raise SchedgymError(f"file suite {path}: no such file or folder")
+    metric = score or entry.primary_metric
+    direction = "lower" if entry.lower_is_better else "higher"
+    return Suite(
+        f"file:{path}",
+        1,
+        tuple(Case(f, seed) for f in files),
+        metric,
+        f"mean {metric} ({direction} is better)",
+        lower_is_better=entry.lower_is_better,
+        env_kwargs=dict(env_kwargs or {}),
+        about=f"{len(files)} file(s) from {path}",
+        files=tuple(files),
+        _env=entry.name,
+    )
+
+
+def get_suite(
+    name: str,
+    env: str | None = None,
+    *,
+    score: str | None = None,
+    env_kwargs: Mapping[str, Any] | None = None,
+) -> Suite:
+    """A named suite (``jobshop/taillard-15x15``), or ``file:PATH`` for ``env``."""
+    if name.startswith("file:"):
+        if env is None:
+            raise SchedgymError(f"suite {name!r}: a file suite needs --env")
+        return file_suite(env, name.removeprefix("file:"), score=score, env_kwargs=env_kwargs)
+    if name not in SUITES:
+        known = ", ".join(SUITES)
+        raise SchedgymError(f"unknown suite {name!r}; known: {known}, or file:PATH")
+    suite = SUITES[name]
+    if env is not None and env_entry(env).name != suite.env:
+        raise SchedgymError(f"suite {name!r} belongs to env {suite.env!r}, not {env!r}")
+    if score is not None or env_kwargs:
+        raise SchedgymError(
+            f"suite {name!r} fixes its score and env arguments; --score and --env-kwargs are "
+            "for file:PATH suites"
+        )
+    return suite
+
+
+def file_digest(paths: list[str] | tuple[str, ...] | list[Path]) -> str:
+    """sha256 over the named files' contents, in order."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(str(Path(p).name).encode())
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
