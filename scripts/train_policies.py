@@ -69,15 +69,15 @@ RECIPES: dict[str, Recipe] = {
         target="stall time at most 0.9x LRU's on held-out routing traces",
     ),
     "batching": Recipe(
-        # bursty arrivals leave room between the heuristics; 200-request episodes keep the
-        # rollouts short, the test replays full 600-request cases
-        env_kwargs={"case": "azure-conv-bursty:200"},
-        val_cases=["azure-conv-bursty:200"] * 2,
-        test_cases=[("azure-conv-bursty", 10_000 + i) for i in range(3)]
-        + [("azure-conv-synth", 10_000 + i) for i in range(3)],
+        # one decision per admission makes episodes long while the policy is poor (it admits
+        # little, so engine steps multiply): train on 50-request bursts, test on 200
+        env_kwargs={"case": "azure-conv-bursty:50"},
+        val_cases=[],
+        test_cases=[("azure-conv-bursty:200", 10_000 + i) for i in range(2)]
+        + [("azure-conv-synth:200", 10_000 + i) for i in range(2)],
         metric="goodput_rps",
         baseline="heuristic:sarathi",
-        steps=100_000,
+        steps=40_000,
         target="goodput at least 1.1x the best heuristic's on the calibrated Azure suite",
     ),
     "memmap": Recipe(
