@@ -60,17 +60,26 @@ class TrainConfig:
 VALIDATION_SEED_OFFSET = 500_000
 
 
-class CaseCycle(gym.Wrapper):
-    """Resets walk through a fixed list of cases, so every validation sees the same instances."""
+def validation_episodes(cases: list[str]) -> list[tuple[str, int]]:
+    """``(case, reset seed)`` of each validation episode: validation case ``i`` is reset with
+    seed ``VALIDATION_SEED_OFFSET + i``, so a generator case ("random:30") gives the same
+    instance to the agent and to the heuristic it is compared with."""
+    return [(c, VALIDATION_SEED_OFFSET + i) for i, c in enumerate(cases)]
 
-    def __init__(self, env: gym.Env, cases: list[str]):
+
+class CaseCycle(gym.Wrapper):
+    """Resets walk through fixed ``(case, seed)`` pairs, so every validation sees the same
+    instances."""
+
+    def __init__(self, env: gym.Env, episodes: list[tuple[str, int]]):
         super().__init__(env)
-        self.cases, self._i = list(cases), 0
+        self.episodes, self._i = list(episodes), 0
 
     def reset(self, **kwargs: Any):
-        case = self.cases[self._i % len(self.cases)]
+        case, seed = self.episodes[self._i % len(self.episodes)]
         self._i += 1
         kwargs["options"] = {**(kwargs.get("options") or {}), "case": case}
+        kwargs["seed"] = seed
         return self.env.reset(**kwargs)
 
     def action_masks(self) -> np.ndarray:
@@ -132,7 +141,7 @@ def make_vec_env(
             env = gym.make(entry.gym_id, disable_env_checker=True, **cfg.env_kwargs)
             env = Monitor(env)
             if cases:
-                env = CaseCycle(env, cases)
+                env = CaseCycle(env, validation_episodes(cases))
             env.reset(seed=cfg.seed + seed_offset + 1000 * rank)
             return env
 
@@ -146,8 +155,8 @@ def baseline_scores(cfg: TrainConfig, heuristic: str) -> dict[str, float]:
     from schedgym.evaluate import run_episode
 
     rows = [
-        run_episode(cfg.env, heuristic, case=c, seed=cfg.seed, env_kwargs=cfg.env_kwargs).metrics
-        for c in cfg.val_cases
+        run_episode(cfg.env, heuristic, case=c, seed=seed, env_kwargs=cfg.env_kwargs).metrics
+        for c, seed in validation_episodes(cfg.val_cases)
     ]
     return {
         k: float(np.mean([r[k] for r in rows]))
