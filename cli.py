@@ -24,6 +24,19 @@ PLANNED = {
 }
 
 
+def _env_kwargs(args: argparse.Namespace) -> dict[str, Any] | None:
+    """``--env-kwargs JSON`` as a dict, refused in one line naming the flag."""
+    if not args.env_kwargs:
+        return None
+    try:
+        value = json.loads(args.env_kwargs)
+    except json.JSONDecodeError as exc:
+        raise SchedgymError(f"--env-kwargs is not valid JSON: {exc.msg}") from None
+    if not isinstance(value, dict):
+        raise SchedgymError("--env-kwargs must be a JSON object, e.g. '{\"sigma\": 0.5}'")
+    return value
+
+
 # -- list ------------------------------------------------------------------------------------------
 
 
@@ -162,7 +175,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     from schedgym.registry import env_entry
 
     entry = env_entry(args.env)
-    env_kwargs = json.loads(args.env_kwargs) if args.env_kwargs else None
+    env_kwargs = _env_kwargs(args)
     case = args.case or args.workload
     result = run_episode(entry.name, args.policy, case=case, seed=args.seed, env_kwargs=env_kwargs)
     print(
@@ -235,7 +248,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     if args.algo != "ppo":
         raise SchedgymError(f"--algo {args.algo}: only ppo is built so far")
-    env_kwargs = json.loads(args.env_kwargs) if args.env_kwargs else {}
+    env_kwargs = _env_kwargs(args) or {}
     if args.generator:
         env_kwargs["case"] = args.generator
     cfg = TrainConfig(
@@ -263,7 +276,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from schedgym.leaderboard import format_duration
     from schedgym.suites import get_suite
 
-    env_kwargs = json.loads(args.env_kwargs) if args.env_kwargs else None
+    env_kwargs = _env_kwargs(args)
     suite = get_suite(args.suite, args.env, score=args.score, env_kwargs=env_kwargs)
     if args.workers < 1:
         raise SchedgymError("--workers must be at least 1")

@@ -39,16 +39,20 @@ class Policy(Protocol):
         """Return a legal action for the env's current state."""
 
 
-def _unwrapped(env: Any) -> Any:
-    return getattr(env, "unwrapped", env)
+def unwrap_env(env: Any, cls: type | None = None) -> Any:
+    """The env beneath any Gymnasium wrappers; with ``cls``, refuse any other kind of env."""
+    inner = getattr(env, "unwrapped", env)
+    if cls is not None and not isinstance(inner, cls):
+        raise SchedgymError(f"this policy needs a {cls.__name__}, got {type(inner).__name__}")
+    return inner
 
 
 def legal_actions(env: Any) -> np.ndarray:
     """Indices of the legal actions of ``env`` (through any Gymnasium wrappers)."""
-    mask = np.asarray(_unwrapped(env).action_masks(), dtype=bool)
-    legal = np.flatnonzero(mask)
+    inner = unwrap_env(env)
+    legal = np.flatnonzero(np.asarray(inner.action_masks(), dtype=bool))
     if legal.size == 0:
-        raise SchedgymError(f"{type(_unwrapped(env)).__name__}: action mask is all False")
+        raise SchedgymError(f"{type(inner).__name__}: action mask is all False")
     return legal
 
 

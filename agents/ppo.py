@@ -28,7 +28,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from schedgym.agents.networks import EntityPolicy
 from schedgym.errors import SchedgymError
-from schedgym.policy import PolicyKind
+from schedgym.policy import PolicyKind, unwrap_env
 from schedgym.registry import env_entry
 
 
@@ -129,11 +129,9 @@ class SchedEvalCallback(MaskableEvalCallback):
         return keep_going
 
 
-def make_vec_env(
-    cfg: TrainConfig, cases: list[str] | None = None, n: int | None = None, seed_offset: int = 0
-):
-    """``n`` Monitor-wrapped envs seeded ``cfg.seed + seed_offset + 1000 * rank``; with
-    ``cases``, resets cycle through them (validation)."""
+def make_vec_env(cfg: TrainConfig, cases: list[str] | None = None, n: int | None = None):
+    """``n`` Monitor-wrapped envs seeded ``cfg.seed + 1000 * rank``; with ``cases``, every
+    reset takes the next validation ``(case, seed)`` instead."""
     entry = env_entry(cfg.env)
 
     def factory(rank: int):
@@ -142,7 +140,7 @@ def make_vec_env(
             env = Monitor(env)
             if cases:
                 env = CaseCycle(env, validation_episodes(cases))
-            env.reset(seed=cfg.seed + seed_offset + 1000 * rank)
+            env.reset(seed=cfg.seed + 1000 * rank)
             return env
 
         return build
@@ -294,6 +292,6 @@ class PPOPolicy:
         """Stateless: the network sees only the current observation."""
 
     def act(self, env: Any, obs: Any) -> int:
-        mask = getattr(env, "unwrapped", env).action_masks()
+        mask = unwrap_env(env).action_masks()
         action, _ = self.model.predict(obs, action_masks=mask, deterministic=self.deterministic)
         return int(action)

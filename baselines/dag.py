@@ -32,14 +32,7 @@ import numpy as np
 from schedgym.envs.dag import DagSchedEnv
 from schedgym.envs.dag_core import RULES, DagCore, Instance, build_record, plan
 from schedgym.errors import SchedgymError
-from schedgym.policy import PolicyKind
-
-
-def _env_of(env: Any) -> DagSchedEnv:
-    inner = getattr(env, "unwrapped", env)
-    if not isinstance(inner, DagSchedEnv):
-        raise SchedgymError(f"DAG policies need a DagSchedEnv, got {type(inner).__name__}")
-    return inner
+from schedgym.policy import PolicyKind, unwrap_env
 
 
 class ListScheduler:
@@ -59,7 +52,7 @@ class ListScheduler:
         self._instance = None
 
     def act(self, env: Any, obs: Any) -> int:
-        env = _env_of(env)
+        env = unwrap_env(env, DagSchedEnv)
         core = env.core
         if core is None:
             raise SchedgymError(f"{self.name}: reset the env before asking for an action")
@@ -77,12 +70,14 @@ class _Bound:
         """Nothing to prepare: a bound solves the whole case in ``solve``."""
 
     def act(self, env: Any, obs: Any) -> int:
-        raise SchedgymError(f"{self.name} solves whole cases: run it with "
-                            "schedgym.evaluate.run_episode (which calls solve)")
+        raise SchedgymError(
+            f"{self.name} solves whole cases: run it with "
+            "schedgym.evaluate.run_episode (which calls solve)"
+        )
 
     @staticmethod
     def _instance(env: Any, case: str | None, seed: int) -> DagSchedEnv:
-        env = _env_of(env)
+        env = unwrap_env(env, DagSchedEnv)
         env.reset(seed=seed, options={"case": case} if case else None)
         return env
 
@@ -102,8 +97,14 @@ class CriticalPathBound(_Bound):
         for t in inst.topo:
             p = inst.src[inst.preds(t)]
             start[t] = max(inst.arrival[inst.job[t]], float((start[p] + run[p]).max(initial=0)))
-        return build_record(inst, dev, start, case=env.case_name, policy=self.name,
-                            relaxed=("exclusive", "transfers"))
+        return build_record(
+            inst,
+            dev,
+            start,
+            case=env.case_name,
+            policy=self.name,
+            relaxed=("exclusive", "transfers"),
+        )
 
 
 class CpSatBound(_Bound):
@@ -126,12 +127,14 @@ class CpSatBound(_Bound):
         if inst.n > self.max_tasks:
             raise SchedgymError(
                 f"{self.name} is for DAGs up to {self.max_tasks} tasks; {env.case_name!r} has "
-                f"{inst.n} (CP-SAT's model grows with tasks x devices^2 per edge)")
+                f"{inst.n} (CP-SAT's model grows with tasks x devices^2 per edge)"
+            )
         heft = DagCore(inst)
         plan(heft, RULES["heft"](inst))
         P = inst.platform.size
-        comm = inst.transfer(np.arange(P)[None, :, None], np.arange(P)[None, None, :],
-                             inst.data[:, None, None])  # [edge, from, to]
+        comm = inst.transfer(
+            np.arange(P)[None, :, None], np.arange(P)[None, None, :], inst.data[:, None, None]
+        )  # [edge, from, to]
         finite = np.isfinite(inst.cost)
         numbers = np.concatenate([inst.cost[finite], comm.ravel(), inst.arrival])
         exact = bool(np.all(numbers == np.round(numbers)))
@@ -154,8 +157,9 @@ class CpSatBound(_Bound):
             for d in np.flatnonzero(finite[t]):
                 d = int(d)
                 x = m.NewBoolVar(f"x{t}_{d}")
-                per_device[d].append(m.NewOptionalIntervalVar(start[t], int(dur[t, d]), end[t],
-                                                              x, f"i{t}_{d}"))
+                per_device[d].append(
+                    m.NewOptionalIntervalVar(start[t], int(dur[t, d]), end[t], x, f"i{t}_{d}")
+                )
                 on[t][d] = x
                 m.AddHint(x, int(heft.dev[t]) == d)
             m.AddExactlyOne(on[t].values())
@@ -183,21 +187,29 @@ class CpSatBound(_Bound):
         status = solver.Solve(m)
         wall = time.perf_counter() - t0
         if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            raise SchedgymError(f"{self.name}: no schedule within {self.time_limit_s} s "
-                                f"({solver.StatusName(status)})")
-        dev = np.array([next(d for d, x in on[t].items() if solver.Value(x))
-                        for t in range(inst.n)])
+            raise SchedgymError(
+                f"{self.name}: no schedule within {self.time_limit_s} s "
+                f"({solver.StatusName(status)})"
+            )
+        dev = np.array(
+            [next(d for d, x in on[t].items() if solver.Value(x)) for t in range(inst.n)]
+        )
         planned = np.array([solver.Value(s) for s in start], dtype=float) * unit
         optimal = status == cp_model.OPTIMAL
         info = {
-            "status": solver.StatusName(status), "optimal": optimal, "wall_s": wall,
-            "num_workers": self.num_workers, "time_limit_s": self.time_limit_s,
-            "resolution": unit, "exact": exact,
-            "objective_bound": solver.BestObjectiveBound() * (unit if inst.mode == "single"
-                                                              else 1.0),
+            "status": solver.StatusName(status),
+            "optimal": optimal,
+            "wall_s": wall,
+            "num_workers": self.num_workers,
+            "time_limit_s": self.time_limit_s,
+            "resolution": unit,
+            "exact": exact,
+            "objective_bound": solver.BestObjectiveBound()
+            * (unit if inst.mode == "single" else 1.0),
         }
-        metrics, record = build_record(inst, dev, planned, case=env.case_name, policy=self.name,
-                                       extra={"solver": info})
+        metrics, record = build_record(
+            inst, dev, planned, case=env.case_name, policy=self.name, extra={"solver": info}
+        )
         metrics = {**metrics, "optimal": int(optimal), "solver_wall_s": wall}
         if inst.mode == "single" and exact:
             metrics["lower_bound"] = max(info["objective_bound"], float(inst.lower_bound[0]))

@@ -19,15 +19,8 @@ import numpy as np
 from schedgym.envs.jobshop import JobShopEnv, make_record, metrics_for
 from schedgym.envs.jobshop_core import DISPATCH_RULES, JobShopCore, non_delay_plan
 from schedgym.errors import SchedgymError
-from schedgym.policy import PolicyKind
+from schedgym.policy import PolicyKind, unwrap_env
 from schedgym.workloads.jobshop import JobShopInstance
-
-
-def _env_of(env: Any) -> JobShopEnv:
-    inner = getattr(env, "unwrapped", env)
-    if not isinstance(inner, JobShopEnv):
-        raise SchedgymError(f"job-shop policies need a JobShopEnv, got {type(inner).__name__}")
-    return inner
 
 
 class NonDelayRule:
@@ -47,7 +40,7 @@ class NonDelayRule:
         self._instance = None
 
     def act(self, env: Any, obs: Any) -> int:
-        core = _env_of(env).core
+        core = unwrap_env(env, JobShopEnv).core
         if core is None:
             raise SchedgymError(f"{self.name}: reset the env before asking for an action")
         done = core.n_done
@@ -88,7 +81,7 @@ class CpSatBound:
 
     def solve(self, env: Any, case: str | None, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """Solve the instance ``env`` resolves ``case`` to; return (metrics, episode record)."""
-        inner = _env_of(env)
+        inner = unwrap_env(env, JobShopEnv)
         inner.reset(seed=seed, options=None if case is None else {"case": case})
         instance = inner.instance
         starts, solver = self.solve_instance(instance, seed)

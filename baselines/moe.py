@@ -31,6 +31,7 @@ import numpy as np
 
 from schedgym.envs.moe_core import EVICT, PREFETCH, MoECore
 from schedgym.errors import SchedgymError
+from schedgym.policy import unwrap_env
 
 _NEVER = np.iinfo(np.int64).max // 4
 
@@ -297,7 +298,7 @@ class InfiniteCache:
         raise SchedgymError(f"{self.name} is a solver: run it through solve()")
 
     def solve(self, env: Any, case: str | None, seed: int) -> tuple[dict, dict]:
-        env = getattr(env, "unwrapped", env)
+        env = unwrap_env(env)
         core = env.make_core(case, seed, all_resident=True)
         return core.metrics(), env.make_record(core)
 

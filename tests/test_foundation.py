@@ -51,6 +51,7 @@ def test_every_verb_has_help(verb):
         (["profile", "--check", "no-such-table"], "unknown hardware profile"),
         (["profile"], "give --out FILE"),
         (["export"], "not built yet"),
+        (["run", "--env", "dag", "--policy", "random", "--env-kwargs", "[1]"], "JSON object"),
     ],
 )
 def test_errors_are_one_line_not_a_traceback(args, message):

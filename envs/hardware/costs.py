@@ -140,9 +140,13 @@ class KernelCostTable:
 
     def explain(self, kernel: str, **params: float) -> str:
         """Which rule priced this query: measured, interpolated, shape-scaled, roofline, ..."""
-        return self._price(kernel, params)[1]
+        return self._price(kernel, params, label=True)[1]
 
-    def _price(self, kernel: str, params: dict[str, Any]) -> tuple[np.ndarray, str]:
+    def _price(
+        self, kernel: str, params: dict[str, Any], label: bool = False
+    ) -> tuple[np.ndarray, str]:
+        """Latencies and the rule that priced them; telling a measured point from an
+        interpolated one costs a grid lookup, so pricing alone (``label=False``) skips it."""
         spec = KERNELS.get(kernel)
         if spec is None:
             raise CostTableError(f"unknown kernel {kernel!r}; known: {', '.join(KERNELS)}")
@@ -184,7 +188,7 @@ class KernelCostTable:
             )
             t = np.where(outside, t * ratio, t)
             how = "roofline-extrapolated" if np.all(outside) else f"{how}+roofline-extrapolated"
-        elif how == "exact":
+        elif how == "exact" and label:
             on_grid = all(
                 np.all(np.isin(a, v)) for a, v in zip(axes, series.axes.values(), strict=True)
             )
