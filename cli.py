@@ -250,7 +250,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise SchedgymError(f"--algo {args.algo}: only ppo is built so far")
     env_kwargs = _env_kwargs(args) or {}
     if args.generator:
-        env_kwargs["case"] = args.generator
+        mix = args.generator.split(",")
+        env_kwargs["case"] = mix if len(mix) > 1 else mix[0]
     cfg = TrainConfig(
         env=args.env,
         out=args.out or f"policies/{args.env}-ppo",
@@ -260,6 +261,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         env_kwargs=env_kwargs,
         val_cases=[c for c in (args.val_cases or "").split(",") if c],
         eval_every=args.eval_every,
+        imitate=args.imitate,
+        imitate_episodes=args.imitate_episodes,
+        learning_rate=args.learning_rate,
+        init_from=args.init_from,
     )
     train(cfg, heuristic=args.baseline, resume=args.resume, progress=not args.no_progress)
     print(
@@ -470,16 +475,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--generator",
         "--workload",
         dest="generator",
-        help="training case generator, e.g. random:15x15 (default: the env's)",
+        help="training case generator, e.g. random:15x15 (default: the env's); several, "
+        "comma-separated, are spread over the vectorised envs",
     )
     s.add_argument("--val-cases", help="comma-separated validation cases")
     s.add_argument("--baseline", help="heuristic to log beside the agent on the validation cases")
     s.add_argument("--steps", type=int, default=100_000)
+    s.add_argument(
+        "--imitate",
+        metavar="POLICY",
+        help="clone this heuristic's decisions into the network before PPO (behaviour cloning "
+        "warm start; the cloned policy is kept as OUT/imitation.zip)",
+    )
+    s.add_argument(
+        "--imitate-episodes", type=int, default=20, help="demonstration episodes for --imitate"
+    )
+    s.add_argument(
+        "--learning-rate", type=float, default=3e-4, help="Adam's; 1e-4 suits a cloned start"
+    )
     s.add_argument("--n-envs", type=int, default=2)
     s.add_argument("--eval-every", type=int, default=10_000, help="env steps between validations")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="output folder (default policies/ENV-ppo)")
     s.add_argument("--resume", action="store_true", help="continue from OUT/last.zip")
+    s.add_argument(
+        "--init-from", metavar="CHECKPOINT", help="start from these weights (fine-tuning)"
+    )
     s.add_argument("--env-kwargs", metavar="JSON", help="extra env constructor arguments")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=cmd_train)

@@ -105,8 +105,13 @@ def run_episode(
     seed: int = 0,
     env_kwargs: dict[str, Any] | None = None,
     validate: bool = True,
+    on_step: Callable[[Any, np.ndarray, int, float], None] | None = None,
 ) -> EpisodeResult:
-    """Run one episode of ``policy`` on ``case`` and return its validated metrics and record."""
+    """Run one episode of ``policy`` on ``case`` and return its validated metrics and record.
+
+    ``on_step(obs, mask, action, reward)``, when given, sees every decision: the observation and
+    action mask the policy acted on, its action, and the reward that followed (imitation
+    learning records heuristics' episodes through it)."""
     entry = env_entry(env_name)
     if isinstance(policy, str):
         policy = resolve_policy(entry.name, policy, seed=seed)
@@ -127,7 +132,11 @@ def run_episode(
                 t0 = time.perf_counter()
                 action = policy.act(env.unwrapped, obs)
                 decision_s.append(time.perf_counter() - t0)
-                obs, _, terminated, truncated, info = env.step(action)
+                mask = env.unwrapped.action_masks() if on_step else None
+                next_obs, reward, terminated, truncated, info = env.step(action)
+                if on_step:
+                    on_step(obs, mask, int(action), float(reward))
+                obs = next_obs
                 decisions += 1
                 done = terminated or truncated
             if "record" not in info or "metrics" not in info:

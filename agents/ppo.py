@@ -3,9 +3,11 @@
 Read top to bottom: a ``TrainConfig`` names the environment, its training generator (the env's
 ``case`` argument, which draws a fresh instance from the env's seeded generator at every reset)
 and the validation cases; ``train`` builds vectorised environments, the entity network of
-``agents/networks.py``, the callbacks (validation through ``MaskableEvalCallback`` with the
-problem's metrics under ``sched/`` in TensorBoard, checkpoints, a progress bar), learns, and
-writes ``model.zip``, ``config.json`` and ``curve.png`` into the output folder.
+``agents/networks.py``, optionally clones a heuristic into it first (``agents/imitation.py``;
+the cloned policy is kept as ``imitation.zip``), the callbacks (validation through
+``MaskableEvalCallback`` with the problem's metrics under ``sched/`` in TensorBoard,
+checkpoints, a progress bar), learns, and writes ``model.zip``, ``config.json`` and
+``curve.png`` into the output folder.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList, Check
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
+from schedgym.agents.imitation import clone, collect, generator_kwargs
 from schedgym.agents.networks import EntityPolicy
 from schedgym.errors import SchedgymError
 from schedgym.policy import PolicyKind, unwrap_env
@@ -39,7 +42,8 @@ class TrainConfig:
     steps: int = 100_000
     n_envs: int = 2
     seed: int = 0
-    env_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {"case": "random:15x15"}
+    # e.g. {"case": "random:15x15"}; a list of cases mixes generators across the vectorised envs
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
     val_cases: list[str] = field(default_factory=list)
     eval_every: int = 10_000  # environment steps between validations
     learning_rate: float = 3e-4
@@ -52,8 +56,13 @@ class TrainConfig:
     d_model: int = 64
     layers: int = 2
     heads: int = 4
+    init_from: str | None = None  # start from this checkpoint's weights (fine-tuning)
     torch_threads: int = 1  # one thread per process beats two fighting over a 2-core box
     tensorboard: str | None = "runs"
+    # behaviour cloning before PPO (agents/imitation.py): the heuristic, its episodes, epochs
+    imitate: str | None = None
+    imitate_episodes: int = 20
+    imitate_epochs: int = 10
 
 
 # Validation envs draw generator cases from seeds far from the training envs' (0, 1000, ...).
@@ -101,9 +110,12 @@ class SchedEvalCallback(MaskableEvalCallback):
     """``MaskableEvalCallback`` that also averages the problem's metrics over the validation
     episodes and logs them next to the baseline heuristic's on the same cases."""
 
-    def __init__(self, *args: Any, baseline: dict[str, float], **kwargs: Any):
+    def __init__(
+        self, *args: Any, baseline: dict[str, float], validate_at_start: bool = False, **kwargs: Any
+    ):
         super().__init__(*args, **kwargs)
         self.baseline = baseline
+        self.validate_at_start = validate_at_start
         self._episode_metrics: list[dict[str, float]] = []
         self.history: list[dict[str, float]] = []
 
@@ -111,6 +123,15 @@ class SchedEvalCallback(MaskableEvalCallback):
         super()._log_success_callback(locals_, globals_)
         if locals_["done"] and locals_["info"].get("metrics"):
             self._episode_metrics.append(locals_["info"]["metrics"])
+
+    def _on_training_start(self) -> None:
+        super()._on_training_start()
+        if self.validate_at_start:
+            # a warm-started policy is validated before PPO touches it: it is a candidate for
+            # the shipped checkpoint, and the curve's first point
+            self.n_calls = self.eval_freq
+            self._on_step()
+            self.n_calls = 0
 
     def _on_step(self) -> bool:
         self._episode_metrics = []
@@ -130,13 +151,15 @@ class SchedEvalCallback(MaskableEvalCallback):
 
 
 def make_vec_env(cfg: TrainConfig, cases: list[str] | None = None, n: int | None = None):
-    """``n`` Monitor-wrapped envs seeded ``cfg.seed + 1000 * rank``; with ``cases``, every
-    reset takes the next validation ``(case, seed)`` instead."""
+    """``n`` Monitor-wrapped envs seeded ``cfg.seed + 1000 * rank``, env ``rank`` on the
+    ``rank``-th generator of a mix; with ``cases``, every reset takes the next validation
+    ``(case, seed)`` instead."""
     entry = env_entry(cfg.env)
 
     def factory(rank: int):
         def build() -> gym.Env:
-            env = gym.make(entry.gym_id, disable_env_checker=True, **cfg.env_kwargs)
+            kwargs = generator_kwargs(cfg.env_kwargs, 0 if cases else rank)
+            env = gym.make(entry.gym_id, disable_env_checker=True, **kwargs)
             env = Monitor(env)
             if cases:
                 env = CaseCycle(env, validation_episodes(cases))
@@ -153,7 +176,9 @@ def baseline_scores(cfg: TrainConfig, heuristic: str) -> dict[str, float]:
     from schedgym.evaluate import run_episode
 
     rows = [
-        run_episode(cfg.env, heuristic, case=c, seed=seed, env_kwargs=cfg.env_kwargs).metrics
+        run_episode(
+            cfg.env, heuristic, case=c, seed=seed, env_kwargs=generator_kwargs(cfg.env_kwargs, 0)
+        ).metrics
         for c, seed in validation_episodes(cfg.val_cases)
     ]
     return {
@@ -200,6 +225,31 @@ def train(
                 "heads": cfg.heads,
             },
         )
+        if cfg.init_from:
+            start = MaskablePPO.load(_model_file(Path(cfg.init_from)), device="cpu")
+            model.policy.load_state_dict(start.policy.state_dict())
+    imitation = None
+    if cfg.imitate and not resume:
+        demos = collect(
+            cfg.env,
+            cfg.imitate,
+            cfg.imitate_episodes,
+            cfg.env_kwargs,
+            gamma=cfg.gamma,
+            progress=progress,
+        )
+        imitation = {
+            "policy": cfg.imitate,
+            **clone(
+                model.policy,
+                demos,
+                epochs=cfg.imitate_epochs,
+                batch_size=cfg.batch_size,
+                seed=cfg.seed,
+                progress=progress,
+            ),
+        }
+        model.save(out / "imitation.zip")
     callbacks: list[BaseCallback] = [
         SchedMetrics(),
         CheckpointCallback(
@@ -212,6 +262,7 @@ def train(
         evaluator = SchedEvalCallback(
             make_vec_env(cfg, cfg.val_cases, n=1),
             baseline=baseline,
+            validate_at_start=imitation is not None,
             n_eval_episodes=len(cfg.val_cases),
             eval_freq=max(cfg.eval_every // cfg.n_envs, 1),
             best_model_save_path=str(out),
@@ -237,6 +288,7 @@ def train(
         "timesteps": int(model.num_timesteps),
         "validation": evaluator.history if evaluator else [],
         "baseline": {"policy": heuristic, **(evaluator.baseline if evaluator else {})},
+        "imitation": imitation,
     }
     (out / "training.json").write_text(json.dumps(summary, indent=1) + "\n")
     if evaluator and evaluator.history:
@@ -273,6 +325,14 @@ def plot_curve(summary: dict[str, Any], path: Path, env: str) -> None:
     plt.close(fig)
 
 
+def _model_file(path: Path) -> Path:
+    """``path`` itself, or ``path/model.zip`` for a policy folder; raises when absent."""
+    model_file = path / "model.zip" if path.is_dir() else path
+    if not model_file.exists():
+        raise SchedgymError(f"no PPO checkpoint at {model_file}")
+    return model_file
+
+
 class PPOPolicy:
     """A trained checkpoint as a ``Policy``: greedy (deterministic) by default, mask honoured."""
 
@@ -280,11 +340,8 @@ class PPOPolicy:
 
     def __init__(self, path: str | Path, deterministic: bool = True, name: str | None = None):
         path = Path(path)
-        model_file = path / "model.zip" if path.is_dir() else path
-        if not model_file.exists():
-            raise SchedgymError(f"no PPO checkpoint at {model_file}")
         torch.set_num_threads(1)
-        self.model = MaskablePPO.load(model_file, device="cpu")
+        self.model = MaskablePPO.load(_model_file(path), device="cpu")
         self.deterministic = deterministic
         self.name = name or f"ppo:{path}"
 

@@ -50,13 +50,21 @@ RECIPES: dict[str, Recipe] = {
         target="mean gap on Taillard 15x15 below MOR's 20.5 %",
     ),
     "dag": Recipe(
-        env_kwargs={"case": "random:30", "sigma": 0.5},
-        val_cases=["random:30"] * 4,
-        test_cases=[("random:30", 10_000 + i) for i in range(20)],
+        # the leaderboard's dag/random-noisy setting; PPO from a uniform policy put tasks on the
+        # hetero platform's CPU (hundreds of times slower) and stayed 2.2x HEFT: clone PEFT first
+        env_kwargs={"case": "random:50", "sigma": 0.5, "platform": "hetero"},
+        val_cases=["random:50"] * 6,
+        test_cases=[("random:50", 10_000 + i) for i in range(20)],
         metric="makespan",
         baseline="heuristic:heft",
-        steps=150_000,
+        steps=80_000,
         target="mean makespan at most 0.97x HEFT's on the noisy-duration suite",
+        ppo={
+            "imitate": "heuristic:peft",
+            "imitate_episodes": 100,
+            "imitate_epochs": 20,
+            "learning_rate": 1e-4,
+        },
     ),
     "moe": Recipe(
         # trained on routing recorded on held-out stdlib code, tested on the documentation domain
@@ -69,16 +77,23 @@ RECIPES: dict[str, Recipe] = {
         target="stall time at most 0.9x LRU's on held-out routing traces",
     ),
     "batching": Recipe(
-        # one decision per admission makes episodes long while the policy is poor (it admits
-        # little, so engine steps multiply): train on 50-request bursts, test on 200
-        env_kwargs={"case": "azure-conv-bursty:50"},
-        val_cases=[],
-        test_cases=[("azure-conv-bursty:200", 10_000 + i) for i in range(2)]
-        + [("azure-conv-synth:200", 10_000 + i) for i in range(2)],
+        # the leaderboard's batching/azure-conv-synth setting. From a uniform policy PPO learned
+        # to admit almost nothing in 40k steps (a poor policy's episodes are long, so the budget
+        # bought few of them): clone Sarathi-EDF first
+        env_kwargs={"case": "azure-conv-synth"},
+        val_cases=["azure-conv-synth"] * 2,
+        test_cases=[("azure-conv-synth", 10_000 + i) for i in range(3)],
         metric="goodput_rps",
-        baseline="heuristic:sarathi",
-        steps=40_000,
+        baseline="heuristic:sarathi-edf",
+        steps=50_000,
         target="goodput at least 1.1x the best heuristic's on the calibrated Azure suite",
+        ppo={
+            "imitate": "heuristic:sarathi-edf",
+            "imitate_episodes": 10,
+            "imitate_epochs": 8,
+            "learning_rate": 1e-4,
+            "eval_every": 10_000,
+        },
     ),
     "memmap": Recipe(
         # fast memory a quarter of the peak live bytes: placement choices matter
@@ -121,17 +136,18 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         env_kwargs=recipe.env_kwargs,
         val_cases=recipe.val_cases,
-        eval_every=max((args.steps or recipe.steps) // 10, 2000),
-        **recipe.ppo,
+        **{"eval_every": max((args.steps or recipe.steps) // 10, 2000), **recipe.ppo},
     )
     start = time.perf_counter()
     train(cfg, heuristic=recipe.baseline)
     train_s = time.perf_counter() - start
     entry = env_entry(args.env)
     scores = {"ppo": evaluate(args.env, recipe, PPOPolicy(out))}
+    if cfg.imitate:  # what cloning alone gave, before PPO
+        scores["imitation"] = evaluate(args.env, recipe, PPOPolicy(out / "imitation.zip"))
     for name in sorted(n for n in entry.policies() if n.startswith("heuristic:")):
         scores[name] = evaluate(args.env, recipe, name)
-    heuristics = {k: v for k, v in scores.items() if k != "ppo"}
+    heuristics = {k: v for k, v in scores.items() if k.startswith("heuristic:")}
     pick = min if entry.lower_is_better else max
     best = pick(heuristics, key=heuristics.get)
     result = {
@@ -149,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         + (f" --steps {args.steps}" if args.steps else ""),
     }
     (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
-    for key in ("checkpoints", "last.zip", "best_model.zip", "evaluations.npz"):
+    for key in ("checkpoints", "last.zip", "best_model.zip", "evaluations.npz", "imitation.zip"):
         path = out / key
         if path.is_dir():
             for f in path.iterdir():

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
+from schedgym.agents.imitation import DEMO_SEED_OFFSET, collect
 from schedgym.agents.networks import EntityPolicy
-from schedgym.agents.ppo import PPOPolicy, TrainConfig, train
+from schedgym.agents.ppo import PPOPolicy, TrainConfig, make_vec_env, train
 from schedgym.evaluate import run_episode
 
 CASE = "random:6x6:7"  # one fixed instance: a few hundred steps must already help
@@ -107,3 +111,77 @@ def test_entity_network_is_permutation_equivariant():
     np.testing.assert_allclose(
         logits[1][:6].numpy(), logits[0][perm[:6]].numpy(), rtol=1e-4, atol=1e-5
     )
+
+
+def test_cloning_mor_plays_like_mor_on_held_out_instances(tmp_path):
+    """MOR picks the job with most operations left, a feature the network sees: after cloning
+    it on 6x6 instances, the greedy policy should agree with MOR on most held-out decisions and
+    build schedules about as short as MOR's, far shorter than the untrained policy's."""
+    cfg = TrainConfig(
+        env="jobshop",
+        out=str(tmp_path),
+        steps=1,
+        n_envs=1,
+        n_steps=8,
+        batch_size=64,
+        env_kwargs={"case": "random:6x6"},
+        tensorboard=None,
+        imitate="heuristic:mor",
+        imitate_episodes=30,
+        imitate_epochs=15,
+        learning_rate=1e-3,
+    )
+    train(cfg, progress=False)
+    stats = json.loads((tmp_path / "training.json").read_text())["imitation"]
+    assert stats["held_out_agreement"] > 0.7
+
+    def mean_makespan(policy) -> float:
+        return float(
+            np.mean(
+                [
+                    run_episode("jobshop", policy, case=f"random:6x6:{s}", seed=0).metrics[
+                        "makespan"
+                    ]
+                    for s in range(40, 50)
+                ]
+            )
+        )
+
+    cloned = mean_makespan(PPOPolicy(tmp_path / "imitation.zip"))
+    mor = mean_makespan("heuristic:mor")
+    untrained_cfg = replace(cfg, out=str(tmp_path / "untrained"), imitate=None)
+    train(untrained_cfg, progress=False)
+    untrained = mean_makespan(PPOPolicy(tmp_path / "untrained"))
+    assert cloned < 1.05 * mor
+    assert cloned < untrained
+
+
+def test_demonstrations_honour_the_mask_and_end_with_the_episode_return():
+    """Every recorded action is legal under its recorded mask, and a job-shop episode's return
+    is -makespan / scale (the env's documented reward), so the return-to-go at the first
+    decision times the scale of the instance gives back MOR's makespan."""
+    demos = collect("jobshop", "heuristic:mor", 3, {"case": "random:5x4"}, progress=False)
+    assert demos.masks[np.arange(len(demos)), demos.actions].all()
+    assert np.bincount(demos.episode).tolist() == [20, 20, 20]
+    env = gym.make("schedgym/JobShop-v0", disable_env_checker=True, case="random:5x4")
+    for i in range(3):
+        env.reset(seed=DEMO_SEED_OFFSET + i)
+        times = env.unwrapped.instance.durations
+        machines = env.unwrapped.instance.machines
+        trivial = max(times.sum(axis=1).max(), np.bincount(machines.ravel(), times.ravel()).max())
+        makespan = run_episode(
+            "jobshop", "heuristic:mor", seed=DEMO_SEED_OFFSET + i, env_kwargs={"case": "random:5x4"}
+        ).metrics["makespan"]
+        first = demos.returns[demos.episode == i][0]
+        assert first == pytest.approx(-makespan / trivial, rel=1e-5)
+
+
+def test_a_list_of_generators_is_spread_over_the_vectorised_envs():
+    cfg = TrainConfig(
+        env="jobshop", out="unused", n_envs=3, env_kwargs={"case": ["random:3x3", "random:5x4"]}
+    )
+    venv = make_vec_env(cfg)
+    shapes = [e.unwrapped.instance.durations.shape for e in venv.envs]
+    assert shapes == [(3, 3), (5, 4), (3, 3)]
+    demos = collect("jobshop", "heuristic:mor", 2, cfg.env_kwargs, progress=False)
+    assert np.bincount(demos.episode).tolist() == [9, 20]
