@@ -265,6 +265,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         imitate_episodes=args.imitate_episodes,
         learning_rate=args.learning_rate,
         init_from=args.init_from,
+        normalize_reward=args.normalize_reward,
     )
     train(cfg, heuristic=args.baseline, resume=args.resume, progress=not args.no_progress)
     print(
@@ -492,6 +493,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--learning-rate", type=float, default=3e-4, help="Adam's; 1e-4 suits a cloned start"
+    )
+    s.add_argument(
+        "--normalize-reward",
+        action="store_true",
+        help="scale rewards by the running std of the return (SB3's VecNormalize)",
     )
     s.add_argument("--n-envs", type=int, default=2)
     s.add_argument("--eval-every", type=int, default=10_000, help="env steps between validations")

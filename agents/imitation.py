@@ -51,11 +51,25 @@ class Demonstrations:
     obs: dict[str, np.ndarray]
     masks: np.ndarray
     actions: np.ndarray
-    returns: np.ndarray
+    rewards: np.ndarray
+    returns: np.ndarray  # discounted return from each decision on
     episode: np.ndarray
 
     def __len__(self) -> int:
         return len(self.actions)
+
+    def running_returns(self, gamma: float) -> np.ndarray:
+        """The discounted return accumulated up to each decision, the statistic SB3's
+        ``VecNormalize`` scales rewards by (seeding it from here keeps cloning's value targets
+        and PPO's rewards on one scale)."""
+        out = np.empty(len(self), dtype=np.float64)
+        acc = 0.0
+        for t in range(len(self)):
+            if t and self.episode[t] != self.episode[t - 1]:
+                acc = 0.0
+            acc = acc * gamma + float(self.rewards[t])
+            out[t] = acc
+        return out
 
 
 def collect(
@@ -101,6 +115,7 @@ def collect(
         obs={k: np.stack([o[k] for o in obs]) for k in obs[0]},
         masks=np.stack(masks),
         actions=np.asarray(actions, dtype=np.int64),
+        rewards=np.asarray(rewards, dtype=np.float32),
         returns=np.concatenate(returns),
         episode=np.concatenate(episode),
     )
@@ -112,12 +127,15 @@ def clone(
     epochs: int = 10,
     batch_size: int = 256,
     vf_coef: float = 0.5,
+    return_scale: float = 1.0,
     holdout: float = 0.1,
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, float]:
-    """Fit ``policy`` to the demonstrations with its own optimizer; returns the greedy policy's
-    agreement with the heuristic on the held-out last episodes (and on the training ones)."""
+    """Fit ``policy`` to the demonstrations with its own optimizer, its value head to the
+    returns divided by ``return_scale`` (the reward scale PPO will train with); returns the
+    greedy policy's agreement with the heuristic on the held-out last episodes (and on the
+    training ones)."""
     n_episodes = int(demos.episode.max()) + 1
     first_held = n_episodes - max(1, round(holdout * n_episodes)) if n_episodes > 1 else 1
     train_rows = np.flatnonzero(demos.episode < first_held)
@@ -131,7 +149,8 @@ def clone(
             rows = order[start : start + batch_size]
             obs, actions, masks, returns = _batch(policy, demos, rows)
             values, log_prob, _ = policy.evaluate_actions(obs, actions, action_masks=masks)
-            loss = -log_prob.mean() + vf_coef * th.nn.functional.mse_loss(values.flatten(), returns)
+            value_loss = th.nn.functional.mse_loss(values.flatten(), returns / return_scale)
+            loss = -log_prob.mean() + vf_coef * value_loss
             policy.optimizer.zero_grad()
             loss.backward()
             th.nn.utils.clip_grad_norm_(policy.parameters(), 0.5)

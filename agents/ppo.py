@@ -26,7 +26,7 @@ from sb3_contrib import MaskablePPO
 from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from schedgym.agents.imitation import clone, collect, generator_kwargs
 from schedgym.agents.networks import EntityPolicy
@@ -57,6 +57,10 @@ class TrainConfig:
     layers: int = 2
     heads: int = 4
     init_from: str | None = None  # start from this checkpoint's weights (fine-tuning)
+    # scale rewards by the running std of the return (SB3's VecNormalize): where one bad action
+    # costs hundreds of times the usual reward, the unscaled value loss swamps the policy's
+    # gradient under PPO's gradient-norm clipping
+    normalize_reward: bool = False
     torch_threads: int = 1  # one thread per process beats two fighting over a 2-core box
     tensorboard: str | None = "runs"
     # behaviour cloning before PPO (agents/imitation.py): the heuristic, its episodes, epochs
@@ -198,6 +202,12 @@ def train(
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
     venv = make_vec_env(cfg)
     layout = venv.envs[0].unwrapped.layout
+    if cfg.normalize_reward:
+        norm = out / "reward_norm.pkl"
+        if resume and norm.exists():
+            venv = VecNormalize.load(str(norm), venv)
+        else:
+            venv = VecNormalize(venv, norm_obs=False, norm_reward=True, gamma=cfg.gamma)
     tb = None if cfg.tensorboard is None else str(Path(cfg.tensorboard) / cfg.env)
     if resume:
         if not (out / "last.zip").exists():
@@ -238,13 +248,19 @@ def train(
             gamma=cfg.gamma,
             progress=progress,
         )
+        scale = 1.0
+        if isinstance(venv, VecNormalize):
+            venv.ret_rms.update(demos.running_returns(cfg.gamma))
+            scale = float(np.sqrt(venv.ret_rms.var + venv.epsilon))
         imitation = {
             "policy": cfg.imitate,
+            "return_scale": scale,
             **clone(
                 model.policy,
                 demos,
                 epochs=cfg.imitate_epochs,
                 batch_size=cfg.batch_size,
+                return_scale=scale,
                 seed=cfg.seed,
                 progress=progress,
             ),
@@ -259,8 +275,11 @@ def train(
     evaluator = None
     if cfg.val_cases:
         baseline = baseline_scores(cfg, heuristic) if heuristic else {}
+        val_env = make_vec_env(cfg, cfg.val_cases, n=1)
+        if cfg.normalize_reward:  # same wrapper type as training's, raw validation rewards
+            val_env = VecNormalize(val_env, training=False, norm_obs=False, norm_reward=False)
         evaluator = SchedEvalCallback(
-            make_vec_env(cfg, cfg.val_cases, n=1),
+            val_env,
             baseline=baseline,
             validate_at_start=imitation is not None,
             n_eval_episodes=len(cfg.val_cases),
@@ -280,6 +299,8 @@ def train(
         tb_log_name="ppo",
     )
     model.save(out / "last.zip")
+    if isinstance(venv, VecNormalize):
+        venv.save(str(out / "reward_norm.pkl"))
     # the shipped checkpoint is the best one on validation, else the last
     best = out / "best_model.zip"
     shutil.copyfile(best if best.exists() else out / "last.zip", out / "model.zip")

@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from stable_baselines3.common.vec_env import VecNormalize
 
 from schedgym.agents.imitation import DEMO_SEED_OFFSET, collect
 from schedgym.agents.networks import EntityPolicy
@@ -185,3 +186,31 @@ def test_a_list_of_generators_is_spread_over_the_vectorised_envs():
     assert shapes == [(3, 3), (5, 4), (3, 3)]
     demos = collect("jobshop", "heuristic:mor", 2, cfg.env_kwargs, progress=False)
     assert np.bincount(demos.episode).tolist() == [9, 20]
+
+
+def test_normalised_rewards_survive_a_resume(tmp_path):
+    """With reward scaling the running return statistics are saved beside the checkpoint and a
+    resumed run picks them up (seeded from the demonstrations when cloning)."""
+    cfg = TrainConfig(
+        env="jobshop",
+        out=str(tmp_path),
+        steps=128,
+        n_envs=1,
+        n_steps=64,
+        batch_size=32,
+        env_kwargs={"case": "random:4x3"},
+        tensorboard=None,
+        imitate="heuristic:mor",
+        imitate_episodes=3,
+        imitate_epochs=1,
+        normalize_reward=True,
+    )
+    train(cfg, progress=False)
+    first = VecNormalize.load(str(tmp_path / "reward_norm.pkl"), make_vec_env(cfg))
+    scale = json.loads((tmp_path / "training.json").read_text())["imitation"]["return_scale"]
+    # 3 demonstrations of 4 x 3 = 12 decisions, then 128 PPO steps
+    assert scale > 0 and first.ret_rms.count == pytest.approx(3 * 12 + 128, abs=1)
+    model = train(cfg, resume=True, progress=False)
+    assert model.num_timesteps >= 256
+    resumed = VecNormalize.load(str(tmp_path / "reward_norm.pkl"), make_vec_env(cfg))
+    assert resumed.ret_rms.count == pytest.approx(first.ret_rms.count + 128, abs=1)
