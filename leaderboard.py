@@ -347,14 +347,18 @@ def ranked(rows: list[dict[str, Any]], lower_is_better: bool) -> list[dict[str, 
     return sorted(rows, key=key)
 
 
+GAP_TOLERANCE = 1e-3
+
+
 def gap_closed(learned: float, heuristic: float, bound: float, lower_is_better: bool
                ) -> float | None:
     """Share of the gap between the best heuristic and the best bound that ``learned``
     closes: 1 reaches the bound, 0 the heuristic, negative is worse than the heuristic. None
-    when the bound is not better than the heuristic (no gap to close)."""
+    when the bound is not better than the heuristic by more than 0.1 % of the larger (no gap to
+    close: on a gap of float noise the share would be any number)."""
     sign = 1.0 if lower_is_better else -1.0
     gap = sign * (heuristic - bound)
-    if not gap > 0:
+    if not gap > GAP_TOLERANCE * max(abs(heuristic), abs(bound)):
         return None
     return sign * (heuristic - learned) / gap
 

@@ -10,8 +10,9 @@ from a heuristic instead, as AlphaStar and much of the learned-scheduling litera
    observation, action mask, action, and the return that followed it (validated episodes only:
    ``run_episode`` re-checks each record);
 2. ``clone`` fits the policy to those actions (masked cross-entropy) and its value head to the
-   returns (mean squared error, weighted as PPO weights it), so PPO's first updates start from
-   a critic that already knows the heuristic's returns.
+   returns (mean squared error, weighted as PPO weights it; divided by the reward scale PPO will
+   train with when rewards are normalised), so PPO's first updates start from a critic that
+   already knows the heuristic's returns.
 
 PPO then fine-tunes from there; ``train`` saves the cloned policy as ``imitation.zip`` so what
 PPO added can be measured against what cloning alone gave.

@@ -131,8 +131,8 @@ class SchedEvalCallback(MaskableEvalCallback):
     def _on_training_start(self) -> None:
         super()._on_training_start()
         if self.validate_at_start:
-            # a warm-started policy is validated before PPO touches it: it is a candidate for
-            # the shipped checkpoint, and the curve's first point
+            # a warm-started policy (cloned, or --init-from) is validated before PPO touches
+            # it: it is a candidate for the shipped checkpoint, and the curve's first point
             self.n_calls = self.eval_freq
             self._on_step()
             self.n_calls = 0
@@ -281,7 +281,7 @@ def train(
         evaluator = SchedEvalCallback(
             val_env,
             baseline=baseline,
-            validate_at_start=imitation is not None,
+            validate_at_start=imitation is not None or bool(cfg.init_from),
             n_eval_episodes=len(cfg.val_cases),
             eval_freq=max(cfg.eval_every // cfg.n_envs, 1),
             best_model_save_path=str(out),

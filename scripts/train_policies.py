@@ -89,17 +89,18 @@ RECIPES: dict[str, Recipe] = {
         # to admit almost nothing in 40k steps (a poor policy's episodes are long, so the budget
         # bought few of them): clone Sarathi-EDF first
         env_kwargs={"case": "azure-conv-synth"},
-        val_cases=["azure-conv-synth"] * 2,
+        val_cases=["azure-conv-synth"] * 4,
         test_cases=[("azure-conv-synth", 10_000 + i) for i in range(3)],
         metric="goodput_rps",
         baseline="heuristic:sarathi-edf",
-        steps=50_000,
+        steps=100_000,
         target="goodput at least 1.1x the best heuristic's on the calibrated Azure suite",
         ppo={
             "imitate": "heuristic:sarathi-edf",
             "imitate_episodes": 10,
             "imitate_epochs": 8,
             "learning_rate": 1e-4,
+            "normalize_reward": True,
             "eval_every": 10_000,
         },
     ),
