@@ -28,6 +28,8 @@ import torch as th
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from tqdm.auto import tqdm
 
+from schedgym.errors import SchedgymError
+
 # Demonstration episodes reset with seeds from here: far from training envs' (0, 1000, ...),
 # validation's (500,000 + i) and the test suites' (10,000-19,999).
 DEMO_SEED_OFFSET = 900_000
@@ -98,6 +100,8 @@ def collect(
         actions.append(action)
         rewards.append(reward)
 
+    if episodes < 1:
+        raise SchedgymError(f"imitating {heuristic}: needs at least one episode, got {episodes}")
     for i in tqdm(range(episodes), desc=f"imitating {heuristic}", disable=not progress):
         first = len(rewards)
         run_episode(
@@ -107,6 +111,11 @@ def collect(
             env_kwargs=generator_kwargs(env_kwargs, i),
             on_step=keep,
         )
+        if len(rewards) == first:
+            raise SchedgymError(
+                f"imitating {heuristic}: it made no step decisions to clone (a solver policy "
+                "plans whole episodes; clone a heuristic)"
+            )
         to_go = np.zeros(len(rewards) - first, dtype=np.float32)
         acc = 0.0
         for t in range(len(to_go) - 1, -1, -1):

@@ -199,7 +199,6 @@ def train(
     torch.set_num_threads(cfg.torch_threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
     venv = make_vec_env(cfg)
     layout = venv.envs[0].unwrapped.layout
     if cfg.normalize_reward:
@@ -266,6 +265,8 @@ def train(
             ),
         }
         model.save(out / "imitation.zip")
+    # written once the run's arguments have proved good (cloning raises on a bad --imitate)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
     callbacks: list[BaseCallback] = [
         SchedMetrics(),
         CheckpointCallback(

@@ -14,6 +14,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 from schedgym.agents.imitation import DEMO_SEED_OFFSET, collect
 from schedgym.agents.networks import EntityPolicy
 from schedgym.agents.ppo import PPOPolicy, TrainConfig, make_vec_env, train
+from schedgym.errors import SchedgymError
 from schedgym.evaluate import run_episode
 
 CASE = "random:6x6:7"  # one fixed instance: a few hundred steps must already help
@@ -214,3 +215,8 @@ def test_normalised_rewards_survive_a_resume(tmp_path):
     assert model.num_timesteps >= 256
     resumed = VecNormalize.load(str(tmp_path / "reward_norm.pkl"), make_vec_env(cfg))
     assert resumed.ret_rms.count == pytest.approx(first.ret_rms.count + 128, abs=1)
+
+
+def test_cloning_a_solver_is_refused_with_a_clear_error():
+    with pytest.raises(SchedgymError, match="bound:cpsat: it made no step decisions"):
+        collect("jobshop", "bound:cpsat", 1, {"case": "random:3x3"}, progress=False)
