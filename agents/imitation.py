@@ -63,14 +63,20 @@ class Demonstrations:
         """The discounted return accumulated up to each decision, the statistic SB3's
         ``VecNormalize`` scales rewards by (seeding it from here keeps cloning's value targets
         and PPO's rewards on one scale)."""
-        out = np.empty(len(self), dtype=np.float64)
-        acc = 0.0
-        for t in range(len(self)):
-            if t and self.episode[t] != self.episode[t - 1]:
-                acc = 0.0
-            acc = acc * gamma + float(self.rewards[t])
-            out[t] = acc
-        return out
+        return _running_sums(self.rewards, self.episode, gamma)
+
+
+def _running_sums(rewards: np.ndarray, episode: np.ndarray, gamma: float) -> np.ndarray:
+    """``acc = gamma * acc + r`` along the rows, restarting where ``episode`` changes. On the
+    reversed rows it gives the discounted return from each decision on."""
+    out = np.empty(len(rewards), dtype=np.float64)
+    acc = 0.0
+    for t in range(len(rewards)):
+        if t and episode[t] != episode[t - 1]:
+            acc = 0.0
+        acc = acc * gamma + float(rewards[t])
+        out[t] = acc
+    return out
 
 
 def collect(
@@ -90,8 +96,7 @@ def collect(
     masks: list[np.ndarray] = []
     actions: list[int] = []
     rewards: list[float] = []
-    returns: list[np.ndarray] = []
-    episode: list[np.ndarray] = []
+    episode: list[int] = []
 
     def keep(o: Any, mask: np.ndarray, action: int, reward: float) -> None:
         # envs may reuse their observation buffers between steps: copy
@@ -116,20 +121,14 @@ def collect(
                 f"imitating {heuristic}: it made no step decisions to clone (a solver policy "
                 "plans whole episodes; clone a heuristic)"
             )
-        to_go = np.zeros(len(rewards) - first, dtype=np.float32)
-        acc = 0.0
-        for t in range(len(to_go) - 1, -1, -1):
-            acc = rewards[first + t] + gamma * acc
-            to_go[t] = acc
-        returns.append(to_go)
-        episode.append(np.full(len(to_go), i))
+        episode.extend([i] * (len(rewards) - first))
     return Demonstrations(
         obs={k: np.stack([o[k] for o in obs]) for k in obs[0]},
         masks=np.stack(masks),
         actions=np.asarray(actions, dtype=np.int64),
         rewards=np.asarray(rewards, dtype=np.float32),
-        returns=np.concatenate(returns),
-        episode=np.concatenate(episode),
+        returns=_running_sums(rewards[::-1], episode[::-1], gamma)[::-1].astype(np.float32),
+        episode=np.asarray(episode),
     )
 
 
