@@ -13,15 +13,11 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from schedgym import __version__
 from schedgym.errors import SchedgymError
 from schedgym.report import format_table
-
-PLANNED = {
-    "export": "issue #7/#9 (policy export to ONNX and serving plugins)",
-}
 
 
 def _env_kwargs(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -46,16 +42,13 @@ def cmd_list(args: argparse.Namespace) -> None:
 
     what = args.what
     if what in ("all", "envs"):
-        rows = [
-            (e.name, e.gym_id, "yes" if e.available else "not yet", e.summary) for e in ENVIRONMENTS
-        ]
-        print(format_table(["env", "gymnasium id", "available", "what it schedules"], rows))
+        rows = [(e.name, e.gym_id, e.summary) for e in ENVIRONMENTS]
+        print(format_table(["env", "gymnasium id", "what it schedules"], rows))
         print()
     if what in ("all", "policies"):
         rows = []
         for e in ENVIRONMENTS:
-            names = sorted(e.policies()) if e.available else []
-            rows.append((e.name, ", ".join(["random", *names]) if e.available else "-"))
+            rows.append((e.name, ", ".join(["random", *sorted(e.policies())])))
         print(format_table(["env", "policies (also: ppo:PATH, module:function)"], rows))
         print()
     if what in ("all", "suites"):
@@ -171,7 +164,7 @@ def _print_errors(title: str, summaries: list[Any]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from schedgym.evaluate import run_episode
+    from schedgym.episode import run_episode
     from schedgym.registry import env_entry
 
     entry = env_entry(args.env)
@@ -187,7 +180,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     print(format_table(["metric", "value"], rows))
     plot = args.plot or args.gantt
     if plot:
-        plot_record = entry.env_module().plot_record
+        plot_record = entry.module("record").plot_record
         extra = (
             {"policy": args.policy} if "policy" in inspect.signature(plot_record).parameters else {}
         )
@@ -223,11 +216,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         if args.env in (None,)
         else ([] if args.env == "hardware" else [env_entry(args.env)])
     )
-    for e in entries:
-        if e.available and hasattr(e.env_module(), "bench"):
-            groups.append((e.name, e.env_module().bench))
-        else:
-            print(f"{e.name}: not available yet, skipped")
+    groups += [(e.name, e.module("bench").bench) for e in entries]
     for name, fn in groups:
         rows = [(r["name"], r["value"], r["unit"], r.get("note", "")) for r in fn()]
         print(f"\n{name}")
@@ -351,17 +340,18 @@ def cmd_leaderboard(args: argparse.Namespace) -> None:
         )
 
 
-def cmd_planned(args: argparse.Namespace) -> None:
-    raise SchedgymError(
-        f"`schedgym {args.verb}` is not built yet; it arrives with {PLANNED[args.verb]}"
-    )
-
-
 # -- parser ----------------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's one-line errors (argparse prints the usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"schedgym: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="schedgym",
         description="Gymnasium environments for scheduling accelerator work, priced by measured "
         "kernel timings; baselines, bounds and learned policies over them.",
@@ -600,14 +590,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--root", help="the checkout to write into (default: this package's folder)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(fn=cmd_leaderboard)
-
-    for verb, where in PLANNED.items():
-        s = sub.add_parser(
-            verb,
-            help=f"(not built yet: {where})",
-            description=f"Not built yet: arrives with {where}.",
-        )
-        s.set_defaults(fn=cmd_planned)
     return p
 
 

@@ -32,19 +32,18 @@ import lzma
 import math
 import multiprocessing
 import subprocess
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
 from schedgym import __version__
-from schedgym.errors import RecordError, SchedgymError
-from schedgym.policy import Policy, resolve_policy
-from schedgym.registry import EnvEntry, env_entry
+from schedgym.episode import check_record, run_episode
+from schedgym.errors import SchedgymError
+from schedgym.policy import Policy, learned_kinds, resolve_policy
+from schedgym.registry import env_entry
 from schedgym.suites import Suite, file_digest
 
 RESULTS_FORMAT = "schedgym-results/1"
@@ -57,107 +56,6 @@ _THREAD_ATTRS = ("num_workers", "workers")
 
 class ResultsError(SchedgymError):
     """A results file that cannot be listed; the message names the file and the reason."""
-
-
-@dataclass
-class EpisodeResult:
-    env: str
-    case: str | None
-    policy: str
-    kind: str
-    metrics: dict[str, Any]
-    record: dict[str, Any]
-    decisions: int
-    wall_s: float
-    decision_s: list[float] = field(default_factory=list)
-
-
-def make_env(env_name: str, **kwargs: Any) -> gym.Env:
-    """``gym.make`` by short name or id, without the passive checker's per-step overhead."""
-    entry = env_entry(env_name)
-    if not entry.available:
-        raise SchedgymError(f"env {entry.name!r} is not available yet")
-    return gym.make(entry.gym_id, disable_env_checker=True, **kwargs)
-
-
-def check_record(entry: EnvEntry, record: dict[str, Any], metrics: dict[str, Any]) -> None:
-    """Validate ``record`` with the env's own ``validate`` and check that the metrics it
-    recomputes equal ``metrics`` wherever both have a number; raise ``RecordError``."""
-    checked = entry.env_module().validate(record)
-    for key, value in checked.items():
-        if (
-            key in metrics
-            and isinstance(value, int | float)
-            and isinstance(metrics[key], int | float)
-        ):
-            if abs(value - metrics[key]) > 1e-6 * max(1.0, abs(value)):
-                raise RecordError(
-                    f"{entry.name}: metric {key} reported {metrics[key]} but the record "
-                    f"gives {value}"
-                )
-
-
-def run_episode(
-    env_name: str,
-    policy: Policy | str,
-    *,
-    case: str | None = None,
-    seed: int = 0,
-    env_kwargs: dict[str, Any] | None = None,
-    validate: bool = True,
-    on_step: Callable[[Any, np.ndarray, int, float], None] | None = None,
-) -> EpisodeResult:
-    """Run one episode of ``policy`` on ``case`` and return its validated metrics and record.
-
-    ``on_step(obs, mask, action, reward)``, when given, sees every decision: the observation and
-    action mask the policy acted on, its action, and the reward that followed (imitation
-    learning records heuristics' episodes through it)."""
-    entry = env_entry(env_name)
-    if isinstance(policy, str):
-        policy = resolve_policy(entry.name, policy, seed=seed)
-    env = make_env(entry.name, **(env_kwargs or {}))
-    options = {} if case is None else {"case": case}
-    start = time.perf_counter()
-    solve = getattr(policy, "solve", None)
-    decision_s: list[float] = []
-    try:
-        if callable(solve):
-            metrics, record = solve(env.unwrapped, case, seed)
-            decisions = 0
-        else:
-            obs, info = env.reset(seed=seed, options=options)
-            policy.reset(env.unwrapped)
-            decisions, done = 0, False
-            while not done:
-                t0 = time.perf_counter()
-                action = policy.act(env.unwrapped, obs)
-                decision_s.append(time.perf_counter() - t0)
-                mask = env.unwrapped.action_masks() if on_step else None
-                next_obs, reward, terminated, truncated, info = env.step(action)
-                if on_step:
-                    on_step(obs, mask, int(action), float(reward))
-                obs = next_obs
-                decisions += 1
-                done = terminated or truncated
-            if "record" not in info or "metrics" not in info:
-                raise SchedgymError(f"{entry.gym_id} ended without metrics and record in info")
-            metrics, record = info["metrics"], info["record"]
-    finally:
-        env.close()
-    wall = time.perf_counter() - start
-    if validate:
-        check_record(entry, record, metrics)
-    return EpisodeResult(
-        entry.name,
-        case,
-        policy.name,
-        policy.kind,
-        dict(metrics),
-        record,
-        decisions,
-        wall,
-        decision_s,
-    )
 
 
 # --- a suite's cases, in parallel processes ------------------------------------------------------
@@ -177,7 +75,8 @@ class CaseJob:
 
 
 def is_learned(policy: str) -> bool:
-    return policy.partition(":")[0] in ("ppo", "muzero")
+    """Whether ``policy`` names a checkpoint of a registered learned kind (``ppo:PATH``)."""
+    return policy.partition(":")[0] in learned_kinds()
 
 
 def learned_layout_kwargs(policy: str) -> dict[str, Any]:
@@ -524,13 +423,12 @@ def inputs_of(
     baselines and the runner import, the shipped tables and data, the suite's reference data
     and files, and a learned policy's checkpoint or a user callable's source."""
     entry = env_entry(suite.env)
-    modules = [entry.entry_point.partition(":")[0], entry.baselines, "schedgym.evaluate",
-               "schedgym.policy"]
+    modules = [entry.entry_point.partition(":")[0], f"schedgym.envs.{entry.package}.record",
+               entry.baselines, "schedgym.evaluate", "schedgym.episode", "schedgym.policy"]
     extra: list[Path] = [*suite.data_paths(), *map(Path, suite.files)]
     prefix, _, rest = (spec or policy).partition(":")
     if is_learned(policy):
-        modules.append("schedgym.agents.loading")
-        modules.append(f"schedgym.agents.{prefix}")
+        modules.append(learned_kinds()[prefix].module)
         where = Path(rest)
         extra += [where / "model.zip", where / "config.json"] if where.is_dir() else [where]
     elif rest and prefix not in ("heuristic", "bound"):

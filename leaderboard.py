@@ -651,12 +651,13 @@ def _picture(suite: Suite, rows: list[dict[str, Any]], path: Path,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    module = env_entry(suite.env).env_module()
+    entry = env_entry(suite.env)
+    module = entry.module("record")
     first = suite.cases[0]
     order = ranked(rows, suite.lower_is_better)
     try:
         if suite.env == "moe":
-            _hit_rate_picture(module, suite, order, path)
+            _hit_rate_picture(entry.module("env"), suite, order, path)
         elif suite.env == "batching":
             chosen = [r for r in order if r["policy"] != "random"]
             _call_plot(module.plot_record, [_first_record(suite, r) for r in chosen], str(path),

@@ -4,7 +4,9 @@ A policy name is a string the CLI and the evaluator resolve against an environme
 
 * ``heuristic:NAME`` and ``bound:NAME``: entries of the env's baselines module ``POLICIES`` dict;
 * ``random``: uniform over the legal actions, seeded;
-* ``ppo:PATH`` and other learned kinds: checkpoints loaded by ``schedgym.agents``;
+* ``ppo:PATH`` and other learned kinds: checkpoints loaded by the class registered under that
+  prefix in the ``schedgym.policies`` entry-point group (``pyproject.toml``; another package can
+  register its own kind the same way), called as ``cls(PATH, name=NAME)``;
 * ``package.module:function``: a user's callable ``f(env, obs) -> int`` wrapped as a policy.
 
 Heuristics may read the simulator state, but only what a real scheduler could know. Anything that
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -22,6 +25,7 @@ import numpy as np
 from schedgym.errors import SchedgymError
 from schedgym.randomness import SeedLike, as_generator
 
+LEARNED_GROUP = "schedgym.policies"
 PolicyKind = Literal["heuristic", "learned", "bound"]
 
 
@@ -91,6 +95,13 @@ class CallablePolicy:
         return int(self._fn(env, obs))
 
 
+def learned_kinds() -> dict[str, EntryPoint]:
+    """The learned-policy prefixes (``ppo``) and their loaders, from the ``schedgym.policies``
+    entry-point group. Resolving through entry points keeps this module below ``agents``:
+    nothing here imports a checkpoint's framework until such a name is resolved."""
+    return {ep.name: ep for ep in entry_points(group=LEARNED_GROUP)}
+
+
 def resolve_policy(env_name: str, spec: str, seed: SeedLike = 0) -> Policy:
     """Turn a policy name (see the module docstring) into a policy object for ``env_name``."""
     from schedgym.registry import env_entry
@@ -110,12 +121,9 @@ def resolve_policy(env_name: str, spec: str, seed: SeedLike = 0) -> Policy:
             known = ", ".join(sorted(table)) or "none yet"
             raise SchedgymError(f"env {env_name!r} has no policy {spec!r}; known: {known}")
         return table[spec]()
-    if prefix in ("ppo", "muzero"):
-        try:
-            agents = importlib.import_module("schedgym.agents.loading")
-        except ModuleNotFoundError as exc:
-            raise SchedgymError(f"learned policies ({spec!r}) are not available yet") from exc
-        return agents.load_policy(env_name, spec)
+    loaders = learned_kinds()
+    if prefix in loaders:
+        return loaders[prefix].load()(rest, name=spec)
     try:
         module = importlib.import_module(prefix)
         fn = getattr(module, rest)

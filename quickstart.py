@@ -34,15 +34,11 @@ def price_demo_step() -> None:
 
 
 def run_heuristics(seed: int) -> None:
-    from schedgym.evaluate import run_episode
+    from schedgym.episode import run_episode
     from schedgym.registry import ENVIRONMENTS
 
-    available = [e for e in ENVIRONMENTS if e.available]
-    print(
-        f"2. Heuristic baselines on each environment's default case ({len(available)} of "
-        f"{len(ENVIRONMENTS)} environments built so far)"
-    )
-    for entry in available:
+    print(f"2. Heuristic baselines on each environment's default case ({len(ENVIRONMENTS)} envs)")
+    for entry in ENVIRONMENTS:
         names = ["random"] + sorted(n for n in entry.policies() if n.startswith("heuristic:"))
         results = []
         for name in tqdm(names, desc=entry.name, leave=False):
@@ -59,9 +55,6 @@ def run_heuristics(seed: int) -> None:
         ]
         print(f"\n{entry.gym_id}")
         print(format_table(["policy", *keys, "decisions", "us/decision"], rows))
-    missing = [e.name for e in ENVIRONMENTS if not e.available]
-    if missing:
-        print(f"\n   not built yet: {', '.join(missing)}")
 
 
 # Held-out instances: seeds far from the small training seeds the env's generator is given.
@@ -72,7 +65,7 @@ def train_and_compare(steps: int, seed: int, out: str) -> None:
     import numpy as np
 
     from schedgym.agents.ppo import PPOPolicy, TrainConfig, train
-    from schedgym.evaluate import run_episode
+    from schedgym.episode import run_episode
     from schedgym.registry import env_entry
 
     print(

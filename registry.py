@@ -7,7 +7,6 @@ user who only wants one environment never imports the others' dependencies.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,64 +16,64 @@ from schedgym.errors import SchedgymError
 
 @dataclass(frozen=True)
 class EnvEntry:
-    """One schedgym environment: its short CLI name and the modules that serve it."""
+    """One schedgym environment: its short CLI name and the package that serves it.
+
+    Every problem's package ``schedgym.envs.<package>`` has the same rooms (docs/architecture.md):
+    ``core`` (the numpy simulator), ``env`` (the Gymnasium face, class ``env_class``), ``record``
+    (``validate(record) -> metrics`` and ``plot_record(record, path, ...)``) and ``bench``
+    (``bench() -> rows`` for ``schedgym bench``); its heuristics and bounds live in
+    ``schedgym.baselines.<package>`` as a ``POLICIES`` dict.
+    """
 
     name: str  # short name used by the CLI: "jobshop"
     gym_id: str  # "schedgym/JobShop-v0"
-    entry_point: str  # "schedgym.envs.jobshop:JobShopEnv"
-    baselines: str  # module holding a POLICIES dict {name: factory}
+    package: str  # the problem's package under schedgym.envs and schedgym.baselines: "jobshop"
+    env_class: str  # "JobShopEnv"
     summary: str
     primary_metric: str  # the metric a policy is judged by in training curves and comparisons
     lower_is_better: bool = True
 
-    def _load(self, attr_path: str) -> Any:
-        module_name, _, attr = attr_path.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("schedgym"):
-                raise SchedgymError(f"env {self.name!r} is not available yet ({exc.name})") from exc
-            raise
-        return getattr(module, attr) if attr else module
+    @property
+    def entry_point(self) -> str:
+        """Gymnasium's entry point: ``schedgym.envs.jobshop.env:JobShopEnv``."""
+        return f"schedgym.envs.{self.package}.env:{self.env_class}"
 
     @property
-    def available(self) -> bool:
-        module_name = self.entry_point.partition(":")[0]
-        return importlib.util.find_spec(module_name) is not None
+    def baselines(self) -> str:
+        """The module holding the env's ``POLICIES`` dict ``{name: factory}``."""
+        return f"schedgym.baselines.{self.package}"
 
-    def env_module(self) -> Any:
-        return self._load(self.entry_point.partition(":")[0])
+    def module(self, room: str) -> Any:
+        """One room of the env's package: ``core``, ``env``, ``record`` or ``bench``."""
+        return importlib.import_module(f"schedgym.envs.{self.package}.{room}")
 
     def policies(self) -> dict[str, Callable[[], Any]]:
         """Factories of the env's heuristic and bound policies, keyed by full policy name."""
-        module = importlib.util.find_spec(self.baselines)
-        if module is None:
-            return {}
-        return dict(self._load(self.baselines).POLICIES)
+        return dict(importlib.import_module(self.baselines).POLICIES)
 
 
 ENVIRONMENTS: tuple[EnvEntry, ...] = (
     EnvEntry(
         "jobshop",
         "schedgym/JobShop-v0",
-        "schedgym.envs.jobshop:JobShopEnv",
-        "schedgym.baselines.jobshop",
+        "jobshop",
+        "JobShopEnv",
         "classic job-shop: dispatch the next operation of a job (active schedules)",
         "makespan",
     ),
     EnvEntry(
         "dag",
         "schedgym/DagSched-v0",
-        "schedgym.envs.dag:DagSchedEnv",
-        "schedgym.baselines.dag",
+        "dag",
+        "DagSchedEnv",
         "DAG tasks on heterogeneous accelerators: ready task x device, insertion-based EFT",
         "makespan",
     ),
     EnvEntry(
         "batching",
         "schedgym/Batching-v0",
-        "schedgym.envs.batching.env:BatchingEnv",
-        "schedgym.baselines.batching",
+        "batching",
+        "BatchingEnv",
         "LLM continuous batching on one serving replica (vLLM-like engine)",
         "goodput_rps",
         lower_is_better=False,
@@ -82,16 +81,16 @@ ENVIRONMENTS: tuple[EnvEntry, ...] = (
     EnvEntry(
         "moe",
         "schedgym/MoEOffload-v0",
-        "schedgym.envs.moe_offload:MoEOffloadEnv",
-        "schedgym.baselines.moe",
+        "moe",
+        "MoEOffloadEnv",
         "MoE expert offloading: which experts stay in GPU memory",
         "stall_per_token_s",
     ),
     EnvEntry(
         "memmap",
         "schedgym/MemoryMap-v0",
-        "schedgym.envs.memory_map:MemoryMapEnv",
-        "schedgym.baselines.memory",
+        "memory",
+        "MemoryMapEnv",
         "memory mapping of tensors to fast/slow memory tiers (the mallocGame)",
         "modelled_time_s",
     ),

@@ -28,6 +28,7 @@ import torch as th
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from tqdm.auto import tqdm
 
+from schedgym.episode import run_episode
 from schedgym.errors import SchedgymError
 
 # Demonstration episodes reset with seeds from here: far from training envs' (0, 1000, ...),
@@ -88,10 +89,6 @@ def collect(
     progress: bool = True,
 ) -> Demonstrations:
     """``episodes`` validated episodes of ``heuristic`` on the env's training generator(s)."""
-    # evaluate sits above agents (DESIGN.md's import direction): imported late, as
-    # ppo.baseline_scores does, so demonstrations are run and validated as evaluation runs them
-    from schedgym.evaluate import run_episode
-
     obs: list[dict[str, np.ndarray]] = []
     masks: list[np.ndarray] = []
     actions: list[int] = []

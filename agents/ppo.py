@@ -30,6 +30,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from schedgym.agents.imitation import clone, collect, generator_kwargs
 from schedgym.agents.networks import EntityPolicy
+from schedgym.episode import run_episode
 from schedgym.errors import SchedgymError
 from schedgym.policy import PolicyKind, unwrap_env
 from schedgym.registry import env_entry
@@ -177,8 +178,6 @@ def make_vec_env(cfg: TrainConfig, cases: list[str] | None = None, n: int | None
 
 def baseline_scores(cfg: TrainConfig, heuristic: str) -> dict[str, float]:
     """The heuristic's mean metrics on the validation cases (for the TensorBoard comparison)."""
-    from schedgym.evaluate import run_episode
-
     rows = [
         run_episode(
             cfg.env, heuristic, case=c, seed=seed, env_kwargs=generator_kwargs(cfg.env_kwargs, 0)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from schedgym.envs.batching.engine import BatchingEngine, Order, QueueScheduler
+from schedgym.envs.batching.core import BatchingEngine, Order, QueueScheduler
 from schedgym.envs.batching.env import BUDGET_PHASE
 
 

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from schedgym.envs.dag import DagSchedEnv
-from schedgym.envs.dag_core import RULES, DagCore, Instance, build_record, plan
+from schedgym.envs.dag.core import RULES, DagCore, Instance, build_record, plan
+from schedgym.envs.dag.env import DagSchedEnv
 from schedgym.errors import SchedgymError
 from schedgym.policy import PolicyKind, unwrap_env
 
@@ -72,7 +72,7 @@ class _Bound:
     def act(self, env: Any, obs: Any) -> int:
         raise SchedgymError(
             f"{self.name} solves whole cases: run it with "
-            "schedgym.evaluate.run_episode (which calls solve)"
+            "schedgym.episode.run_episode (which calls solve)"
         )
 
     @staticmethod

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from schedgym.envs.jobshop import JobShopEnv, make_record, metrics_for
-from schedgym.envs.jobshop_core import DISPATCH_RULES, JobShopCore, non_delay_plan
+from schedgym.envs.jobshop.core import DISPATCH_RULES, JobShopCore, non_delay_plan
+from schedgym.envs.jobshop.env import JobShopEnv, make_record, metrics_for
 from schedgym.errors import SchedgymError
 from schedgym.policy import PolicyKind, unwrap_env
 from schedgym.workloads.jobshop import JobShopInstance

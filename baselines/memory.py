@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from schedgym.envs.memory_core import MemoryMapCore, placement_metrics, placement_record
+from schedgym.envs.memory.core import MemoryMapCore, placement_metrics, placement_record
 from schedgym.errors import SchedgymError
 from schedgym.policy import PolicyKind
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from schedgym.envs.moe_core import EVICT, PREFETCH, MoECore
+from schedgym.envs.moe.core import EVICT, PREFETCH, MoECore
 from schedgym.errors import SchedgymError
 from schedgym.policy import unwrap_env
 

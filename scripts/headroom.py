@@ -22,7 +22,7 @@ import sys
 
 import numpy as np
 
-from schedgym.evaluate import run_episode
+from schedgym.episode import run_episode
 from schedgym.report import format_table
 from schedgym.suites import SUITES
 
@@ -52,7 +52,7 @@ def memmap(capacities: list[float], markdown: bool) -> str:
 
 
 def batching(markdown: bool) -> str:
-    from schedgym.envs.batching.engine import Batch, EngineConfig, replica
+    from schedgym.envs.batching.core import Batch, EngineConfig, replica
 
     suite = SUITES["batching/azure-conv-synth"]
     config = EngineConfig()  # the suite's replica: Llama-2-7B on the H100 table

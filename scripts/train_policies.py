@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from schedgym.agents.ppo import PPOPolicy, TrainConfig, train
-from schedgym.evaluate import run_episode
+from schedgym.episode import run_episode
 from schedgym.registry import env_entry
 
 

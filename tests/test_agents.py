@@ -14,8 +14,8 @@ from stable_baselines3.common.vec_env import VecNormalize
 from schedgym.agents.imitation import DEMO_SEED_OFFSET, collect
 from schedgym.agents.networks import EntityPolicy
 from schedgym.agents.ppo import PPOPolicy, TrainConfig, make_vec_env, train
+from schedgym.episode import run_episode
 from schedgym.errors import SchedgymError
-from schedgym.evaluate import run_episode
 
 CASE = "random:6x6:7"  # one fixed instance: a few hundred steps must already help
 

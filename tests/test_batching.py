@@ -12,7 +12,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from schedgym.baselines.batching import POLICIES
-from schedgym.envs.batching.engine import BatchingEngine, EngineConfig, replica
+from schedgym.envs.batching.core import BatchingEngine, EngineConfig, replica
 from schedgym.envs.batching.env import (
     ADMIT_PHASE,
     AZURE_CONV,
@@ -22,10 +22,10 @@ from schedgym.envs.batching.env import (
     measured_capacity,
     resolve_case,
 )
-from schedgym.envs.batching.metrics import engine_metrics, make_record, plot_record, validate
+from schedgym.envs.batching.record import engine_metrics, make_record, plot_record, validate
 from schedgym.envs.hardware import Batch, load_cost_table, price, step_calls
+from schedgym.episode import run_episode
 from schedgym.errors import IllegalActionError, RecordError, WorkloadError
-from schedgym.evaluate import run_episode
 from schedgym.workloads.serving import (
     FAMILIES,
     PUBLISHED,

@@ -11,8 +11,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from schedgym.baselines.dag import POLICIES
-from schedgym.envs.dag import DagSchedEnv, plot_record, validate
-from schedgym.envs.dag_core import (
+from schedgym.envs.dag.core import (
     Platform,
     compile_instance,
     downward_rank,
@@ -20,9 +19,11 @@ from schedgym.envs.dag_core import (
     optimistic_cost_table,
     upward_rank,
 )
+from schedgym.envs.dag.env import DagSchedEnv
+from schedgym.envs.dag.record import plot_record, validate
 from schedgym.envs.hardware import HardwareProfile, Link, device_from_table, load_cost_table
+from schedgym.episode import run_episode
 from schedgym.errors import IllegalActionError, RecordError, SchedgymError, WorkloadError
-from schedgym.evaluate import run_episode
 from schedgym.workloads.dag import (
     ABSTRACT,
     DagShape,

@@ -13,10 +13,12 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from schedgym.baselines.jobshop import POLICIES, CpSatBound, NonDelayRule
-from schedgym.envs.jobshop import JobShopEnv, bench, plot_record, validate
-from schedgym.envs.jobshop_core import DISPATCH_RULES, JobShopCore, non_delay_plan
+from schedgym.envs.jobshop.bench import bench
+from schedgym.envs.jobshop.core import DISPATCH_RULES, JobShopCore, non_delay_plan
+from schedgym.envs.jobshop.env import JobShopEnv
+from schedgym.envs.jobshop.record import plot_record, validate
+from schedgym.episode import run_episode
 from schedgym.errors import IllegalActionError, RecordError, SchedgymError, WorkloadError
-from schedgym.evaluate import run_episode
 from schedgym.policy import RandomPolicy
 from schedgym.workloads.jobshop import (
     JobShopInstance,
@@ -306,7 +308,7 @@ def test_every_benchmark_instance_loads_and_schedules_within_its_bounds():
 
 
 def _record(core: JobShopCore) -> dict:
-    from schedgym.envs.jobshop import make_record
+    from schedgym.envs.jobshop.env import make_record
 
     return make_record(core.instance, core.starts, actions=core.history)
 

@@ -112,7 +112,7 @@ def test_evaluate_writes_designs_results_json_with_literature_values(tmp_path):
 
 
 def test_a_record_that_fails_validation_never_counts(monkeypatch):
-    import schedgym.envs.jobshop as jobshop
+    import schedgym.envs.jobshop.env as jobshop
 
     real = jobshop.make_record
 

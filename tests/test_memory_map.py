@@ -17,10 +17,11 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from schedgym.baselines.memory import POLICIES
-from schedgym.envs.memory_core import MemoryMapCore, op_seconds
-from schedgym.envs.memory_map import MemoryMapEnv, load_case, plot_record, validate
+from schedgym.envs.memory.core import MemoryMapCore, op_seconds
+from schedgym.envs.memory.env import MemoryMapEnv, load_case
+from schedgym.envs.memory.record import plot_record, validate
+from schedgym.episode import run_episode
 from schedgym.errors import IllegalActionError, RecordError, SchedgymError, WorkloadError
-from schedgym.evaluate import run_episode
 from schedgym.workloads.memory import (
     BufferSet,
     OpTable,
@@ -438,7 +439,7 @@ def test_first_fit_greedies_overshoot_minimalloc_capacities(shared_data):
 
 
 def test_bench_rows_are_well_formed():
-    from schedgym.envs.memory_map import bench
+    from schedgym.envs.memory.bench import bench
 
     rows = bench()
     assert len(rows) == 5

@@ -16,7 +16,7 @@ from gymnasium.utils.env_checker import check_env
 
 from schedgym.baselines.moe import POLICIES, Belady
 from schedgym.envs.hardware import MODELS, load_cost_table
-from schedgym.envs.moe_core import (
+from schedgym.envs.moe.core import (
     EVICT,
     PREFETCH,
     MoECore,
@@ -25,15 +25,10 @@ from schedgym.envs.moe_core import (
     moe_layers,
     run_policy,
 )
-from schedgym.envs.moe_offload import (
-    MoEOffloadEnv,
-    plot_hit_rate_curve,
-    plot_record,
-    simulate,
-    validate,
-)
+from schedgym.envs.moe.env import MoEOffloadEnv, plot_hit_rate_curve, simulate
+from schedgym.envs.moe.record import plot_record, validate
+from schedgym.episode import run_episode
 from schedgym.errors import IllegalActionError, RecordError, WorkloadError
-from schedgym.evaluate import run_episode
 from schedgym.workloads.moe import (
     MIXTRAL_TABLE5,
     OLMOE_SKEW,

@@ -6,7 +6,7 @@ operators that touch them: op ``j`` runs at time ``ops.time[j]``, needs ``ops.co
 seconds of compute, always moves ``ops.fixed_bytes[j]`` bytes from slow memory (weights, model
 inputs) and reads or writes ``access_bytes`` of buffer ``access_buf`` (an ``OpTable``).
 
-Three families, each named by a *case* string (resolved by ``schedgym.envs.memory_map``):
+Three families, each named by a *case* string (resolved by ``schedgym.envs.memory.env``):
 
 * **traced models** (``gpt2-tiny``, ``resnet18``, ... from ``workloads.torch_models``):
   ``model_buffer_set`` runs liveness over the traced op order. Every op that writes a tensor
@@ -61,7 +61,7 @@ class OpTable:
     """
 
     time: np.ndarray  # int64 [m]
-    compute_s: np.ndarray  # float64 [m], seconds of compute (see envs.memory_core.op_seconds)
+    compute_s: np.ndarray  # float64 [m], seconds of compute (see envs.memory.core.op_seconds)
     fixed_bytes: np.ndarray  # float64 [m], bytes always from slow memory (weights, inputs)
     access_op: np.ndarray  # int64 [a]
     access_buf: np.ndarray  # int64 [a]

@@ -1,5 +1,7 @@
-"""`schedgym/Batching-v0`: LLM continuous batching on one simulated serving replica.
+"""`schedgym/Batching-v0`, in the rooms every problem has (docs/architecture.md).
 
-``engine`` is the numpy simulator core (vLLM-v1-like), ``env`` its Gymnasium face, ``metrics``
-the episode metrics, records, their independent validator and the CDF plot.
+``core`` is the numpy simulator (no Gymnasium), ``env`` its Gymnasium face (observations,
+action masks, rewards), ``record`` the episode record's independent validator and plots,
+``bench`` its rows for ``schedgym bench``. Nothing is imported here, so a caller that needs one
+room (a serving plugin, a validator) loads only that room's dependencies.
 """

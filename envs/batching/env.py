@@ -1,13 +1,11 @@
 """`schedgym/Batching-v0`: continuous batching of LLM requests on one simulated serving replica.
 
-Beside the env class, the module holds what every schedgym env module provides (see
-``evaluate.py``): `validate` (an independent replay of an episode record), `plot_record` (TTFT
-and TBT CDFs) and `bench` (env steps/s, and the Azure conversation hour under FCFS).
+Its ``record`` module holds the episode record, its independent replay `validate` and the TTFT/TBT
+CDFs (`plot_record`); ``bench`` the env's steps/s and the Azure conversation hour under FCFS.
 """
 
 from __future__ import annotations
 
-import time
 import weakref
 from dataclasses import dataclass, fields, replace
 from functools import lru_cache
@@ -18,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from schedgym.envs.batching.engine import (
+from schedgym.envs.batching.core import (
     DEFAULT_WINDOW,
     DONE,
     GEN,
@@ -30,7 +28,7 @@ from schedgym.envs.batching.engine import (
     QueueScheduler,
     reference_times,
 )
-from schedgym.envs.batching.metrics import engine_metrics, make_record, plot_record, validate
+from schedgym.envs.batching.record import engine_metrics, make_record, plot_record, validate
 from schedgym.envs.spaces import EntityLayout
 from schedgym.errors import IllegalActionError, SchedgymError, WorkloadError
 from schedgym.workloads.base import shared_data_dir
@@ -43,7 +41,7 @@ from schedgym.workloads.serving import (
     synthetic,
 )
 
-__all__ = ["BatchingEnv", "CASES", "bench", "plot_record", "validate"]
+__all__ = ["BatchingEnv", "CASES", "plot_record", "validate"]
 
 DEFAULT_CASE = "azure-conv-synth"
 DEFAULT_MAX_ENTITIES = DEFAULT_WINDOW
@@ -620,62 +618,3 @@ class BatchingEnv(gym.Env):
             np.count_nonzero(~np.isnan(core.finished_at)) / core.n,
         )
         return obs
-
-
-# --- benchmark --------------------------------------------------------------------------------
-
-
-def bench() -> list[dict[str, Any]]:
-    """Env steps/s under random legal actions, and the Azure conversation hour (19,366 requests)
-    under FCFS on Llama-2-7B / H100 through the fast path (the policy drives the core)."""
-    from schedgym.policy import RandomPolicy
-
-    rows: list[dict[str, Any]] = []
-    env = BatchingEnv()
-    policy = RandomPolicy(0)
-    obs, _ = env.reset(seed=0)
-    policy.reset(env)
-    decisions, engine_steps, start = 0, 0, time.perf_counter()
-    while time.perf_counter() - start < 5.0:
-        obs, _, done, _, _ = env.step(policy.act(env, obs))
-        decisions += 1
-        if done:
-            engine_steps += env.core.steps
-            obs, _ = env.reset(seed=decisions)
-    wall = time.perf_counter() - start
-    engine_steps += env.core.steps
-    rows.append(
-        {
-            "name": "batching env.step calls/s (random legal actions)",
-            "value": decisions / wall,
-            "unit": "steps/s",
-            "note": f"{DEFAULT_CASE}, observation built per call; "
-            f"{engine_steps / wall:,.0f} engine steps/s",
-        }
-    )
-
-    path = shared_data_dir() / AZURE_CONV
-    if path.is_file():
-        trace, what = _file_trace(str(path)), "Azure conversation trace 2023, the full hour"
-    else:
-        trace = synthetic(19366, 5.53, seed=0)
-        what = "trace absent: synthetic stand-in at the trace's 5.53 req/s"
-    config = EngineConfig()
-    trace = assign_slo(trace, slo_classes(config), seed=0)
-    engine = BatchingEngine(trace, config)
-    start = time.perf_counter()
-    QueueScheduler(prefill_first=True).drive(engine)  # heuristic:fcfs, vLLM v0's default
-    wall = time.perf_counter() - start
-    m = engine_metrics(engine)
-    rows.append(
-        {
-            "name": "batching: FCFS over the Azure conv hour (llama-2-7b / h100)",
-            "value": wall,
-            "unit": "s",
-            "note": (
-                f"{what}; {trace.n_requests} requests, {m['steps']} engine steps, "
-                f"{m['steps'] / wall:,.0f} steps/s, target < 20 s on one core"
-            ),
-        }
-    )
-    return rows

@@ -43,6 +43,7 @@ from schedgym.errors import IllegalActionError, WorkloadError
 from schedgym.workloads.moe import RoutingTrace
 
 PREFETCH, PREFETCH_EVICT, EVICT, DONE = 0, 1, 2, 3
+RECORD_FORMAT = "schedgym-moe-record/1"
 PHASES = ("prefetch", "prefetch_evict", "evict", "done")
 EVENT_KINDS = ("prefetch", "load", "cpu")  # event codes 0, 1, 2
 

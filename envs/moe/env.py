@@ -1,17 +1,13 @@
 """`schedgym/MoEOffload-v0`: which mixture-of-experts experts live in GPU memory.
 
-Beside the env class, the module holds what every schedgym env module provides (see
-``evaluate.py``): `validate` (an independent replay of an episode record), `plot_record`
-(per-layer hit rates, and hit rate against cache size when given a policy) and `bench` (the LRU
-fast path on 100,000 token-layer visits, and the env's steps/s). `plot_hit_rate_curve` draws hit
-rate against cache size for any policies; `simulate` runs a policy on the fast path.
+`plot_hit_rate_curve` draws hit rate against cache size for any policies; `simulate` runs a
+policy on the fast path. Its ``record`` module holds the independent replay `validate` and the
+per-layer hit rates (`plot_record`); ``bench`` the LRU fast path on 100,000 token-layer visits and
+the env's steps/s.
 """
 
 from __future__ import annotations
 
-import tempfile
-import time
-from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,10 +17,11 @@ import numpy as np
 
 from schedgym.envs.hardware.devices import load_cost_table
 from schedgym.envs.hardware.models import MODELS, ModelConfig, get_model
-from schedgym.envs.moe_core import (
+from schedgym.envs.moe.core import (
     FIRST_DENSE_LAYERS,
     PREFETCH,
     PREFETCH_EVICT,
+    RECORD_FORMAT,
     MoECore,
     build_episode,
     moe_layers,
@@ -32,7 +29,7 @@ from schedgym.envs.moe_core import (
     run_policy,
 )
 from schedgym.envs.spaces import EntityLayout
-from schedgym.errors import RecordError, SchedgymError, WorkloadError
+from schedgym.errors import SchedgymError, WorkloadError
 from schedgym.workloads.moe import (
     PROFILES,
     RoutingTrace,
@@ -41,7 +38,6 @@ from schedgym.workloads.moe import (
     tinymoe_trace,
 )
 
-RECORD_FORMAT = "schedgym-moe-record/1"
 DEFAULT_CASE = "tinymoe-code"
 
 EXPERT_FEATURES = (
@@ -139,7 +135,7 @@ class MoEOffloadEnv(gym.Env):
     the GPU cost table's ``copy_h2d``; prefetched copies overlap with compute; a layer waits for
     the experts it needs. Expert MLPs are priced from the table's GEMMs (3 per expert for the
     tokens routed to it), attention and the dense parts from ``dense_calls``/``attention_calls``
-    (see ``schedgym.envs.moe_core`` for the exact time model). Belady's MIN is the hit-rate bound.
+    (see ``schedgym.envs.moe.core`` for the exact time model). Belady's MIN is the hit-rate bound.
 
     ## Action Space
 
@@ -211,7 +207,7 @@ class MoEOffloadEnv(gym.Env):
     * ``max_entities`` (``None``: 1664, the largest preset): entity rows.
 
     ``get_state()``/``set_state(state)`` snapshot and restore an episode; the simulator core is
-    ``env.core`` (`schedgym.envs.moe_core.MoECore`).
+    ``env.core`` (`schedgym.envs.moe.core.MoECore`).
 
     ## Version History
 
@@ -520,236 +516,3 @@ def plot_hit_rate_curve(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return curves
-
-
-def plot_record(record: dict[str, Any], path: str | Path, policy: str | None = None,
-                **kw: Any) -> None:
-    """Per-layer hit rate and cumulative stall of the episode; with ``policy`` (the policy that
-    produced it, or any), a second image beside ``path`` (``<stem>-curve.png``) plots hit rate
-    against cache size for it and Belady's MIN on the record's case and settings."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    replay = _replay(record)
-    fig, (ax_layer, ax_time) = plt.subplots(1, 2, figsize=(11, 4))
-    L = record["n_layers"]
-    ax_layer.bar(np.arange(L), replay["layer_hit_rate"], color="tab:blue")
-    ax_layer.set(xlabel="MoE layer", ylabel="hit rate", ylim=(0, 1.02),
-                 title=f"{record['case']}: hit rate {replay['metrics']['hit_rate']:.3f}, "
-                       f"capacity {record['capacity']}")
-    ends = np.array(replay["step_end_s"])
-    ax_time.plot(np.arange(1, ends.size + 1), np.array(replay["step_stall_s"]).cumsum() * 1e3,
-                 label="stall")
-    ax_time.plot(np.arange(1, ends.size + 1), ends * 1e3, label="elapsed")
-    ax_time.set(xlabel="decode step", ylabel="ms",
-                title=f"{replay['metrics']['tokens_per_s']:.1f} tokens/s, stall "
-                      f"{replay['metrics']['stall_per_token_s'] * 1e3:.2f} ms/token")
-    ax_time.legend()
-    for ax in (ax_layer, ax_time):
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    if policy is not None:
-        settings = {k: v for k, v in record["settings"].items() if k != "capacity"}
-        p = Path(path)
-        names = [policy] + (["bound:belady"] if policy != "bound:belady" else [])
-        plot_hit_rate_curve(names, p.with_name(f"{p.stem}-curve{p.suffix or '.png'}"),
-                            record["case"], record["seed"], **settings, **kw)
-
-
-# --- independent validation ---------------------------------------------------------------------
-
-
-def validate(record: dict[str, Any]) -> dict[str, Any]:
-    """Replay ``record`` from its routing, costs and decisions alone; raise `RecordError` at the
-    first fault (cache above capacity, a needed expert neither cached nor on the CPU, an
-    eviction of a needed or absent expert, a decision that does not match a miss) and return the
-    metrics it recomputes, plus per-layer hit rates."""
-    replay = _replay(record)
-    return {**replay["metrics"], "layer_hit_rate": replay["layer_hit_rate"]}
-
-
-def _replay(record: dict[str, Any]) -> dict[str, Any]:
-    def fail(why: str) -> RecordError:
-        return RecordError(f"moe record ({record.get('case', '?')}): {why}")
-
-    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
-        raise fail(f"format is not {RECORD_FORMAT!r}")
-    try:
-        L, E, C = int(record["n_layers"]), int(record["n_experts"]), int(record["capacity"])
-        routing, steps = record["routing"], record["steps"]
-        costs, events = record["costs"], record["events"]
-        copy_s, gpu_s, pre_s = costs["copy_s"], costs["gpu_s"], costs["pre_s"]
-        cpu_s, cpu_ok = costs["cpu_s"], bool(record["cpu_offload"])
-        expert_bytes = int(record["expert_bytes"])
-        resident = set(record["initial"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise fail(f"missing or malformed field: {exc}") from None
-    G = L * E
-    if len(resident) != len(record["initial"]) or not all(0 <= g < G for g in resident):
-        raise fail("initial cache has repeated or out-of-range experts")
-    if len(resident) > C:
-        raise fail(f"initial cache holds {len(resident)} experts, capacity {C}")
-    if len(pre_s) != len(steps):
-        raise fail("pre_s has one entry per step")
-    ready: dict[int, float] = dict.fromkeys(resident, 0.0)
-    prefetched: set[int] = set()
-    clock = engine = stall = 0.0
-    hits = accesses = loads = prefetches = prefetch_hits = cpu_experts = tokens = 0
-    layer_hits, layer_acc = [0] * L, [0] * L
-    step_end, step_stall = [], []
-    ei = 0
-
-    def take(visit: int) -> list | None:
-        nonlocal ei
-        if ei < len(events) and events[ei][0] == visit:
-            ei += 1
-            return events[ei - 1]
-        return None
-
-    def evict(victim: int, needed: dict[int, int], why: str) -> None:
-        if victim not in resident:
-            raise fail(f"{why}: evicts expert {victim}, which is not in GPU memory")
-        if victim in needed:
-            raise fail(f"{why}: evicts expert {victim}, which this layer needs")
-        resident.discard(victim)
-        prefetched.discard(victim)
-
-    for s, lane_tokens in enumerate(steps):
-        active = [t for t in lane_tokens if t >= 0]
-        if not active:
-            raise fail(f"step {s} decodes no token")
-        tokens += len(active)
-        stall_before = stall
-        for layer in range(L):
-            v = s * L + layer
-            needed = Counter(layer * E + routing[t][layer][r] for t in active
-                             for r in range(len(routing[t][layer])))
-            while ei < len(events) and events[ei][0] == v and events[ei][1] == 0:
-                _, _, g, victim = take(v)
-                where = f"visit {v}: prefetch of expert {g}"
-                if g in resident or not 0 <= g < G:
-                    raise fail(f"{where}: already cached or out of range")
-                if victim >= 0:
-                    evict(victim, {}, where)
-                elif len(resident) >= C:
-                    raise fail(f"{where}: cache full and nothing evicted")
-                resident.add(g)
-                prefetched.add(g)
-                engine = max(engine, clock) + copy_s
-                ready[g] = engine
-                prefetches += 1
-            routed = clock + pre_s[s]
-            misses = sorted(g for g in needed if g not in resident)
-            for g in needed:
-                if g in prefetched and g in resident:
-                    prefetch_hits += 1
-                    prefetched.discard(g)
-            layer_hits[layer] += len(needed) - len(misses)
-            layer_acc[layer] += len(needed)
-            on_cpu: set[int] = set()
-            for g in misses:
-                ev = take(v)
-                if ev is None or ev[2] != g or ev[1] not in (1, 2):
-                    raise fail(f"visit {v}: expert {g} is needed, not cached, and no load or "
-                               f"CPU decision follows (found {ev})")
-                if ev[1] == 2:
-                    if not cpu_ok or cpu_s is None:
-                        raise fail(f"visit {v}: expert {g} on the CPU but CPU offload is off")
-                    on_cpu.add(g)
-                    continue
-                if ev[3] >= 0:
-                    evict(ev[3], needed, f"visit {v}: load of expert {g}")
-                elif len(resident) >= C:
-                    raise fail(f"visit {v}: load of expert {g} into a full cache, no eviction")
-                resident.add(g)
-                engine = max(engine, routed) + copy_s
-                ready[g] = engine
-                loads += 1
-            if len(resident) > C:
-                raise fail(f"visit {v}: {len(resident)} experts cached, capacity {C}")
-            gpu_end = routed
-            for arrival, g in sorted((ready[g], g) for g in needed if g not in on_cpu):
-                gpu_end = max(gpu_end, arrival) + gpu_s[needed[g]]
-            cpu_end = routed + sum(cpu_s[needed[g]] for g in on_cpu)
-            end = max(gpu_end, cpu_end)
-            stall += end - (routed + sum(gpu_s[n] for n in needed.values()))
-            clock = end
-            cpu_experts += len(on_cpu)
-        step_end.append(clock)
-        step_stall.append(stall - stall_before)
-    if ei != len(events):
-        raise fail(f"event {events[ei]} matches no prefetch or miss")
-    hits, accesses = sum(layer_hits), sum(layer_acc)
-    metrics = {
-        "hit_rate": hits / max(1, accesses),
-        "hits": hits,
-        "accesses": accesses,
-        "demand_loads": loads,
-        "prefetches": prefetches,
-        "prefetch_hits": prefetch_hits,
-        "cpu_experts": cpu_experts,
-        "bytes_copied": (loads + prefetches) * expert_bytes,
-        "stall_s": stall,
-        "stall_per_token_s": stall / max(1, len(steps)),
-        "time_s": clock,
-        "tokens": tokens,
-        "tokens_per_s": tokens / clock if clock > 0 else 0.0,
-    }
-    return {
-        "metrics": metrics,
-        "layer_hit_rate": [h / max(1, a) for h, a in zip(layer_hits, layer_acc, strict=True)],
-        "step_end_s": step_end,
-        "step_stall_s": step_stall,
-    }
-
-
-# --- benchmarks ---------------------------------------------------------------------------------
-
-
-def bench() -> list[dict[str, Any]]:
-    """LRU and Belady on the fast path over 100,000 token-layer visits (Mixtral, 3,125 tokens x
-    32 layers, half the experts cached), and the env's steps/s with random legal actions."""
-    from schedgym.policy import RandomPolicy, resolve_policy
-
-    rows = []
-    env = MoEOffloadEnv("mixtral", tokens=3125, prefetch=0)
-    for name in ("heuristic:lru", "heuristic:lru-layer", "bound:belady"):
-        core = env.make_core("mixtral", 0)
-        start, cpu = time.perf_counter(), time.process_time()
-        run_policy(core, resolve_policy("moe", name))
-        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-        rows.append({
-            "name": f"moe: {name} fast path, {core.episode.n_visits:,} token-layer visits",
-            "value": wall, "unit": "s",
-            "note": f"mixtral synthetic, capacity {core.capacity}/{core.n_global}, "
-                    f"hit rate {core.metrics()['hit_rate']:.3f}, {cpu:.2f} s of CPU; "
-                    "target < 2 s for LRU",
-        })
-    for case, kwargs in (("tinymoe-code", {}), ("olmoe", {"max_entities": 1024})):
-        env = MoEOffloadEnv(case, **kwargs)
-        policy = RandomPolicy(0)
-        obs, _ = env.reset(seed=0)
-        policy.reset(env)
-        steps, start = 0, time.perf_counter()
-        while time.perf_counter() - start < 3.0:
-            obs, _, done, _, _ = env.step(policy.act(env, obs))
-            steps += 1
-            if done:
-                obs, _ = env.reset(seed=steps)
-        wall = time.perf_counter() - start
-        rows.append({
-            "name": f"moe: env steps/s, {case} (random legal actions)",
-            "value": steps / wall, "unit": "steps/s",
-            "note": f"{env.core.n_global} experts, max_entities {env.layout.max_entities}, "
-                    "observation encoding included",
-        })
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        plot_hit_rate_curve(["heuristic:lru"], Path(tmp) / "curve.png", "tinymoe-code")
-        rows.append({"name": "moe: hit-rate curve, tinymoe-code, LRU at 8 cache sizes",
-                     "value": time.perf_counter() - start, "unit": "s", "note": "plot included"})
-    return rows

@@ -1,0 +1,302 @@
+"""MemoryMap episode records: an independent validator and the placement picture (records are
+built by ``core.placement_record``).
+"""
+
+from __future__ import annotations
+
+import bisect
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from schedgym.envs.memory.core import (
+    RECORD_FORMAT,
+    TASKS,
+)
+from schedgym.errors import RecordError, SchedgymError
+from schedgym.workloads.memory import (
+    live_profile,
+)
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def validate(record: dict[str, Any]) -> dict[str, Any]:
+    """Re-check an episode record from scratch and return the metrics it implies.
+
+    A placement record: sizes positive, lifetimes non-empty, ids unique; every buffer placed in
+    pack; fast buffers within ``[0, capacity)`` in map; no two placed buffers overlapping in
+    time x address (a sweep over time against the live address intervals); the map task's
+    modelled time recomputed op by op from the listed compute and accesses. A bound record
+    (``record["bound"]``) is re-derived: the peak of live bytes, or the fractional knapsack.
+    Raises ``RecordError`` naming the first fault.
+    """
+    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
+        raise RecordError(f"not a memory-map record (format must be {RECORD_FORMAT!r})")
+    task = record.get("task")
+    if task not in TASKS:
+        raise RecordError(f"record task {task!r} is not one of {TASKS}")
+    try:
+        cols = {k: np.asarray(record["buffers"][k], dtype=np.int64)
+                for k in ("id", "start", "end", "size")}
+        capacity = int(record["capacity"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RecordError(f"record buffers/capacity unreadable: {exc}") from exc
+    ids, start, end, size = cols["id"], cols["start"], cols["end"], cols["size"]
+    n = ids.size
+    if n == 0 or any(c.shape != (n,) for c in cols.values()):
+        raise RecordError("record buffers: empty or columns of different lengths")
+    if len(set(ids.tolist())) != n:
+        raise RecordError("record buffers: duplicate ids")
+    for bad, why in ((size <= 0, "non-positive size"), (end <= start, "empty lifetime")):
+        if bad.any():
+            raise RecordError(f"buffer {int(ids[bad.argmax()])}: {why}")
+    if capacity < 1:
+        raise RecordError(f"capacity must be positive, got {capacity}")
+    peak = _peak_live(start, end, size)
+    bound = record.get("bound")
+    if bound is not None:
+        return _validate_bound(record, bound, task, capacity, peak, start, end, size)
+
+    offset = np.asarray(record.get("offset", []), dtype=np.int64)
+    if offset.shape != (n,):
+        raise RecordError(f"record has {offset.size} offsets for {n} buffers")
+    if np.any(offset < -1):
+        raise RecordError(f"buffer {int(ids[(offset < -1).argmax()])}: offset below -1")
+    fast = offset >= 0
+    if task == "pack" and not fast.all():
+        raise RecordError(f"pack: buffer {int(ids[(~fast).argmax()])} was left unplaced")
+    if task == "map":
+        over = fast & (offset + size > capacity)
+        if over.any():
+            i = int(over.argmax())
+            raise RecordError(f"buffer {int(ids[i])} at offset {int(offset[i])} + size "
+                              f"{int(size[i])} exceeds the fast capacity {capacity}")
+    _check_no_overlap(ids, start, end, size, offset)
+    height = int((offset + size)[fast].max()) if fast.any() else 0
+    if task == "pack":
+        return {"height": height, "capacity": capacity, "height_over_capacity": height / capacity,
+                "solved": int(height <= capacity), "peak_live": peak,
+                "height_over_peak": height / peak}
+    op = _map_inputs(record, start, end, ids)
+    in_fast = fast[op["buffer"]]
+    f_bytes = np.zeros(op["m"])
+    s_bytes = op["fixed"].copy()
+    np.add.at(f_bytes, op["op"][in_fast], op["bytes"][in_fast])
+    np.add.at(s_bytes, op["op"][~in_fast], op["bytes"][~in_fast])
+    fbw, sbw = op["fast_bandwidth"], op["slow_bandwidth"]
+    modelled = float(np.maximum(op["compute"], f_bytes / fbw + s_bytes / sbw).sum())
+    slow = float(np.maximum(op["compute"], (f_bytes + s_bytes) / sbw).sum())
+    moved = float(op["bytes"].sum())
+    return {"modelled_time_s": modelled, "all_slow_time_s": slow,
+            "speedup": slow / modelled if modelled > 0 else 1.0,
+            "fast_byte_share": float(op["bytes"][in_fast].sum()) / moved if moved else 0.0,
+            "fast_buffers": int(fast.sum()), "height": height, "capacity": capacity}
+
+
+def _peak_live(start: np.ndarray, end: np.ndarray, size: np.ndarray) -> int:
+    # Ends sort before starts at equal times: lifetimes are half-open.
+    times = np.concatenate([end, start])
+    delta = np.concatenate([-size, size])
+    kind = np.concatenate([np.zeros(end.size), np.ones(start.size)])
+    order = np.lexsort((kind, times))
+    return int(np.cumsum(delta[order]).max())
+
+
+def _check_no_overlap(ids, start, end, size, offset) -> None:
+    """Sweep over time; the live fast buffers' address intervals are kept sorted by offset."""
+    placed = np.flatnonzero(offset >= 0).tolist()
+    events = sorted([(int(end[i]), 0, i) for i in placed] + [(int(start[i]), 1, i)
+                                                             for i in placed])
+    lows: list[int] = []
+    owner: dict[int, int] = {}
+    for _, kind, i in events:
+        lo = int(offset[i])
+        if kind == 0:
+            del lows[bisect.bisect_left(lows, lo)]
+            del owner[lo]
+            continue
+        hi = lo + int(size[i])
+        k = bisect.bisect_left(lows, lo)
+        for j in ([owner[lows[k]]] if k < len(lows) and lows[k] < hi else []) + (
+                [owner[lows[k - 1]]] if k > 0 and lows[k - 1] + int(size[owner[lows[k - 1]]]) > lo
+                else []):
+            raise RecordError(
+                f"buffers {int(ids[j])} and {int(ids[i])} overlap: addresses "
+                f"[{int(offset[j])}, {int(offset[j] + size[j])}) and [{lo}, {hi}) while both "
+                f"live at time {max(int(start[i]), int(start[j]))}")
+        lows.insert(k, lo)
+        owner[lo] = i
+
+
+def _map_inputs(record: dict[str, Any], start, end, ids) -> dict[str, Any]:
+    try:
+        ops, acc, mem = record["ops"], record["accesses"], record["memory"]
+        out = {"time": np.asarray(ops["time"], np.int64),
+               "compute": np.asarray(ops["compute_s"], np.float64),
+               "fixed": np.asarray(ops["fixed_bytes"], np.float64),
+               "op": np.asarray(acc["op"], np.int64), "buffer": np.asarray(acc["buffer"], np.int64),
+               "bytes": np.asarray(acc["bytes"], np.float64),
+               "fast_bandwidth": float(mem["fast_bandwidth"]),
+               "slow_bandwidth": float(mem["slow_bandwidth"])}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RecordError(f"map record: ops/accesses/memory unreadable: {exc}") from exc
+    m = out["time"].size
+    out["m"] = m
+    if out["compute"].shape != (m,) or out["fixed"].shape != (m,):
+        raise RecordError("map record: op columns of different lengths")
+    a = out["op"]
+    if not (a.shape == out["buffer"].shape == out["bytes"].shape):
+        raise RecordError("map record: access columns of different lengths")
+    if a.size and (a.min() < 0 or a.max() >= m or out["buffer"].min() < 0
+                   or out["buffer"].max() >= ids.size):
+        raise RecordError("map record: an access names an op or buffer out of range")
+    if np.any(out["compute"] < 0) or np.any(out["fixed"] < 0) or np.any(out["bytes"] < 0):
+        raise RecordError("map record: negative compute time or byte count")
+    if out["fast_bandwidth"] <= 0 or out["slow_bandwidth"] <= 0:
+        raise RecordError("map record: bandwidths must be positive")
+    t, b = out["time"][a], out["buffer"]
+    outside = (t < start[b]) | (t >= end[b])
+    if outside.any():
+        k = int(outside.argmax())
+        raise RecordError(f"op {int(a[k])} at time {int(t[k])} touches buffer {int(ids[b[k]])} "
+                          f"outside its lifetime [{int(start[b[k]])}, {int(end[b[k]])})")
+    return out
+
+
+def _validate_bound(record, bound, task, capacity, peak, start, end, size) -> dict[str, Any]:
+    if bound == "peak-live" and task == "pack":
+        return {"height": peak, "capacity": capacity, "height_over_capacity": peak / capacity,
+                "peak_live": peak, "height_over_peak": 1.0}
+    if bound == "knapsack" and task == "map":
+        op = _map_inputs(record, start, end, np.asarray(record["buffers"]["id"]))
+        lower, slow = _time_lp(op, start, end, size, capacity)
+        return {"modelled_time_s": lower, "all_slow_time_s": slow,
+                "speedup": slow / lower if lower > 0 else 1.0, "capacity": capacity}
+    raise RecordError(f"unknown bound {bound!r} for the {task} task")
+
+
+def _time_lp(op: dict[str, Any], start, end, size, capacity: int) -> tuple[float, float]:
+    """Re-derive the map task's LP bound: variables are each buffer's fast fraction and each
+    op's time (seconds); constraints are listed one by one."""
+    from scipy.optimize import linprog
+    from scipy.sparse import csr_matrix
+
+    n, m = size.size, op["m"]
+    fbw, sbw = op["fast_bandwidth"], op["slow_bandwidth"]
+    total = op["fixed"].copy()
+    np.add.at(total, op["op"], op["bytes"])
+    slow = float(np.maximum(op["compute"], total / sbw).sum())
+    scale = slow if slow > 0 else 1.0
+    rows, cols, vals, rhs = [], [], [], []
+    for j in range(m):  # time of op j >= its memory time with the fractions in fast memory
+        rows.append(j)
+        cols.append(n + j)
+        vals.append(-1.0)
+        rhs.append(-total[j] / sbw / scale)
+    for j, b, nbytes in zip(op["op"].tolist(), op["buffer"].tolist(), op["bytes"].tolist(),
+                            strict=True):
+        rows.append(j)
+        cols.append(b)
+        vals.append(-nbytes * (1.0 / sbw - 1.0 / fbw) / scale)
+    r = m
+    for t in sorted(set(start.tolist())):  # the fractions live at each start fit in fast memory
+        live = np.flatnonzero((start <= t) & (end > t))
+        rows += [r] * live.size
+        cols += live.tolist()
+        vals += (size[live] / capacity).tolist()
+        rhs.append(1.0)
+        r += 1
+    a_ub = csr_matrix((vals, (rows, cols)), shape=(r, n + m))
+    bounds = [(0.0, 1.0)] * n + [(float(c) / scale, None) for c in op["compute"]]
+    res = linprog([0.0] * n + [1.0] * m, A_ub=a_ub, b_ub=rhs, bounds=bounds, method="highs")
+    if res.status != 0:
+        raise RecordError(f"knapsack bound: the LP has no optimum ({res.message})")
+    return float(res.fun) * scale, slow
+
+
+# --- pictures --------------------------------------------------------------------------------
+
+
+def plot_record(record: dict[str, Any], path: str | Path, *, title: str | None = None) -> None:
+    """Write the time x address picture of a placement (map: with the per-op times below)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
+
+    if record.get("bound") is not None:
+        raise SchedgymError(f"a {record['bound']} bound record has no placement to draw")
+    metrics = validate(record)
+    task, capacity = record["task"], int(record["capacity"])
+    b = record["buffers"]
+    start, end, size = (np.asarray(b[k], np.float64) for k in ("start", "end", "size"))
+    offset = np.asarray(record["offset"], np.float64)
+    fast = offset >= 0
+    unit, scale = _byte_unit(max(capacity, metrics["height"]))
+    rows = 2 if task == "map" else 1
+    fig, axes = plt.subplots(rows, 1, figsize=(11, 4.2 * rows + 0.6), squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1.4][:rows]})
+    ax = axes[0, 0]
+    x0, x1, y0 = start[fast], end[fast], offset[fast] / scale
+    y1 = y0 + size[fast] / scale
+    boxes = np.stack([np.stack([x0, y0], 1), np.stack([x1, y0], 1), np.stack([x1, y1], 1),
+                      np.stack([x0, y1], 1)], axis=1)
+    colours = plt.get_cmap("tab20")(np.arange(int(fast.sum())) % 20)
+    ax.add_collection(PolyCollection(boxes, facecolors=colours,
+                                     edgecolors="black" if fast.sum() <= 1500 else "none",
+                                     linewidths=0.3))
+    times, live = live_profile(start, end, size)
+    ax.step(times, live / scale, where="post", color="black", lw=1.0, ls=":",
+            label="live bytes of all buffers" if task == "map" else "live bytes (lower bound)")
+    ax.axhline(capacity / scale, color="crimson", lw=1.2, ls="--",
+               label="fast capacity" if task == "map" else "capacity")
+    ax.set_xlim(times[0], times[-1])
+    ax.set_ylim(0, 1.05 * max(capacity, metrics["height"], live.max() if task == "pack" else 0)
+                / scale)
+    time_unit = "op step" if "ops" in record else "time"
+    ax.set_xlabel(time_unit)
+    ax.set_ylabel(f"address ({unit})")
+    ax.legend(loc="upper right", fontsize=8)
+    if task == "pack":
+        summary = (f"height {metrics['height']:,} = {metrics['height_over_capacity']:.3f} x "
+                   f"capacity, {metrics['height_over_peak']:.3f} x peak live")
+    else:
+        summary = (f"{int(fast.sum())}/{fast.size} buffers fast, speedup "
+                   f"{metrics['speedup']:.3f} x all-slow, {metrics['fast_byte_share']:.1%} "
+                   "of buffer bytes from fast memory")
+    ax.set_title(f"{title or record.get('case', '')} [{task}, order {record.get('order')}]: "
+                 f"{summary}", fontsize=10)
+    if task == "map":
+        _plot_op_times(axes[1, 0], record, fast)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def _byte_unit(nbytes: float) -> tuple[str, float]:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= 4 * scale:
+            return unit, float(scale)
+    return "bytes", 1.0
+
+
+def _plot_op_times(ax, record: dict[str, Any], fast: np.ndarray) -> None:
+    ops, acc, mem = record["ops"], record["accesses"], record["memory"]
+    t = np.asarray(ops["time"], np.float64)
+    compute = np.asarray(ops["compute_s"])
+    op, buf, nbytes = (np.asarray(acc[k]) for k in ("op", "buffer", "bytes"))
+    f_bytes = np.bincount(op, weights=np.where(fast[buf], nbytes, 0.0), minlength=t.size)
+    total = np.asarray(ops["fixed_bytes"]) + np.bincount(op, weights=nbytes, minlength=t.size)
+    slow_t = np.maximum(compute, total / mem["slow_bandwidth"])
+    mapped = np.maximum(compute, f_bytes / mem["fast_bandwidth"]
+                        + (total - f_bytes) / mem["slow_bandwidth"])
+    ax.step(t, slow_t * 1e6, where="post", color="lightcoral", lw=1.0, label="all slow")
+    ax.step(t, mapped * 1e6, where="post", color="navy", lw=1.0, label="this mapping")
+    ax.step(t, compute * 1e6, where="post", color="grey", lw=0.8, ls=":", label="compute")
+    ax.set_xlabel("op step" if t.size and t[-1] < 1e5 else "time")
+    ax.set_ylabel("op time (us)")
+    ax.set_yscale("log")
+    ax.legend(loc="upper right", fontsize=8, ncol=3)

@@ -1,0 +1,199 @@
+"""MoEOffload episode records: the picture and an independent validator that replays the record.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from schedgym.envs.moe.core import RECORD_FORMAT
+from schedgym.envs.moe.env import plot_hit_rate_curve
+from schedgym.errors import RecordError
+
+
+def plot_record(record: dict[str, Any], path: str | Path, policy: str | None = None,
+                **kw: Any) -> None:
+    """Per-layer hit rate and cumulative stall of the episode; with ``policy`` (the policy that
+    produced it, or any), a second image beside ``path`` (``<stem>-curve.png``) plots hit rate
+    against cache size for it and Belady's MIN on the record's case and settings."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    replay = _replay(record)
+    fig, (ax_layer, ax_time) = plt.subplots(1, 2, figsize=(11, 4))
+    L = record["n_layers"]
+    ax_layer.bar(np.arange(L), replay["layer_hit_rate"], color="tab:blue")
+    ax_layer.set(xlabel="MoE layer", ylabel="hit rate", ylim=(0, 1.02),
+                 title=f"{record['case']}: hit rate {replay['metrics']['hit_rate']:.3f}, "
+                       f"capacity {record['capacity']}")
+    ends = np.array(replay["step_end_s"])
+    ax_time.plot(np.arange(1, ends.size + 1), np.array(replay["step_stall_s"]).cumsum() * 1e3,
+                 label="stall")
+    ax_time.plot(np.arange(1, ends.size + 1), ends * 1e3, label="elapsed")
+    ax_time.set(xlabel="decode step", ylabel="ms",
+                title=f"{replay['metrics']['tokens_per_s']:.1f} tokens/s, stall "
+                      f"{replay['metrics']['stall_per_token_s'] * 1e3:.2f} ms/token")
+    ax_time.legend()
+    for ax in (ax_layer, ax_time):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    if policy is not None:
+        settings = {k: v for k, v in record["settings"].items() if k != "capacity"}
+        p = Path(path)
+        names = [policy] + (["bound:belady"] if policy != "bound:belady" else [])
+        plot_hit_rate_curve(names, p.with_name(f"{p.stem}-curve{p.suffix or '.png'}"),
+                            record["case"], record["seed"], **settings, **kw)
+
+
+# --- independent validation ---------------------------------------------------------------------
+
+
+def validate(record: dict[str, Any]) -> dict[str, Any]:
+    """Replay ``record`` from its routing, costs and decisions alone; raise `RecordError` at the
+    first fault (cache above capacity, a needed expert neither cached nor on the CPU, an
+    eviction of a needed or absent expert, a decision that does not match a miss) and return the
+    metrics it recomputes, plus per-layer hit rates."""
+    replay = _replay(record)
+    return {**replay["metrics"], "layer_hit_rate": replay["layer_hit_rate"]}
+
+
+def _replay(record: dict[str, Any]) -> dict[str, Any]:
+    def fail(why: str) -> RecordError:
+        return RecordError(f"moe record ({record.get('case', '?')}): {why}")
+
+    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
+        raise fail(f"format is not {RECORD_FORMAT!r}")
+    try:
+        L, E, C = int(record["n_layers"]), int(record["n_experts"]), int(record["capacity"])
+        routing, steps = record["routing"], record["steps"]
+        costs, events = record["costs"], record["events"]
+        copy_s, gpu_s, pre_s = costs["copy_s"], costs["gpu_s"], costs["pre_s"]
+        cpu_s, cpu_ok = costs["cpu_s"], bool(record["cpu_offload"])
+        expert_bytes = int(record["expert_bytes"])
+        resident = set(record["initial"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise fail(f"missing or malformed field: {exc}") from None
+    G = L * E
+    if len(resident) != len(record["initial"]) or not all(0 <= g < G for g in resident):
+        raise fail("initial cache has repeated or out-of-range experts")
+    if len(resident) > C:
+        raise fail(f"initial cache holds {len(resident)} experts, capacity {C}")
+    if len(pre_s) != len(steps):
+        raise fail("pre_s has one entry per step")
+    ready: dict[int, float] = dict.fromkeys(resident, 0.0)
+    prefetched: set[int] = set()
+    clock = engine = stall = 0.0
+    hits = accesses = loads = prefetches = prefetch_hits = cpu_experts = tokens = 0
+    layer_hits, layer_acc = [0] * L, [0] * L
+    step_end, step_stall = [], []
+    ei = 0
+
+    def take(visit: int) -> list | None:
+        nonlocal ei
+        if ei < len(events) and events[ei][0] == visit:
+            ei += 1
+            return events[ei - 1]
+        return None
+
+    def evict(victim: int, needed: dict[int, int], why: str) -> None:
+        if victim not in resident:
+            raise fail(f"{why}: evicts expert {victim}, which is not in GPU memory")
+        if victim in needed:
+            raise fail(f"{why}: evicts expert {victim}, which this layer needs")
+        resident.discard(victim)
+        prefetched.discard(victim)
+
+    for s, lane_tokens in enumerate(steps):
+        active = [t for t in lane_tokens if t >= 0]
+        if not active:
+            raise fail(f"step {s} decodes no token")
+        tokens += len(active)
+        stall_before = stall
+        for layer in range(L):
+            v = s * L + layer
+            needed = Counter(layer * E + routing[t][layer][r] for t in active
+                             for r in range(len(routing[t][layer])))
+            while ei < len(events) and events[ei][0] == v and events[ei][1] == 0:
+                _, _, g, victim = take(v)
+                where = f"visit {v}: prefetch of expert {g}"
+                if g in resident or not 0 <= g < G:
+                    raise fail(f"{where}: already cached or out of range")
+                if victim >= 0:
+                    evict(victim, {}, where)
+                elif len(resident) >= C:
+                    raise fail(f"{where}: cache full and nothing evicted")
+                resident.add(g)
+                prefetched.add(g)
+                engine = max(engine, clock) + copy_s
+                ready[g] = engine
+                prefetches += 1
+            routed = clock + pre_s[s]
+            misses = sorted(g for g in needed if g not in resident)
+            for g in needed:
+                if g in prefetched and g in resident:
+                    prefetch_hits += 1
+                    prefetched.discard(g)
+            layer_hits[layer] += len(needed) - len(misses)
+            layer_acc[layer] += len(needed)
+            on_cpu: set[int] = set()
+            for g in misses:
+                ev = take(v)
+                if ev is None or ev[2] != g or ev[1] not in (1, 2):
+                    raise fail(f"visit {v}: expert {g} is needed, not cached, and no load or "
+                               f"CPU decision follows (found {ev})")
+                if ev[1] == 2:
+                    if not cpu_ok or cpu_s is None:
+                        raise fail(f"visit {v}: expert {g} on the CPU but CPU offload is off")
+                    on_cpu.add(g)
+                    continue
+                if ev[3] >= 0:
+                    evict(ev[3], needed, f"visit {v}: load of expert {g}")
+                elif len(resident) >= C:
+                    raise fail(f"visit {v}: load of expert {g} into a full cache, no eviction")
+                resident.add(g)
+                engine = max(engine, routed) + copy_s
+                ready[g] = engine
+                loads += 1
+            if len(resident) > C:
+                raise fail(f"visit {v}: {len(resident)} experts cached, capacity {C}")
+            gpu_end = routed
+            for arrival, g in sorted((ready[g], g) for g in needed if g not in on_cpu):
+                gpu_end = max(gpu_end, arrival) + gpu_s[needed[g]]
+            cpu_end = routed + sum(cpu_s[needed[g]] for g in on_cpu)
+            end = max(gpu_end, cpu_end)
+            stall += end - (routed + sum(gpu_s[n] for n in needed.values()))
+            clock = end
+            cpu_experts += len(on_cpu)
+        step_end.append(clock)
+        step_stall.append(stall - stall_before)
+    if ei != len(events):
+        raise fail(f"event {events[ei]} matches no prefetch or miss")
+    hits, accesses = sum(layer_hits), sum(layer_acc)
+    metrics = {
+        "hit_rate": hits / max(1, accesses),
+        "hits": hits,
+        "accesses": accesses,
+        "demand_loads": loads,
+        "prefetches": prefetches,
+        "prefetch_hits": prefetch_hits,
+        "cpu_experts": cpu_experts,
+        "bytes_copied": (loads + prefetches) * expert_bytes,
+        "stall_s": stall,
+        "stall_per_token_s": stall / max(1, len(steps)),
+        "time_s": clock,
+        "tokens": tokens,
+        "tokens_per_s": tokens / clock if clock > 0 else 0.0,
+    }
+    return {
+        "metrics": metrics,
+        "layer_hit_rate": [h / max(1, a) for h, a in zip(layer_hits, layer_acc, strict=True)],
+        "step_end_s": step_end,
+        "step_stall_s": step_stall,
+    }
