@@ -6,12 +6,10 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# torch first and pinned: the CPU wheel 2.13.0+cpu satisfies every later torch requirement,
-	# so nothing pulls the CUDA build.
-	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -e ".[dev]"
+	# constraints.txt picks the CPU build of torch, so nothing pulls the CUDA build
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -22,6 +20,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # The job-shop speed comparison runs JSSEnv and job-shop-lib side by side; JSSEnv's own
 # requirements pull rendering packages it does not need, hence --no-deps.
