@@ -102,7 +102,7 @@ def test_install_keeps_the_torch_a_user_already_has(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     planned = {
-        item["metadata"]["name"].lower(): item["metadata"]["version"]
+        item["metadata"]["name"].lower().replace("_", "-"): item["metadata"]["version"]
         for item in json.loads(report.read_text())["install"]
     }
     assert "schedgym" in planned and "stable-baselines3" in planned
