@@ -1,4 +1,4 @@
-"""How far any policy could get past the best heuristic, where an issue target is near that limit.
+"""How far any policy could get past the best heuristic, where a target is near that limit.
 
     python scripts/headroom.py memmap [--capacities 0.05,0.1,0.25,0.5] [--markdown]
     python scripts/headroom.py batching [--markdown]

@@ -12,7 +12,7 @@ from pathlib import Path
 from schedgym.report import format_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_policies import RECIPES  # noqa: E402  (the recipes name each issue's baseline)
+from train_policies import RECIPES  # noqa: E402  (the recipes name each reference baseline)
 
 
 def main() -> int:
@@ -44,14 +44,14 @@ def main() -> int:
         "metric",
         "PPO (greedy)",
         "cloned, before PPO",
-        "issue's heuristic",
+        "reference heuristic",
         "PPO / it",
         "best heuristic",
         "its score",
         "PPO / best",
         "steps",
         "train min",
-        "issue target",
+        "target",
     ]
     print(format_table(headers, rows, markdown=True))
     return 0

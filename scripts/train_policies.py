@@ -35,7 +35,7 @@ class Recipe:
     metric: str
     baseline: str
     steps: int
-    target: str  # the target, in words
+    target: str  # the recipe's target, in words
     ppo: dict[str, Any] = field(default_factory=dict)
 
 

@@ -184,6 +184,7 @@ def test_every_problem_has_the_same_rooms(entry):
     assert callable(entry.module("record").validate)
     assert callable(entry.module("record").plot_record)
     assert callable(entry.module("bench").bench)
-    assert entry.module("env").__dict__[entry.env_class].__module__ == entry.entry_point.split(":")[0]
+    env_module = entry.entry_point.partition(":")[0]
+    assert getattr(entry.module("env"), entry.env_class).__module__ == env_module
     core = GRAPH[f"schedgym.envs.{entry.package}.core"][1]
     assert "gymnasium" not in core, "the simulator core knows nothing of Gymnasium"

@@ -140,7 +140,7 @@ def test_bad_queries_are_refused():
 @pytest.mark.parametrize("gpu", ["h100", "a100", "a40"])
 def test_vidur_tables_predict_the_measurements_they_left_out(vidur_dir, gpu):
     """The committed tables keep a subset of vidur's token counts; every other published row is a
-    measurement the table was not built from. Target (issue #2): median APE under 5 %."""
+    measurement the table was not built from. Target: median APE under 5 %."""
     errors = {e.kernel: e for e in held_out_errors(load_cost_table(gpu), vidur_dir, gpu)}
     assert errors["all"].n > 15_000
     assert errors["all"].median_ape < 0.05
