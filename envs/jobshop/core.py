@@ -1,6 +1,6 @@
 """The job-shop simulator core: state, legal actions, transition and the non-delay fast path.
 
-Plain numpy, no Gymnasium: `JobShopEnv` (``envs/jobshop.py``) is its Gymnasium face, and the
+Plain numpy, no Gymnasium: `JobShopEnv` (``envs/jobshop/env.py``) is its Gymnasium face, and the
 dispatching rules of ``baselines/jobshop.py`` drive it directly through `non_delay_plan`.
 
 An action is a job index; its next operation starts at the earliest time ``t >= ready[job]`` at

@@ -1,4 +1,4 @@
-"""The memory-mapping simulator: plain numpy, no Gymnasium (the face is ``memory_map.py``).
+"""The memory-mapping simulator: plain numpy, no Gymnasium (the face is ``env.py``).
 
 Buffers of a ``BufferSet`` are decided one at a time in a fixed order. The current buffer's
 *candidates* are the bottoms of the free gaps left, over its whole lifetime, by the buffers
@@ -165,7 +165,7 @@ def placement_metrics(task: str, buffers: BufferSet, capacity: int, offset: np.n
 
 def placement_record(task: str, buffers: BufferSet, capacity: int, offset: np.ndarray,
                      cost: CostModel | None, order: str, decided: np.ndarray) -> dict[str, Any]:
-    """The JSON-serialisable episode record that ``memory_map.validate`` re-checks."""
+    """The JSON-serialisable episode record that ``record.validate`` re-checks."""
     record: dict[str, Any] = {
         "format": RECORD_FORMAT, "env": "memmap", "task": task, "case": buffers.name,
         "order": order, "capacity": int(capacity),
@@ -317,7 +317,7 @@ class MemoryMapCore:
     # -- transition -------------------------------------------------------------------------
 
     def step(self, action: int) -> float:
-        """Decide the current buffer; returns the reward (module ``memory_map`` docstring)."""
+        """Decide the current buffer; returns the reward (``MemoryMapEnv`` docstring)."""
         if self.done:
             raise IllegalActionError(f"action {action}: the episode is over; call reset()")
         b = self.current
