@@ -52,7 +52,13 @@ class _CachePolicy:
     def act(self, env: Any, obs: Any) -> int:
         core = self.core
         if core.phase == EVICT:
-            return self.evict(core, core.resident & ~core.needed)
+            candidates = core.resident & ~core.needed
+            if not candidates.any():
+                # A cache smaller than the layer's needs, all of them resident: nothing may be
+                # evicted, and (cpu_offload being on, as the core requires then) the miss runs
+                # on the CPU, the one legal action.
+                return core.skip
+            return self.evict(core, candidates)
         if core.phase == PREFETCH:
             return self.prefetch(core)
         return self.prefetch_victim(core)

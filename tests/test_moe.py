@@ -182,7 +182,7 @@ def test_jsonl_missing_layer_and_bad_json_are_refused(tmp_path):
     with pytest.raises(WorkloadError, match=r"b.jsonl:2: not valid JSON"):
         load_jsonl(path)
     with pytest.raises(WorkloadError, match="layer 1 out of range 0..0"):
-        load_jsonl(_write_jsonl(tmp_path / "c.jsonl", _rows()), layers=1)
+        load_jsonl(_write_jsonl(tmp_path / "c.jsonl", _rows()), n_experts=8, layers=1)
 
 
 def test_numpy_faults_are_refused(tmp_path):
@@ -202,7 +202,7 @@ def test_env_refuses_traces_that_do_not_fit_the_model(tmp_path):
     np.save(tmp_path / "k3.npy", np.tile(np.arange(3), (4, 2, 1)))
     with pytest.raises(WorkloadError, match="k = 2"):
         MoEOffloadEnv(str(tmp_path / "k3.npy"), model="mixtral-8x7b").reset(seed=0)
-    with pytest.raises(WorkloadError, match="matches a trace"):
+    with pytest.raises(WorkloadError, match="number of experts is not declared"):
         MoEOffloadEnv(str(tmp_path / "k3.npy")).reset(seed=0)
     with pytest.raises(WorkloadError, match="unknown case"):
         MoEOffloadEnv("no-such-case").reset(seed=0)

@@ -7,6 +7,7 @@ so a bad file is refused whole: nothing is half-loaded.
 from __future__ import annotations
 
 import csv
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -52,6 +53,11 @@ def csv_rows(
         except (csv.Error, UnicodeDecodeError) as exc:
             raise WorkloadError(f"unreadable header: {exc}", path, 1) from exc
         names = [aliases.get(h.strip(), h.strip()) for h in header]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise WorkloadError(
+                f"column(s) {', '.join(twice)} given twice; header is {','.join(header)}", path, 1
+            )
         missing = [c for c in required if c not in names]
         if missing:
             raise WorkloadError(
@@ -80,7 +86,8 @@ def parse_number(
     line: int | None,
     minimum: float | None = None,
 ) -> T:
-    """Parse one field as ``int`` or ``float``; refuse blanks, junk and values below ``minimum``."""
+    """Parse one field as ``int`` or ``float``; refuse blanks, junk, NaN and infinities, integers
+    beyond 64 bits, and values below ``minimum``."""
     if text == "":
         raise WorkloadError(f"{field} is missing", path, line)
     try:
@@ -94,6 +101,10 @@ def parse_number(
             value = int(as_float)
         else:
             raise WorkloadError(f"{field} is not a number: {text!r}", path, line) from None
+    if kind is float and not math.isfinite(value):
+        raise WorkloadError(f"{field} must be finite, got {text!r}", path, line)
+    if kind is int and not -(2**63) <= value < 2**63:
+        raise WorkloadError(f"{field} {text} is out of the 64-bit integer range", path, line)
     if minimum is not None and value < minimum:
         raise WorkloadError(f"{field} must be >= {minimum}, got {text}", path, line)
     return value

@@ -245,28 +245,50 @@ def _merge_accesses(
 
 # --- CSV: MiniMalloc / idealloc ---------------------------------------------------------------
 
-_CSV_ALIASES = {"start": "lower", "end": "upper", "begin": "lower"}
+# Column names as MiniMalloc's reader (src/converter.cc, FromCsv) accepts them: its old format
+# writes ``buffer``/``buffer_id``, ``start``/``begin`` and ``end``, the last one inclusive.
+_CSV_ALIASES = {"buffer": "id", "buffer_id": "id", "start": "lower", "begin": "lower"}
 
 
 def read_buffer_csv(
     path: str | Path, capacity: int | None = None, name: str | None = None
 ) -> BufferSet:
-    """Read an ``id,lower,upper,size`` file (MiniMalloc, idealloc); extra columns are ignored.
+    """Read a buffer file as MiniMalloc and idealloc write it: a header naming ``id``,
+    ``lower``, ``upper`` (exclusive) and ``size``, one buffer a row.
 
-    ``capacity`` defaults to the number in a ``NAME.CAPACITY.csv`` file name, if any.
+    Columns follow MiniMalloc's reader: ``buffer`` or ``buffer_id`` for ``id``, ``start`` or
+    ``begin`` for ``lower``, and ``end``, an *inclusive* last step (``upper = end + 1``), for
+    ``upper``. Ids are labels: ``b1`` or ``17`` alike; when every id is an integer the set keeps
+    them as its ``ids``, otherwise buffers are numbered in file order and the ids become
+    ``labels``. MiniMalloc's ``offset`` (a solution) and ``hint`` columns are ignored; an
+    ``alignment`` other than 1 or non-empty ``gaps`` is refused (placements here are byte-granular
+    over whole lifetimes). ``capacity`` defaults to the number in a ``NAME.CAPACITY.csv`` name.
+
+    Raises:
+        WorkloadError: ``FILE:LINE: reason`` for a missing column, a malformed or out-of-range
+            number, a duplicate id, a non-positive size or an empty lifetime.
     """
     path = Path(path)
-    rows: list[tuple[int, int, int, int]] = []
-    seen: dict[int, int] = {}
-    for line, row in csv_rows(path, ("id", "lower", "upper", "size"), _CSV_ALIASES):
+    texts: list[str] = []
+    rows: list[tuple[int, int, int]] = []
+    seen: dict[str, int] = {}
+    for line, row in csv_rows(path, ("id", "lower", "size"), _CSV_ALIASES):
         kw = {"path": path, "line": line}
-        bid = parse_number(row["id"], int, field="id", **kw)
+        if "upper" in row:
+            upper = parse_number(row["upper"], int, field="upper", **kw)
+        elif "end" in row:
+            upper = parse_number(row["end"], int, field="end", **kw) + 1
+        else:
+            raise WorkloadError("missing column upper (or end, inclusive)", path, 1)
+        bid = row["id"]
+        if not bid:
+            raise WorkloadError("id is missing", path, line)
         lower = parse_number(row["lower"], int, field="lower", minimum=0, **kw)
-        upper = parse_number(row["upper"], int, field="upper", **kw)
         size = parse_number(row["size"], int, field="size", **kw)
-        if bid in seen:
+        key = _id_key(bid)
+        if key in seen:
             raise WorkloadError(
-                f"duplicate buffer id {bid} (first on line {seen[bid]})", path, line
+                f"duplicate buffer id {bid} (first on line {seen[key]})", path, line
             )
         if size < 0:
             raise WorkloadError(f"buffer {bid}: negative size {size}", path, line)
@@ -279,24 +301,54 @@ def read_buffer_csv(
                 path,
                 line,
             )
-        seen[bid] = line
-        rows.append((bid, lower, upper, size))
+        if row.get("alignment", "1") not in ("", "1"):
+            raise WorkloadError(
+                f"buffer {bid}: alignment {row['alignment']} is not supported (offsets here are "
+                "byte-granular)",
+                path,
+                line,
+            )
+        if row.get("gaps", ""):
+            raise WorkloadError(
+                f"buffer {bid}: gaps {row['gaps']!r} are not supported (a buffer occupies its "
+                "whole lifetime)",
+                path,
+                line,
+            )
+        seen[key] = line
+        texts.append(bid)
+        rows.append((lower, upper, size))
     if not rows:
         raise WorkloadError("no buffers (header only)", path)
+    # offsets and live bytes are int64 sums of sizes: keep every sum representable
+    if max(r[1] for r in rows) >= 2**62 or sum(r[2] for r in rows) >= 2**62:
+        raise WorkloadError("times or total size beyond 2**62: offsets would overflow", path)
     if capacity is None:
         parts = path.name.split(".")
         if len(parts) >= 3 and parts[-2].isdigit():
             capacity = int(parts[-2])
+    keys = [_id_key(t) for t in texts]
+    numeric = all(isinstance(k, int) for k in keys)
     cols = np.array(rows, dtype=np.int64).T
     return BufferSet(
         name or path.stem.split(".")[0],
+        np.array(keys if numeric else range(len(keys)), dtype=np.int64),
         cols[0],
         cols[1],
         cols[2],
-        cols[3],
         capacity=capacity,
+        labels=None if numeric else tuple(texts),
         source=str(path),
     )
+
+
+def _id_key(text: str) -> int | str:
+    """A buffer id as an int64 when it reads as one (``7``, ``7.0``), else the label itself."""
+    try:
+        value = parse_number(text, int, field="id", path=None, line=None)
+    except WorkloadError:
+        return text
+    return value
 
 
 def write_buffer_csv(buffers: BufferSet, path: str | Path) -> None:

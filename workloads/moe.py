@@ -200,18 +200,36 @@ def load_jsonl(
     layers: int | None = None,
 ) -> RoutingTrace:
     """One ``{"layer", "token_idx", "experts": [...]}`` object per line; an optional ``"seq"``
-    names the sequence (tokens of one sequence are consecutive)."""
+    names the sequence (tokens of one sequence are consecutive).
+
+    The expert count is declared, never guessed from the ids seen (a trace may never route to
+    some expert): by a header object on the first line, ``{"n_experts": E}`` (optionally with
+    ``"top_k"`` and ``"n_layers"``), as `save_jsonl` writes, or by ``n_experts`` (the model's).
+
+    Raises:
+        WorkloadError: ``FILE:LINE: reason`` for bad JSON, a missing key, an id outside the
+            declared ``0..n_experts - 1``, a header that contradicts the model; ``FILE: reason``
+            when no expert count is declared or a token lacks a layer.
+    """
     rows: list[tuple[int, int, int, list[int], int | None]] = []
+    header_line = 0
     with open_text(path) as fh:
         for line_no, text in enumerate(fh, 1):
             if not text.strip():
                 continue
             try:
                 obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise WorkloadError(f"not valid JSON: {exc.msg}", path, line_no) from None
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+                why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+                raise WorkloadError(f"not valid JSON: {why}", path, line_no) from None
             if not isinstance(obj, dict):
                 raise WorkloadError("expected a JSON object", path, line_no)
+            if not rows and not header_line and "token_idx" not in obj and "n_experts" in obj:
+                header_line = line_no
+                n_experts, top_k, layers = _jsonl_header(
+                    obj, n_experts, top_k, layers, path, line_no
+                )
+                continue
             missing = [k for k in ("layer", "token_idx", "experts") if k not in obj]
             if missing:
                 raise WorkloadError(f"missing key(s) {', '.join(missing)}", path, line_no)
@@ -242,8 +260,15 @@ def load_jsonl(
             rows.append((line_no, token, layer, experts, seq))
     if not rows:
         raise WorkloadError("no routing records", path)
+    if n_experts is None:
+        raise WorkloadError(_UNDECLARED, path)
     n_tokens = max(r[1] for r in rows) + 1
     n_layers = layers if layers is not None else max(r[2] for r in rows) + 1
+    if n_tokens * n_layers > len(rows):  # a hole: found without allocating for a huge index
+        have = {(r[1], r[2]) for r in rows}
+        hole = next((t, la) for t in range(n_tokens) for la in range(n_layers)
+                    if (t, la) not in have)
+        _raise_hole(hole, n_layers, n_tokens * n_layers - len(have), path)
     k = len(rows[0][3])
     out = np.full((n_tokens, n_layers, k), -1, np.int64)
     seq_of = np.full(n_tokens, -1, np.int64)
@@ -259,19 +284,50 @@ def load_jsonl(
             seq_of[token] = seq
     holes = np.argwhere(out[:, :, 0] < 0)
     if holes.size:
-        t, layer = holes[0]
-        raise WorkloadError(
-            f"token {t} has no routing for layer {layer} (every token needs layers "
-            f"0..{n_layers - 1}; {len(holes)} token-layer pair(s) missing)",
-            path,
-        )
+        _raise_hole(holes[0], n_layers, len(holes), path)
     if np.any(seq_of >= 0) and np.any(seq_of < 0):
         raise WorkloadError("either every line or none names its seq", path)
     starts = np.flatnonzero(np.r_[True, seq_of[1:] != seq_of[:-1]]) if seq_of[0] >= 0 else [0]
     if seq_of[0] >= 0 and len(np.unique(seq_of)) != len(starts):
         raise WorkloadError("the tokens of a sequence must be consecutive", path)
-    experts_n = n_experts if n_experts is not None else int(out.max()) + 1
-    return _build(out, experts_n, starts, None, Path(path).stem, f"file {path}", path)
+    return _build(out, n_experts, starts, None, Path(path).stem, f"file {path}", path)
+
+
+def _raise_hole(hole, n_layers: int, missing: int, path) -> None:
+    t, layer = hole
+    raise WorkloadError(
+        f"token {t} has no routing for layer {layer} (every token needs layers "
+        f"0..{n_layers - 1}; {missing} token-layer pair(s) missing)",
+        path,
+    )
+
+
+_UNDECLARED = (
+    "the number of experts is not declared (start the file with a header line "
+    '{"n_experts": E}, or name the model)'
+)
+
+
+def _jsonl_header(
+    obj: dict, n_experts: int | None, top_k: int | None, layers: int | None, path, line_no: int
+) -> tuple[int, int | None, int | None]:
+    """Merge a JSONL header's declared counts with the caller's; refuse contradictions."""
+    unknown = sorted(set(obj) - {"n_experts", "top_k", "n_layers"})
+    if unknown:
+        raise WorkloadError(f"unknown header key(s) {', '.join(unknown)}", path, line_no)
+    out = []
+    for key, given in (("n_experts", n_experts), ("top_k", top_k), ("n_layers", layers)):
+        value = obj.get(key)
+        if value is None:
+            out.append(given)
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise WorkloadError(f"{key} must be an int >= 1, got {value!r}", path, line_no)
+        if given is not None and value != given:
+            raise WorkloadError(f"header declares {key} {value}, the model has {given}", path,
+                                line_no)
+        out.append(value)
+    return out[0], out[1], out[2]
 
 
 def load_numpy(
@@ -308,7 +364,12 @@ def load_numpy(
     stored = int(meta["n_experts"]) if "n_experts" in meta else None
     if n_experts is not None and stored is not None and stored != n_experts:
         raise WorkloadError(f"trace is for {stored} experts, the model has {n_experts}", p)
-    experts_n = n_experts or stored or int(experts.max()) + 1
+    experts_n = n_experts or stored
+    if experts_n is None:
+        raise WorkloadError(
+            "the number of experts is not declared (save an .npz with n_experts, or name the "
+            "model)", p
+        )
     starts = meta.get("seq_starts", np.zeros(1, np.int64))
     name = str(meta["name"]) if "name" in meta else p.stem
     source = str(meta["source"]) if "source" in meta else f"file {p}"
@@ -335,9 +396,12 @@ def save_npz(trace: RoutingTrace, path: str | Path) -> None:
 
 
 def save_jsonl(trace: RoutingTrace, path: str | Path) -> None:
-    """Write a trace as JSONL (one line per token and layer, with its sequence)."""
+    """Write a trace as JSONL: a header line declaring its counts, then one line per token and
+    layer, with its sequence."""
     seq = trace.seq_ids()
     with open(path, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps({"n_experts": trace.n_experts, "top_k": trace.top_k,
+                             "n_layers": trace.n_layers}) + "\n")
         for t in range(trace.n_tokens):
             for layer in range(trace.n_layers):
                 fh.write(json.dumps({"seq": int(seq[t]), "token_idx": t, "layer": layer,
