@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -22,3 +23,12 @@ def vidur_dir(shared_data: Path) -> Path:
     if not path.is_dir():
         pytest.skip(f"vidur profiles not found at {path}")
     return path
+
+
+
+# Property, fuzz and mutation tests: derandomized, so every run (CI's included) tries the same
+# examples, each test setting its own bounded count; no per-example deadline, as two loaded
+# cores make timings noisy.
+settings.register_profile("schedgym", derandomize=True, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("schedgym")

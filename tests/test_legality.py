@@ -1,0 +1,149 @@
+"""Every heuristic and bound of every env chooses only legal actions in every state it reaches.
+
+Property-based (hypothesis): random accepted configurations of each env (sizes, capacities,
+offload on and off, tasks, hardware profiles, top-k, batch sizes, queue and KV limits) x every
+policy of the env x seeds. Each decision is checked against the mask before it is taken, and
+each finished record passes the env's independent ``validate``. Configurations the env refuses
+with a one-line error are not failures (they are not accepted); anything else is. CP-SAT bounds
+are left out here (tens of seconds a case; their own tests cover them).
+
+Faults these tests found became the fixed cases at the end of the file.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from playing import REFUSALS, TALLY, play
+
+from schedgym.registry import env_entry
+
+SEEDS = st.integers(0, 2**16)
+
+
+def _policies(env_name: str) -> list[str]:
+    return sorted(p for p in env_entry(env_name).policies() if p != "bound:cpsat")
+
+
+def _play_all(env_name: str, kwargs: dict, seed: int, case: str | None) -> None:
+    for name in _policies(env_name):
+        play(env_name, name, kwargs, seed, case)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report():
+    yield
+    print(f"\nlegality: {dict(sorted(TALLY.items()))}")
+    for reason, count in sorted(REFUSALS.items()):
+        print(f"  refused x{count}: {reason}")
+
+
+# -- job shop ------------------------------------------------------------------------------------
+
+
+@settings(max_examples=40)
+@given(jobs=st.integers(1, 8), machines=st.integers(1, 6), seed=SEEDS)
+def test_jobshop_policies_are_legal(jobs, machines, seed):
+    _play_all("jobshop", {"max_jobs": 8, "max_machines": 6}, seed,
+              f"random:{jobs}x{machines}:{seed}")
+
+
+# -- DAG -----------------------------------------------------------------------------------------
+
+DAG_CONFIGS = st.fixed_dictionaries(
+    {
+        "mode": st.sampled_from(["single", "online"]),
+        "platform": st.sampled_from(["hetero", "h100x2"]),
+        "sigma": st.sampled_from([0.0, 0.3]),
+        "jobs": st.integers(1, 3),
+        "load": st.sampled_from([0.3, 0.8, 2.0]),
+        "max_ready": st.integers(1, 64),
+        "dag": st.fixed_dictionaries({"n": st.integers(1, 24)}),
+    }
+)
+
+
+@settings(max_examples=30)
+@given(kwargs=DAG_CONFIGS, family=st.sampled_from(["random", "daggen", "topcuoglu"]), seed=SEEDS)
+def test_dag_policies_are_legal(kwargs, family, seed):
+    _play_all("dag", kwargs, seed, family)
+
+
+# -- batching ------------------------------------------------------------------------------------
+
+BATCHING_CONFIGS = st.fixed_dictionaries(
+    {
+        "n_requests": st.integers(1, 40),
+        "load": st.sampled_from([0.3, 1.0, 3.0]),
+        "process": st.sampled_from(["poisson", "gamma"]),
+        "max_entities": st.integers(1, 16),
+        "max_num_seqs": st.integers(1, 8),
+    },
+    optional={"kv_blocks": st.integers(1, 400)},
+)
+
+
+@settings(max_examples=25)
+@given(
+    kwargs=BATCHING_CONFIGS,
+    case=st.sampled_from(["azure-conv-synth", "azure-code-synth", "azure-conv-tiny-cpu"]),
+    seed=SEEDS,
+)
+def test_batching_policies_are_legal(kwargs, case, seed):
+    _play_all("batching", kwargs, seed, case)
+
+
+# -- MoE offloading ------------------------------------------------------------------------------
+
+MOE_CASES = {"tinymoe-code": 32, "tinymoe-docs": 32, "olmoe": 1024, "mixtral": 256}
+
+
+@settings(max_examples=60)
+@given(
+    case=st.sampled_from(sorted(MOE_CASES)),
+    share=st.floats(0.0, 1.0),
+    cpu_offload=st.booleans(),
+    tokens=st.integers(1, 8),
+    batch=st.integers(1, 3),
+    prefetch=st.integers(0, 2),
+    bits=st.sampled_from([None, 4]),
+    seed=SEEDS,
+)
+def test_moe_policies_are_legal(case, share, cpu_offload, tokens, batch, prefetch, bits, seed):
+    capacity = max(1, round(share * MOE_CASES[case]))
+    kwargs = {"capacity": capacity, "cpu_offload": cpu_offload, "tokens": tokens,
+              "batch": batch, "prefetch": prefetch, "bits": bits}
+    _play_all("moe", kwargs, seed, case)
+
+
+# -- memory mapping ------------------------------------------------------------------------------
+
+
+@settings(max_examples=40)
+@given(
+    task=st.sampled_from(["map", "pack"]),
+    n=st.integers(1, 24),
+    fast=st.one_of(st.none(), st.floats(0.01, 1.0), st.integers(1, 10**9)),
+    order=st.sampled_from(["start", "size", "area", "benefit"]),
+    max_candidates=st.integers(1, 32),
+    hardware=st.sampled_from(["h100", "a100", "cpu"]),
+    seed=SEEDS,
+)
+def test_memory_policies_are_legal(task, n, fast, order, max_candidates, hardware, seed):
+    kwargs = {"task": task, "fast_capacity": fast, "order": order,
+              "max_candidates": max_candidates, "hardware": hardware}
+    _play_all("memmap", kwargs, seed, f"random:{n}:{seed}")
+
+
+# -- faults found, kept as fixed cases -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["heuristic:lru", "heuristic:lfu", "heuristic:lru-layer",
+                                    "heuristic:moe-infinity", "heuristic:static", "bound:belady"])
+def test_moe_cache_smaller_than_one_layer_runs_misses_on_the_cpu(policy):
+    # OLMoE routes 8 experts a token; with 7 cached, once all 7 are needed the one legal action
+    # is the CPU (the setting the env's own capacity error recommends).
+    kwargs = {"capacity": 7, "cpu_offload": True, "tokens": 8}
+    played = play("moe", policy, kwargs, seed=0, case="olmoe")
+    assert played is not None and played.metrics["cpu_experts"] > 0
