@@ -45,8 +45,9 @@ def _report():
 @settings(max_examples=40)
 @given(jobs=st.integers(1, 8), machines=st.integers(1, 6), seed=SEEDS)
 def test_jobshop_policies_are_legal(jobs, machines, seed):
-    _play_all("jobshop", {"max_jobs": 8, "max_machines": 6}, seed,
-              f"random:{jobs}x{machines}:{seed}")
+    _play_all(
+        "jobshop", {"max_jobs": 8, "max_machines": 6}, seed, f"random:{jobs}x{machines}:{seed}"
+    )
 
 
 # -- DAG -----------------------------------------------------------------------------------------
@@ -112,8 +113,14 @@ MOE_CASES = {"tinymoe-code": 32, "tinymoe-docs": 32, "olmoe": 1024, "mixtral": 2
 )
 def test_moe_policies_are_legal(case, share, cpu_offload, tokens, batch, prefetch, bits, seed):
     capacity = max(1, round(share * MOE_CASES[case]))
-    kwargs = {"capacity": capacity, "cpu_offload": cpu_offload, "tokens": tokens,
-              "batch": batch, "prefetch": prefetch, "bits": bits}
+    kwargs = {
+        "capacity": capacity,
+        "cpu_offload": cpu_offload,
+        "tokens": tokens,
+        "batch": batch,
+        "prefetch": prefetch,
+        "bits": bits,
+    }
     _play_all("moe", kwargs, seed, case)
 
 
@@ -131,16 +138,30 @@ def test_moe_policies_are_legal(case, share, cpu_offload, tokens, batch, prefetc
     seed=SEEDS,
 )
 def test_memory_policies_are_legal(task, n, fast, order, max_candidates, hardware, seed):
-    kwargs = {"task": task, "fast_capacity": fast, "order": order,
-              "max_candidates": max_candidates, "hardware": hardware}
+    kwargs = {
+        "task": task,
+        "fast_capacity": fast,
+        "order": order,
+        "max_candidates": max_candidates,
+        "hardware": hardware,
+    }
     _play_all("memmap", kwargs, seed, f"random:{n}:{seed}")
 
 
 # -- faults found, kept as fixed cases -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("policy", ["heuristic:lru", "heuristic:lfu", "heuristic:lru-layer",
-                                    "heuristic:moe-infinity", "heuristic:static", "bound:belady"])
+@pytest.mark.parametrize(
+    "policy",
+    [
+        "heuristic:lru",
+        "heuristic:lfu",
+        "heuristic:lru-layer",
+        "heuristic:moe-infinity",
+        "heuristic:static",
+        "bound:belady",
+    ],
+)
 def test_moe_cache_smaller_than_one_layer_runs_misses_on_the_cpu(policy):
     # OLMoE routes 8 experts a token; with 7 cached, once all 7 are needed the one legal action
     # is the CPU (the setting the env's own capacity error recommends).
