@@ -30,7 +30,8 @@ def open_text(path: str | Path):
     if not p.is_file():
         raise WorkloadError("no such file", p)
     try:
-        return p.open(newline="", encoding="utf-8")
+        # utf-8-sig: files saved by spreadsheet tools start with a byte-order mark
+        return p.open(newline="", encoding="utf-8-sig")
     except OSError as exc:
         raise WorkloadError(f"cannot read: {exc.strerror}", p) from exc
 

@@ -251,7 +251,10 @@ def graph_from_json(doc: Any, path: str | Path | None = None) -> TaskGraph:
                 c is None or (isinstance(c, int | float) and not isinstance(c, bool)) for c in row
             ):
                 raise fail(f"{where}.costs", "expected a list of numbers or null per processor")
-            costs.append(tuple(None if c is None else float(c) for c in row))
+            try:
+                costs.append(tuple(None if c is None else float(c) for c in row))
+            except OverflowError:
+                raise fail(f"{where}.costs", "a cost beyond the float range") from None
         elif "costs" in t:
             raise fail(f"{where}.costs", "explicit costs need a top-level 'devices' list")
     index = {name: i for i, name in enumerate(names)}
@@ -261,10 +264,13 @@ def graph_from_json(doc: Any, path: str | Path | None = None) -> TaskGraph:
                 and not isinstance(e[2], bool)):
             raise fail(f"edges[{k}]", "expected [src task, dst task, bytes]")
         for end in e[:2]:
-            if end not in index:
+            if not isinstance(end, str) or end not in index:
                 raise fail(f"edges[{k}]", f"unknown task {end!r}")
         edges.append((index[e[0]], index[e[1]]))
-        weights.append(float(e[2]))
+        try:
+            weights.append(float(e[2]))
+        except OverflowError:
+            raise fail(f"edges[{k}]", "a weight beyond the float range") from None
     try:
         return TaskGraph(
             str(doc.get("name") or (Path(path).stem if path else "graph")), tuple(names),
@@ -283,6 +289,8 @@ def load_graph(path: str | Path) -> TaskGraph:
             doc = json.load(fh)
         except json.JSONDecodeError as exc:
             raise WorkloadError(f"not valid JSON: {exc.msg}", path, exc.lineno) from None
+        except RecursionError:
+            raise WorkloadError("not valid JSON: nested too deeply", path) from None
         except UnicodeDecodeError as exc:
             raise WorkloadError(f"not UTF-8 text: {exc.reason}", path) from None
     return graph_from_json(doc, path)

@@ -74,6 +74,8 @@ class JobShopInstance:
             raise WorkloadError(f"instance {self.name!r}: machine ids must be >= 0")
         if durations.min() < 0:
             raise WorkloadError(f"instance {self.name!r}: durations must be >= 0")
+        if durations.sum(dtype=np.float64) >= 2**62:  # schedule times are int64 sums of them
+            raise WorkloadError(f"instance {self.name!r}: durations sum beyond 2**62")
         for label in ("lower_bound", "upper_bound", "optimum"):
             value = getattr(self, label)
             if value is not None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -214,50 +215,56 @@ def load_jsonl(
     rows: list[tuple[int, int, int, list[int], int | None]] = []
     header_line = 0
     with open_text(path) as fh:
-        for line_no, text in enumerate(fh, 1):
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-                why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-                raise WorkloadError(f"not valid JSON: {why}", path, line_no) from None
-            if not isinstance(obj, dict):
-                raise WorkloadError("expected a JSON object", path, line_no)
-            if not rows and not header_line and "token_idx" not in obj and "n_experts" in obj:
-                header_line = line_no
-                n_experts, top_k, layers = _jsonl_header(
-                    obj, n_experts, top_k, layers, path, line_no
-                )
-                continue
-            missing = [k for k in ("layer", "token_idx", "experts") if k not in obj]
-            if missing:
-                raise WorkloadError(f"missing key(s) {', '.join(missing)}", path, line_no)
-            layer, token = obj["layer"], obj["token_idx"]
-            for key, value in (("layer", layer), ("token_idx", token)):
-                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                    raise WorkloadError(f"{key} must be an int >= 0, got {value!r}", path, line_no)
-            experts = obj["experts"]
-            if not isinstance(experts, list) or not experts or not all(
-                isinstance(e, int) and not isinstance(e, bool) for e in experts
-            ):
-                raise WorkloadError(
-                    f"experts must be a non-empty list of ints, got {experts!r}", path, line_no
-                )
-            k = top_k if top_k is not None else (len(rows[0][3]) if rows else len(experts))
-            if len(experts) != k:
-                raise WorkloadError(f"expected k = {k} experts, found {len(experts)}", path,
-                                    line_no)
-            if n_experts is not None and not all(0 <= e < n_experts for e in experts):
-                raise WorkloadError(
-                    f"expert id out of range 0..{n_experts - 1} in {experts}", path, line_no
-                )
-            if len(set(experts)) != len(experts):
-                raise WorkloadError(f"expert chosen twice in {experts}", path, line_no)
-            seq = obj.get("seq")
-            if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
-                raise WorkloadError(f"seq must be an int, got {seq!r}", path, line_no)
-            rows.append((line_no, token, layer, experts, seq))
+        try:
+            lines = fh.read().splitlines()
+        except UnicodeDecodeError as exc:
+            raise WorkloadError(f"not UTF-8 text: {exc.reason}", path) from None
+    for line_no, text in enumerate(lines, 1):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            why = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+            raise WorkloadError(f"not valid JSON: {why}", path, line_no) from None
+        if not isinstance(obj, dict):
+            raise WorkloadError("expected a JSON object", path, line_no)
+        if not rows and not header_line and "token_idx" not in obj and "n_experts" in obj:
+            header_line = line_no
+            n_experts, top_k, layers = _jsonl_header(
+                obj, n_experts, top_k, layers, path, line_no
+            )
+            continue
+        missing = [k for k in ("layer", "token_idx", "experts") if k not in obj]
+        if missing:
+            raise WorkloadError(f"missing key(s) {', '.join(missing)}", path, line_no)
+        layer, token = obj["layer"], obj["token_idx"]
+        for key, value in (("layer", layer), ("token_idx", token)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise WorkloadError(f"{key} must be an int >= 0, got {value!r}", path, line_no)
+        experts = obj["experts"]
+        if not isinstance(experts, list) or not experts or not all(
+            isinstance(e, int) and not isinstance(e, bool) for e in experts
+        ):
+            raise WorkloadError(
+                f"experts must be a non-empty list of ints, got {experts!r}", path, line_no
+            )
+        k = top_k if top_k is not None else (len(rows[0][3]) if rows else len(experts))
+        if len(experts) != k:
+            raise WorkloadError(f"expected k = {k} experts, found {len(experts)}", path,
+                                line_no)
+        if n_experts is not None and not all(0 <= e < n_experts for e in experts):
+            raise WorkloadError(
+                f"expert id out of range 0..{n_experts - 1} in {experts}", path, line_no
+            )
+        if len(set(experts)) != len(experts):
+            raise WorkloadError(f"expert chosen twice in {experts}", path, line_no)
+        seq = obj.get("seq")
+        if seq is not None and (
+            not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**62
+        ):
+            raise WorkloadError(f"seq must be an int in 0..2**62, got {seq!r}", path, line_no)
+        rows.append((line_no, token, layer, experts, seq))
     if not rows:
         raise WorkloadError("no routing records", path)
     if n_experts is None:
@@ -342,19 +349,21 @@ def load_numpy(
     p = Path(path)
     if not p.is_file():
         raise WorkloadError("no such file", p)
+    meta: dict[str, object] = {}
     try:
         loaded = np.load(p, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+        if isinstance(loaded, np.ndarray):
+            experts = loaded
+        else:
+            with loaded:
+                if "experts" not in loaded.files:
+                    raise WorkloadError(f"npz has no 'experts' array (has {loaded.files})", p)
+                experts = loaded["experts"]
+                meta = {k: loaded[k] for k in loaded.files if k != "experts"}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, WorkloadError):
+            raise
         raise WorkloadError(f"not a readable numpy file: {exc}", p) from None
-    meta: dict[str, object] = {}
-    if isinstance(loaded, np.ndarray):
-        experts = loaded
-    else:
-        with loaded:
-            if "experts" not in loaded.files:
-                raise WorkloadError(f"npz has no 'experts' array (has {loaded.files})", p)
-            experts = loaded["experts"]
-            meta = {k: loaded[k] for k in loaded.files if k != "experts"}
     if experts.ndim != 3:
         raise WorkloadError(f"routing must be tokens x layers x k, got shape {experts.shape}", p)
     if top_k is not None and experts.shape[2] != top_k:

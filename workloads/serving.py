@@ -202,7 +202,10 @@ FORMATS: dict[str, TraceFormat] = {
 def detect_format(path: str | Path) -> str:
     """The trace format whose columns the file's header names."""
     with open_text(path) as fh:
-        header = {h.strip() for h in fh.readline().split(",")}
+        try:
+            header = {h.strip() for h in fh.readline().split(",")}
+        except UnicodeDecodeError as exc:
+            raise WorkloadError(f"not UTF-8 text: {exc.reason}", path, 1) from None
     for fmt in FORMATS.values():
         if {fmt.time, fmt.prompt, fmt.output} <= header:
             return fmt.name
