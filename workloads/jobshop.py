@@ -8,7 +8,9 @@ A *case* string names where an instance comes from (``load_instance``):
 * ``random:JxM`` or ``random:JxM:SEED``: generated the way Taillard did (durations uniform in 1–99,
   every job visits every machine once in a random order); without ``SEED`` the seed is drawn from
   the generator the caller passes (the env's ``np_random``) and recorded in the instance's name;
-* ``file:PATH`` or a path: a file in Taillard's text format or in the OR-Library format.
+* ``file:PATH`` or a path: a file in Taillard's text format or in the OR-Library format;
+  ``PATH#NAME`` (or ``#NUMBER``) picks one instance of a file that holds several, as Taillard's
+  and OR-Library's distributed files do.
 
 Taillard's format (as distributed with his instances; machines numbered from 1)::
 
@@ -268,9 +270,17 @@ def _benchmark_set() -> frozenset[str]:
 # --- files -----------------------------------------------------------------------------------
 
 
-def read_instance_file(path: str | Path) -> JobShopInstance:
+def read_instance_file(path: str | Path, instance: str | None = None) -> JobShopInstance:
     """Read a Taillard-format file (known by its ``Nb of jobs`` caption or ``Times`` line) or an
-    OR-Library-format one; any fault raises ``WorkloadError`` naming the file and line."""
+    OR-Library-format one; any fault raises ``WorkloadError`` naming the file and line.
+
+    Files as distributed hold several instances: Taillard's ``tai15_15.txt`` ten, one after the
+    other (each opens with the ``Nb of jobs`` caption), and OR-Library's ``jobshop1.txt`` 82,
+    each after an ``instance NAME`` line. ``instance`` (or a ``PATH#INSTANCE`` suffix) picks one
+    by its name or its 1-based position; a file of several instances needs it.
+    """
+    if instance is None and "#" in str(path) and not Path(path).exists():
+        path, instance = str(path).rsplit("#", 1)
     with open_text(path) as fh:
         try:
             text = fh.read()
@@ -283,12 +293,42 @@ def read_instance_file(path: str | Path) -> JobShopInstance:
     ]
     if not lines:
         raise WorkloadError("empty file: no instance in it", path)
-    name = Path(path).stem
+    sections = _sections(lines, Path(path).stem)
+    if instance is not None:
+        chosen = [s for i, s in enumerate(sections, 1) if instance in (s[0], str(i))]
+        if not chosen:
+            names = ", ".join(s[0] for s in sections[:8]) + (", ..." if len(sections) > 8 else "")
+            raise WorkloadError(f"no instance {instance!r} in it (it holds {names})", path)
+        sections = chosen
+    if len(sections) > 1:
+        names = ", ".join(s[0] for s in sections[:8]) + (", ..." if len(sections) > 8 else "")
+        raise WorkloadError(
+            f"holds {len(sections)} instances ({names}): pick one as PATH#NAME or PATH#NUMBER",
+            path,
+        )
+    name, lines = sections[0]
     if lines[0][1].lower().startswith("nb of jobs") or any(
         line.lower() == "times" for _, line in lines
     ):
         return _parse_taillard(lines, path, name)
     return _parse_orlibrary(lines, path, name)
+
+
+def _sections(lines: list[tuple[int, str]], stem: str) -> list[tuple[str, list]]:
+    """Split a file's lines into named instances: OR-Library's ``instance NAME`` markers (prose
+    before the first is the collection's preamble), or Taillard's repeated ``Nb of jobs``
+    captions (named ``STEM-1``, ``STEM-2``, ...); a one-instance file is one section."""
+    marks = [i for i, (_, line) in enumerate(lines)
+             if len(line.split()) == 2 and line.split()[0].lower() == "instance"]
+    if marks:
+        names = [lines[i][1].split()[1] for i in marks]
+        return [(name, lines[i + 1 : j]) for name, i, j in
+                zip(names, marks, [*marks[1:], len(lines)], strict=True) if lines[i + 1 : j]]
+    marks = [i for i, (_, line) in enumerate(lines) if line.lower().startswith("nb of jobs")]
+    if len(marks) > 1:
+        return [(f"{stem}-{k}", lines[i:j]) for k, (i, j) in
+                enumerate(zip(marks, [*marks[1:], len(lines)], strict=True), 1)]
+    return [(stem, lines)]
 
 
 def _ints(line: str, path: str | Path, number: int, what: str) -> list[int]:
