@@ -19,9 +19,24 @@ every instance size up to ``max_entities``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from gymnasium import spaces
+
+from schedgym.errors import IllegalActionError
+
+
+def action_index(action: Any) -> int:
+    """The action number ``action`` names: a Python or numpy integer, or a one-element integer
+    array (what vectorised agents pass). Anything else (``0.5``, ``"3"``, ``True``, ``None``)
+    raises `IllegalActionError` rather than being rounded or parsed into some action."""
+    value = action
+    if isinstance(value, np.ndarray) and value.size == 1:
+        value = value.reshape(()).item() if np.issubdtype(value.dtype, np.integer) else value
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        raise IllegalActionError(f"action {action!r} is not an integer action number")
+    return int(value)
 
 
 @dataclass(frozen=True)

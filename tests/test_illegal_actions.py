@@ -102,3 +102,29 @@ def test_illegal_actions_raise_and_change_nothing(setup, seed, every):
     env_entry(env_name).env_module().validate(info["record"])
     with pytest.raises(IllegalActionError):  # a finished episode takes no action at all
         env.step(0)
+
+
+@pytest.mark.parametrize("setup", range(len(SETUPS)))
+def test_non_integer_actions_are_refused_not_rounded(setup):
+    # 0.5 once became action 0 and "3" action 3: an action is an integer or it is refused
+    env_name, kwargs, case, _ = SETUPS[setup]
+    env = make(env_name, kwargs)
+    env.reset(seed=0, options={"case": case})
+    inner = env.unwrapped
+    legal = int(np.flatnonzero(inner.action_masks())[0])
+    before = inner.get_state()
+    for bad in (
+        legal + 0.5,
+        float(legal),
+        np.float64(legal),
+        str(legal),
+        None,
+        True,
+        [legal],
+        np.array([legal + 0.5]),
+    ):
+        with pytest.raises(IllegalActionError, match="not an integer"):
+            env.step(bad)
+        assert _same(inner.get_state(), before)
+        TRIED[env_name] += 1
+    env.step(np.array([legal]))  # what a vectorised agent passes

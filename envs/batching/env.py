@@ -29,7 +29,7 @@ from schedgym.envs.batching.core import (
     reference_times,
 )
 from schedgym.envs.batching.record import engine_metrics, make_record, plot_record, validate
-from schedgym.envs.spaces import EntityLayout
+from schedgym.envs.spaces import EntityLayout, action_index
 from schedgym.errors import IllegalActionError, SchedgymError, WorkloadError
 from schedgym.workloads.base import shared_data_dir
 from schedgym.workloads.serving import (
@@ -407,7 +407,7 @@ class BatchingEnv(gym.Env):
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict]:
         core = self._require_core()
-        a = int(action)
+        a = action_index(action)
         if core.done:
             raise IllegalActionError("the episode is over; call reset()")
         if not 0 <= a < self.layout.n_actions or not self.action_masks()[a]:

@@ -25,7 +25,7 @@ from schedgym.envs.dag.core import (
     upward_rank,
 )
 from schedgym.envs.hardware import HardwareProfile
-from schedgym.envs.spaces import EntityLayout
+from schedgym.envs.spaces import EntityLayout, action_index
 from schedgym.errors import IllegalActionError, SchedgymError
 from schedgym.workloads.dag import (
     DagShape,
@@ -323,10 +323,7 @@ class DagSchedEnv(gym.Env):
         core = self._require_core()
         if core.done:
             raise IllegalActionError(f"action {action}: the episode is over; call reset()")
-        try:
-            a = int(action)
-        except (TypeError, ValueError):
-            raise IllegalActionError(f"action {action!r} is not an integer") from None
+        a = action_index(action)
         if not 0 <= a < self.layout.n_actions:
             raise IllegalActionError(f"action {a} is outside 0..{self.layout.n_actions - 1}")
         slot, device = self.layout.decode(a)

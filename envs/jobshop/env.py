@@ -13,7 +13,7 @@ import numpy as np
 
 from schedgym.envs.jobshop.core import JobShopCore
 from schedgym.envs.jobshop.record import make_record, metrics_for
-from schedgym.envs.spaces import EntityLayout
+from schedgym.envs.spaces import EntityLayout, action_index
 from schedgym.errors import SchedgymError, WorkloadError
 from schedgym.workloads.jobshop import (
     JobShopInstance,
@@ -154,7 +154,7 @@ class JobShopEnv(gym.Env):
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict]:
         core = self._require_core()
         before = core.makespan
-        core.step(int(action))
+        core.step(action_index(action))
         reward = (before - core.makespan) * self._encoder.inv_scale
         done = core.done
         info: dict[str, Any] = {}

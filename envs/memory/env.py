@@ -20,7 +20,7 @@ from schedgym.envs.memory.core import (
     MemoryMapCore,
     op_seconds,
 )
-from schedgym.envs.spaces import EntityLayout
+from schedgym.envs.spaces import EntityLayout, action_index
 from schedgym.errors import SchedgymError, WorkloadError
 from schedgym.workloads.memory import (
     BufferSet,
@@ -232,7 +232,7 @@ class MemoryMapEnv(gym.Env):
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict]:
         core = self._require_core()
-        reward = core.step(int(action))
+        reward = core.step(action_index(action))
         info: dict[str, Any] = {}
         if core.done:
             info["metrics"] = core.metrics()

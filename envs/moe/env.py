@@ -28,7 +28,7 @@ from schedgym.envs.moe.core import (
     price_episode,
     run_policy,
 )
-from schedgym.envs.spaces import EntityLayout
+from schedgym.envs.spaces import EntityLayout, action_index
 from schedgym.errors import SchedgymError, WorkloadError
 from schedgym.workloads.moe import (
     PROFILES,
@@ -342,7 +342,7 @@ class MoEOffloadEnv(gym.Env):
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict]:
         core = self._require_core()
         before = core.stall_s
-        core.apply(int(action))
+        core.apply(action_index(action))
         reward = -(core.stall_s - before) * self._inv_copy
         info: dict[str, Any] = {}
         if core.done:
