@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,8 @@ def vidur_dir(shared_data: Path) -> Path:
 # Property, fuzz and mutation tests: derandomized, so every run (CI's included) tries the same
 # examples, each test setting its own bounded count; no per-example deadline, as two loaded
 # cores make timings noisy.
-settings.register_profile("schedgym", derandomize=True, deadline=None, print_blob=True,
-                          suppress_health_check=[HealthCheck.too_slow])
+# SCHEDGYM_FUZZ_SCALE (see tests/playing.py) asks for fresh random examples instead.
+settings.register_profile(
+    "schedgym", derandomize="SCHEDGYM_FUZZ_SCALE" not in os.environ, deadline=None,
+    print_blob=True, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("schedgym")

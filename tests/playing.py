@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,16 @@ from schedgym.registry import env_entry
 # and the refusals' reasons (their first words), to tell accepted refusals from faults.
 TALLY: Counter[str] = Counter()
 REFUSALS: Counter[str] = Counter()
+
+
+# SCHEDGYM_FUZZ_SCALE=N multiplies every property test's example count (a long local hunt; CI
+# runs the counts as written, derandomized).
+FUZZ_SCALE = int(os.environ.get("SCHEDGYM_FUZZ_SCALE", "1"))
+
+
+def examples(n: int) -> int:
+    """The example count of a property test: ``n``, times ``SCHEDGYM_FUZZ_SCALE``."""
+    return n * FUZZ_SCALE
 
 
 class IllegalChoice(AssertionError):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from playing import make
+from playing import examples, make
 
 from schedgym.errors import IllegalActionError
 from schedgym.registry import env_entry
@@ -68,7 +68,7 @@ def _report():
     print(f"\nillegal actions tried: {dict(sorted(TRIED.items()))}")
 
 
-@settings(max_examples=40)
+@settings(max_examples=examples(40))
 @given(
     setup=st.sampled_from(range(len(SETUPS))), seed=st.integers(0, 2**16), every=st.integers(1, 7)
 )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from playing import REFUSALS, TALLY, play
+from playing import REFUSALS, TALLY, examples, play
 
 from schedgym.registry import env_entry
 
@@ -42,12 +42,11 @@ def _report():
 # -- job shop ------------------------------------------------------------------------------------
 
 
-@settings(max_examples=40)
-@given(jobs=st.integers(1, 8), machines=st.integers(1, 6), seed=SEEDS)
+@settings(max_examples=examples(60))
+@given(jobs=st.integers(1, 15), machines=st.integers(1, 10), seed=SEEDS)
 def test_jobshop_policies_are_legal(jobs, machines, seed):
-    _play_all(
-        "jobshop", {"max_jobs": 8, "max_machines": 6}, seed, f"random:{jobs}x{machines}:{seed}"
-    )
+    kwargs = {"max_jobs": 15, "max_machines": 10}
+    _play_all("jobshop", kwargs, seed, f"random:{jobs}x{machines}:{seed}")
 
 
 # -- DAG -----------------------------------------------------------------------------------------
@@ -56,17 +55,33 @@ DAG_CONFIGS = st.fixed_dictionaries(
     {
         "mode": st.sampled_from(["single", "online"]),
         "platform": st.sampled_from(["hetero", "h100x2"]),
-        "sigma": st.sampled_from([0.0, 0.3]),
-        "jobs": st.integers(1, 3),
+        "sigma": st.sampled_from([0.0, 0.3, 1.0]),
+        "jobs": st.integers(1, 4),
         "load": st.sampled_from([0.3, 0.8, 2.0]),
         "max_ready": st.integers(1, 64),
-        "dag": st.fixed_dictionaries({"n": st.integers(1, 24)}),
+        "max_devices": st.integers(1, 8),
+        "ccr": st.sampled_from([0.1, 1.0, 10.0]),
+        "beta": st.sampled_from([0.1, 1.0, 2.0]),
+        "procs": st.integers(1, 6),
+        "dag": st.fixed_dictionaries(
+            {
+                "n": st.integers(1, 30),
+                "fat": st.floats(0.0, 1.0),
+                "density": st.floats(0.0, 1.0),
+                "regularity": st.floats(0.0, 1.0),
+                "jump": st.integers(1, 4),
+            }
+        ),
     }
 )
 
 
-@settings(max_examples=30)
-@given(kwargs=DAG_CONFIGS, family=st.sampled_from(["random", "daggen", "topcuoglu"]), seed=SEEDS)
+@settings(max_examples=examples(60))
+@given(
+    kwargs=DAG_CONFIGS,
+    family=st.sampled_from(["random", "daggen", "topcuoglu", "mlp"]),
+    seed=SEEDS,
+)
 def test_dag_policies_are_legal(kwargs, family, seed):
     _play_all("dag", kwargs, seed, family)
 
@@ -78,17 +93,28 @@ BATCHING_CONFIGS = st.fixed_dictionaries(
         "n_requests": st.integers(1, 40),
         "load": st.sampled_from([0.3, 1.0, 3.0]),
         "process": st.sampled_from(["poisson", "gamma"]),
+        "cv": st.sampled_from([1.0, 4.0]),
         "max_entities": st.integers(1, 16),
         "max_num_seqs": st.integers(1, 8),
+        "length_noise": st.sampled_from([0.0, 0.5, 2.0]),
+        "slo_mix": st.sampled_from([(0.5, 0.5), (1.0, 0.0), (0.0, 1.0)]),
     },
-    optional={"kv_blocks": st.integers(1, 400)},
+    optional={"kv_blocks": st.integers(1, 4000), "watermark": st.sampled_from([0.0, 0.2])},
 )
 
 
-@settings(max_examples=25)
+@settings(max_examples=examples(20))
 @given(
     kwargs=BATCHING_CONFIGS,
-    case=st.sampled_from(["azure-conv-synth", "azure-code-synth", "azure-conv-tiny-cpu"]),
+    case=st.sampled_from(
+        [
+            "azure-conv-synth",
+            "azure-code-synth",
+            "azure-conv-tiny-cpu",
+            "azure-conv-70b-tp4",
+            "azure-conv-a100",
+        ]
+    ),
     seed=SEEDS,
 )
 def test_batching_policies_are_legal(kwargs, case, seed):
@@ -97,10 +123,18 @@ def test_batching_policies_are_legal(kwargs, case, seed):
 
 # -- MoE offloading ------------------------------------------------------------------------------
 
-MOE_CASES = {"tinymoe-code": 32, "tinymoe-docs": 32, "olmoe": 1024, "mixtral": 256}
+# routed experts of each preset (MoE layers x experts), to draw capacities from
+MOE_CASES = {
+    "tinymoe-code": 32,
+    "tinymoe-docs": 32,
+    "olmoe": 1024,
+    "mixtral": 256,
+    "qwen": 1440,
+    "deepseek": 1664,
+}
 
 
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(
     case=st.sampled_from(sorted(MOE_CASES)),
     share=st.floats(0.0, 1.0),
@@ -108,18 +142,19 @@ MOE_CASES = {"tinymoe-code": 32, "tinymoe-docs": 32, "olmoe": 1024, "mixtral": 2
     tokens=st.integers(1, 8),
     batch=st.integers(1, 3),
     prefetch=st.integers(0, 2),
-    bits=st.sampled_from([None, 4]),
+    bits=st.sampled_from([None, 2, 4, 8]),
+    gpu=st.sampled_from(["h100", "a100"]),
     seed=SEEDS,
 )
-def test_moe_policies_are_legal(case, share, cpu_offload, tokens, batch, prefetch, bits, seed):
-    capacity = max(1, round(share * MOE_CASES[case]))
+def test_moe_policies_are_legal(case, share, cpu_offload, tokens, batch, prefetch, bits, gpu, seed):
     kwargs = {
-        "capacity": capacity,
+        "capacity": max(1, round(share * MOE_CASES[case])),
         "cpu_offload": cpu_offload,
         "tokens": tokens,
         "batch": batch,
         "prefetch": prefetch,
         "bits": bits,
+        "gpu": gpu,
     }
     _play_all("moe", kwargs, seed, case)
 
@@ -127,17 +162,17 @@ def test_moe_policies_are_legal(case, share, cpu_offload, tokens, batch, prefetc
 # -- memory mapping ------------------------------------------------------------------------------
 
 
-@settings(max_examples=40)
+@settings(max_examples=examples(60))
 @given(
     task=st.sampled_from(["map", "pack"]),
-    n=st.integers(1, 24),
+    case=st.one_of(st.integers(1, 24).map(str), st.sampled_from(["mlp", "resnet-tiny"])),
     fast=st.one_of(st.none(), st.floats(0.01, 1.0), st.integers(1, 10**9)),
     order=st.sampled_from(["start", "size", "area", "benefit"]),
     max_candidates=st.integers(1, 32),
     hardware=st.sampled_from(["h100", "a100", "cpu"]),
     seed=SEEDS,
 )
-def test_memory_policies_are_legal(task, n, fast, order, max_candidates, hardware, seed):
+def test_memory_policies_are_legal(task, case, fast, order, max_candidates, hardware, seed):
     kwargs = {
         "task": task,
         "fast_capacity": fast,
@@ -145,7 +180,7 @@ def test_memory_policies_are_legal(task, n, fast, order, max_candidates, hardwar
         "max_candidates": max_candidates,
         "hardware": hardware,
     }
-    _play_all("memmap", kwargs, seed, f"random:{n}:{seed}")
+    _play_all("memmap", kwargs, seed, f"random:{case}:{seed}" if case.isdigit() else case)
 
 
 # -- faults found, kept as fixed cases -----------------------------------------------------------

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from playing import play
+from playing import examples, play
 
 from schedgym.errors import WorkloadError
 from schedgym.registry import env_entry
@@ -145,7 +145,7 @@ def _jsplib(instance) -> str:
     )
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(data=st.data(), style=st.sampled_from(["orlib", "taillard", "jsplib", "bytes"]))
 def test_jobshop_files(tmp_path_factory, data, style):
     tmp = tmp_path_factory.mktemp("js")
@@ -172,7 +172,7 @@ def test_jobshop_files(tmp_path_factory, data, style):
 # -- DAG JSON ------------------------------------------------------------------------------------
 
 
-@settings(max_examples=120)
+@settings(max_examples=examples(120))
 @given(data=st.data(), style=st.sampled_from(["ops", "explicit", "bytes"]))
 def test_dag_json(tmp_path_factory, data, style):
     tmp = tmp_path_factory.mktemp("dag")
@@ -204,7 +204,7 @@ TRACE_TEXT = {
 }
 
 
-@settings(max_examples=120)
+@settings(max_examples=examples(120))
 @given(data=st.data(), style=st.sampled_from([*TRACE_TEXT, "bytes"]))
 def test_serving_traces(tmp_path_factory, data, style):
     tmp = tmp_path_factory.mktemp("trace")
@@ -222,7 +222,7 @@ def test_serving_traces(tmp_path_factory, data, style):
 # -- MoE routing: JSONL and numpy ----------------------------------------------------------------
 
 
-@settings(max_examples=120)
+@settings(max_examples=examples(120))
 @given(
     data=st.data(),
     style=st.sampled_from(["jsonl", "bytes", "npy-bytes"]),
@@ -249,7 +249,7 @@ MINIMALLOC_README = "id,lower,upper,size\nb1,0,3,4\nb2,3,9,4\nb3,0,9,4\nb4,9,21,
 MINIMALLOC_OLD = "buffer,start,end,size\nb1,0,2,4\nb2,3,8,4\nb3,0,8,4\nb4,9,20,4\nb5,0,20,4\n"
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(data=st.data(), style=st.sampled_from(["readme", "old", "numeric", "bytes"]))
 def test_buffer_csvs(tmp_path_factory, data, style):
     tmp = tmp_path_factory.mktemp("mem")

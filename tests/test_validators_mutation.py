@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from playing import play
+from playing import examples, play
 
 from schedgym.errors import RecordError
 from schedgym.registry import env_entry
@@ -50,7 +50,7 @@ def _valid(env_name: str, policy: str, kwargs: dict, seed: int, case: str) -> di
 JOBSHOP_MUTATIONS = ["overlap", "precedence", "duration", "machine", "missing", "duplicate"]
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(
     mutation=st.sampled_from(JOBSHOP_MUTATIONS),
     jobs=st.integers(2, 6),
@@ -109,7 +109,7 @@ DAG_MUTATIONS = [
 ]
 
 
-@settings(max_examples=120)
+@settings(max_examples=examples(120))
 @given(
     mutation=st.sampled_from(DAG_MUTATIONS),
     n=st.integers(3, 16),
@@ -184,7 +184,7 @@ BATCHING_MUTATIONS = [
 ]
 
 
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(
     mutation=st.sampled_from(BATCHING_MUTATIONS),
     n=st.integers(2, 30),
@@ -230,7 +230,7 @@ def test_batching_validator_catches(mutation, n, seed, pick):
 MOE_MUTATIONS = ["capacity", "dropped-load", "absent-victim", "needed-victim", "cpu-off"]
 
 
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @given(
     mutation=st.sampled_from(MOE_MUTATIONS),
     tokens=st.integers(4, 12),
@@ -277,7 +277,7 @@ def test_moe_validator_catches(mutation, tokens, capacity, seed, pick):
 MEMORY_MUTATIONS = ["overlap", "capacity", "unplaced", "duplicate-id", "zero-size", "lifetime"]
 
 
-@settings(max_examples=120)
+@settings(max_examples=examples(120))
 @given(
     mutation=st.sampled_from(MEMORY_MUTATIONS),
     task=st.sampled_from(["map", "pack"]),
