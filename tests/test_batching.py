@@ -115,10 +115,11 @@ def test_malformed_rows_are_dropped_only_on_request_with_a_count(tmp_path, capsy
         "4,ChatGPT,300,20,320,Conversation log\n"  # out of order
         "9,GPT-4,200,33,233,API log\n"
     )
-    with pytest.raises(WorkloadError, match="burst.csv:3: Response tokens must be >= 1"):
+    with pytest.raises(WorkloadError, match="burst.csv:4: Timestamp 4 is earlier"):
         load_trace(path)
     t = load_trace(path, drop_bad=True)
-    assert "dropped 2 malformed row(s)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "dropped 1 malformed row(s)" in err and "left out 1 failed request(s)" in err
     assert t.prompt_tokens.tolist() == [472, 200] and t.arrival_s.tolist() == [0.0, 4.0]
 
 

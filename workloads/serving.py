@@ -164,6 +164,9 @@ class TraceFormat:
     prompt: str
     output: str
     parse_time: Callable[[str, str, Path, int], float]
+    # BurstGPT marks a failed request by 0 response tokens (its README: BurstGPT_1.csv "with
+    # some failure that Response tokens are 0s"): such rows are no request to serve.
+    zero_output_is_failure: bool = False
 
 
 def _seconds(text: str, field_name: str, path: Path, line: int) -> float:
@@ -193,7 +196,8 @@ FORMATS: dict[str, TraceFormat] = {
     f.name: f
     for f in (
         TraceFormat("azure", "TIMESTAMP", "ContextTokens", "GeneratedTokens", _seconds_or_datetime),
-        TraceFormat("burstgpt", "Timestamp", "Request tokens", "Response tokens", _seconds),
+        TraceFormat("burstgpt", "Timestamp", "Request tokens", "Response tokens", _seconds,
+                    zero_output_is_failure=True),
         TraceFormat("vidur", "arrived_at", "num_prefill_tokens", "num_decode_tokens", _seconds),
     )
 }
@@ -224,7 +228,9 @@ def load_trace(
 
     Arrival times are shifted so the first request arrives at 0. A malformed row raises
     `WorkloadError` naming the file and line; with ``drop_bad=True`` such rows are skipped and
-    their count printed to stderr. Every request gets class 0 of ``slo_classes``.
+    their count printed to stderr. BurstGPT's failed requests (0 response tokens, as its
+    ``BurstGPT_1.csv`` holds them) are left out, counted on stderr and in ``source``. Every
+    request gets class 0 of ``slo_classes``.
     """
     path = Path(path)
     spec = FORMATS.get(fmt or detect_format(path))
@@ -234,7 +240,11 @@ def load_trace(
     prompts: list[int] = []
     outputs: list[int] = []
     dropped: dict[str, int] = {}
+    failed = 0
     for line, row in csv_rows(path, (spec.time, spec.prompt, spec.output)):
+        if spec.zero_output_is_failure and row[spec.output] == "0":
+            failed += 1
+            continue
         try:
             t = spec.parse_time(row[spec.time], spec.time, path, line)
             p = parse_number(
@@ -263,6 +273,8 @@ def load_trace(
     if dropped:
         total = sum(dropped.values())
         print(f"{path}: dropped {total} malformed row(s) (drop_bad=True)", file=sys.stderr)
+    if failed:
+        print(f"{path}: left out {failed} failed request(s) ({spec.output} 0)", file=sys.stderr)
     if not times:
         raise WorkloadError("no usable request rows", path)
     arrival = np.asarray(times) - times[0]
@@ -273,7 +285,8 @@ def load_trace(
         np.zeros(len(times), np.int64),
         tuple(slo_classes),
         name=path.stem,
-        source=f"{spec.name} trace {path}",
+        source=f"{spec.name} trace {path}"
+        + (f" ({failed} failed requests left out)" if failed else ""),
     )
 
 
