@@ -36,7 +36,7 @@ from schedgym.workloads.jobshop import (
     read_instance_file,
 )
 from schedgym.workloads.memory import random_buffer_set, read_buffer_csv, write_buffer_csv
-from schedgym.workloads.moe import generate_routing, load_jsonl, load_numpy, save_jsonl
+from schedgym.workloads.moe import load_jsonl, load_numpy, save_jsonl, tinymoe_trace
 from schedgym.workloads.serving import load_trace
 
 TRIED: Counter[str] = Counter()
@@ -231,9 +231,9 @@ def test_serving_traces(tmp_path_factory, data, style):
 def test_moe_routing(tmp_path_factory, data, style, declared):
     tmp = tmp_path_factory.mktemp("moe")
     if style == "jsonl":
-        save_jsonl(generate_routing("mixtral-8x7b", 3, seed=0), tmp / "valid.jsonl")
-        text = "\n".join((tmp / "valid.jsonl").read_text().splitlines()[:40]) + "\n"
-        path = _write(tmp, "r.jsonl", _mutate(text, data))
+        # 3 tokens x 4 layers of the recorded tiny MoE (8 experts, top-2), with its header
+        save_jsonl(tinymoe_trace("code").window(0, 3), tmp / "valid.jsonl")
+        path = _write(tmp, "r.jsonl", _mutate((tmp / "valid.jsonl").read_text(), data))
     else:
         suffix = ".jsonl" if style == "bytes" else ".npy"
         path = _write(tmp, "r" + suffix, data.draw(st.binary(max_size=200)))
