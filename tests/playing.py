@@ -139,7 +139,7 @@ def _solver_only(policy: Any) -> bool:
 
 def _validate(entry: Any, record: dict[str, Any], where: str) -> None:
     try:
-        entry.env_module().validate(record)
+        entry.module("record").validate(record)
     except SchedgymError as exc:
         raise AssertionError(f"{where}: record fails validation: {exc}") from exc
     TALLY["records validated"] += 1

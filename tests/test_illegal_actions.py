@@ -99,7 +99,7 @@ def test_illegal_actions_raise_and_change_nothing(setup, seed, every):
         obs, _, terminated, truncated, info = env.step(policy.act(inner, obs))
         done = terminated or truncated
         decision += 1
-    env_entry(env_name).env_module().validate(info["record"])
+    env_entry(env_name).module("record").validate(info["record"])
     with pytest.raises(IllegalActionError):  # a finished episode takes no action at all
         env.step(0)
 

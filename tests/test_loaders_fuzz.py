@@ -279,7 +279,7 @@ def test_minimalloc_readme_example_loads_and_packs_to_its_published_height(tmp_p
     played = play("memmap", "heuristic:best-fit-size", {"task": "pack"}, 0, str(path))
     record = copy.deepcopy(played.record)
     record["offset"] = [8, 8, 4, 4, 0]
-    assert env_entry("memmap").env_module().validate(record)["height"] == 12
+    assert env_entry("memmap").module("record").validate(record)["height"] == 12
     numeric = _write(tmp_path, "numeric.12.csv", re.sub(r"\bb(\d)", r"\1", MINIMALLOC_README))
     solved = play("memmap", "bound:cpsat", {"task": "pack"}, 0, str(numeric))
     assert solved.metrics["height"] == 12

@@ -35,7 +35,7 @@ def _report():
 
 def _refused(env_name: str, record: dict[str, Any], reason: str, mutation: str) -> None:
     with pytest.raises(RecordError, match=reason):
-        env_entry(env_name).env_module().validate(record)
+        env_entry(env_name).module("record").validate(record)
     TRIED[f"{env_name}:{mutation}"] += 1
 
 
