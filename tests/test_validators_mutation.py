@@ -50,9 +50,9 @@ def _valid(env_name: str, policy: str, kwargs: dict, seed: int, case: str) -> di
 JOBSHOP_MUTATIONS = ["overlap", "precedence", "duration", "machine", "missing", "duplicate"]
 
 
-@settings(max_examples=examples(150))
+@pytest.mark.parametrize("mutation", JOBSHOP_MUTATIONS)
+@settings(max_examples=examples(25))
 @given(
-    mutation=st.sampled_from(JOBSHOP_MUTATIONS),
     jobs=st.integers(2, 6),
     machines=st.integers(2, 5),
     seed=st.integers(0, 999),
@@ -109,9 +109,9 @@ DAG_MUTATIONS = [
 ]
 
 
-@settings(max_examples=examples(120))
+@pytest.mark.parametrize("mutation", DAG_MUTATIONS)
+@settings(max_examples=examples(17))
 @given(
-    mutation=st.sampled_from(DAG_MUTATIONS),
     n=st.integers(3, 16),
     seed=st.integers(0, 999),
     pick=PICK,
@@ -185,9 +185,9 @@ BATCHING_MUTATIONS = [
 ]
 
 
-@settings(max_examples=examples(60))
+@pytest.mark.parametrize("mutation", BATCHING_MUTATIONS)
+@settings(max_examples=examples(10))
 @given(
-    mutation=st.sampled_from(BATCHING_MUTATIONS),
     n=st.integers(2, 30),
     seed=st.integers(0, 999),
     pick=PICK,
@@ -231,9 +231,9 @@ def test_batching_validator_catches(mutation, n, seed, pick):
 MOE_MUTATIONS = ["capacity", "dropped-load", "absent-victim", "needed-victim", "cpu-off"]
 
 
-@settings(max_examples=examples(100))
+@pytest.mark.parametrize("mutation", MOE_MUTATIONS)
+@settings(max_examples=examples(20))
 @given(
-    mutation=st.sampled_from(MOE_MUTATIONS),
     tokens=st.integers(4, 12),
     capacity=st.integers(8, 20),
     seed=st.integers(0, 999),
@@ -278,9 +278,9 @@ def test_moe_validator_catches(mutation, tokens, capacity, seed, pick):
 MEMORY_MUTATIONS = ["overlap", "capacity", "unplaced", "duplicate-id", "zero-size", "lifetime"]
 
 
-@settings(max_examples=examples(120))
+@pytest.mark.parametrize("mutation", MEMORY_MUTATIONS)
+@settings(max_examples=examples(20))
 @given(
-    mutation=st.sampled_from(MEMORY_MUTATIONS),
     task=st.sampled_from(["map", "pack"]),
     n=st.integers(2, 20),
     seed=st.integers(0, 999),
