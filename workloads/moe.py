@@ -12,7 +12,9 @@ Sources of traces:
 2. **Files**: JSONL, one ``{"layer": l, "token_idx": t, "experts": [e0, e1, ...]}`` object per
    line (an optional ``"seq"`` key marks sequences), or numpy ``tokens x layers x k`` arrays
    (``.npy``; ``.npz`` with an ``experts`` array and optional ``seq_starts``, ``n_experts``,
-   ``calibration``). A bad file is refused whole with its name, line (JSONL) and the fault.
+   ``calibration``). The expert count is declared (a JSONL header line ``{"n_experts": E}``,
+   the ``.npz``'s ``n_experts``, or the model), never taken from the largest id seen. A bad
+   file is refused whole with its name, line (JSONL) and the fault.
 3. **Generated**: `generate_routing` draws traces whose consecutive-token repetition follows the
    Mixtral paper's Table 5 (Jiang et al., 2024) and whose expert skew follows the figures given
    for OLMoE (hottest expert 4.5-7.8x its uniform share, top 8 of 64 taking 27-51 % of
@@ -345,7 +347,12 @@ def load_numpy(
     layers: int | None = None,
 ) -> RoutingTrace:
     """A ``tokens x layers x k`` array (``.npy``) or an ``.npz`` holding ``experts`` and
-    optionally ``seq_starts``, ``n_experts``, ``calibration``, ``name`` and ``source``."""
+    optionally ``seq_starts``, ``n_experts``, ``calibration``, ``name`` and ``source``.
+
+    The expert count is the ``.npz``'s ``n_experts`` or the caller's (the model's), which must
+    agree; a bare ``.npy`` needs the caller's. ``WorkloadError`` (naming the file) for an
+    unreadable file, a wrong shape, k or layer count, an undeclared count, or an id outside it
+    (with its token and layer)."""
     p = Path(path)
     if not p.is_file():
         raise WorkloadError("no such file", p)
