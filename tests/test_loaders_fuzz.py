@@ -450,3 +450,13 @@ def test_orlibrary_and_taillard_collections_load_one_named_instance(tmp_path):
     second = read_instance_file(_write(tmp_path, "tai15_15.txt", tai), "2")
     assert np.array_equal(second.durations, benchmark_instance("ta02").durations)
     assert play("jobshop", "heuristic:mor", {}, 0, f"{collection}#ft06") is not None
+
+
+def test_job_shop_machine_count_comes_from_the_size_line(tmp_path):
+    # 2 jobs x 3 machines declared, machine 2 never used: refused, not shrunk to 2 machines
+    text = "2 3\n0 5 1 4 0 3\n1 2 0 6 1 1\n"
+    with pytest.raises(WorkloadError, match=r"o.txt:1: .*declares 3 machines.*machine 2"):
+        read_instance_file(_write(tmp_path, "o.txt", text))
+    taillard = "2 3\nTimes\n5 4 3\n2 6 1\nMachines\n1 2 1\n2 1 2\n"
+    with pytest.raises(WorkloadError, match=r"t.txt:1: .*declares 3 machines.*machine 3"):
+        read_instance_file(_write(tmp_path, "t.txt", taillard))

@@ -351,7 +351,7 @@ def _parse_taillard(lines: list[tuple[int, str]], path: str | Path, name: str) -
             path,
             number,
         )
-    n_jobs, n_machines = header[0], header[1]
+    n_jobs, n_machines, size_line = header[0], header[1], number
     upper, lower = (header[4], header[5]) if len(header) == 6 else (None, None)
 
     def block(title: str) -> tuple[list[list[int]], list[int]]:
@@ -391,6 +391,7 @@ def _parse_taillard(lines: list[tuple[int, str]], path: str | Path, name: str) -
             raise WorkloadError(
                 f"machines are numbered 1..{n_machines} in Taillard's format", path, number
             )
+    _all_machines_used(machines, n_machines, 1, path, size_line)
     return _build(name, np.array(machines) - 1, durations, path, lower, upper)
 
 
@@ -408,6 +409,7 @@ def _parse_orlibrary(lines: list[tuple[int, str]], path: str | Path, name: str) 
             f"size line must be two positive integers 'JOBS MACHINES', got {line!r}", path, number
         )
     n_jobs, n_machines = header
+    size_line = number
     machines, durations = [], []
     for job in range(n_jobs):
         number, line = next(rows, (None, ""))
@@ -436,7 +438,23 @@ def _parse_orlibrary(lines: list[tuple[int, str]], path: str | Path, name: str) 
         raise WorkloadError(
             f"unexpected line after the {n_jobs} job lines: {extra[1]!r}", path, extra[0]
         )
+    _all_machines_used(machines, n_machines, 0, path, size_line)
     return _build(name, machines, durations, path, None, None)
+
+
+def _all_machines_used(
+    machines: list[list[int]], n_machines: int, first: int, path: str | Path, line: int
+) -> None:
+    """The size line declares the machine count; an instance's machines are the ids its
+    operations use, so a declared machine no operation runs on would silently vanish."""
+    unused = sorted(set(range(first, first + n_machines)) - {m for row in machines for m in row})
+    if unused:
+        raise WorkloadError(
+            f"the size line declares {n_machines} machines, but no operation runs on machine "
+            f"{unused[0]}",
+            path,
+            line,
+        )
 
 
 def _build(
