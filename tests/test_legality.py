@@ -5,7 +5,8 @@ offload on and off, tasks, hardware profiles, top-k, batch sizes, queue and KV l
 policy of the env x seeds. Each decision is checked against the mask before it is taken, and
 each finished record passes the env's independent ``validate``. Configurations the env refuses
 with a one-line error are not failures (they are not accepted); anything else is. CP-SAT bounds
-are left out here (tens of seconds a case; their own tests cover them).
+are left out of the random loops (seconds to tens of seconds a case) and run on fixed small
+cases instead.
 
 Faults these tests found became the fixed cases at the end of the file.
 """
@@ -203,3 +204,19 @@ def test_moe_cache_smaller_than_one_layer_runs_misses_on_the_cpu(policy):
     kwargs = {"capacity": 7, "cpu_offload": True, "tokens": 8}
     played = play("moe", policy, kwargs, seed=0, case="olmoe")
     assert played is not None and played.metrics["cpu_experts"] > 0
+
+
+@pytest.mark.parametrize(
+    "env_name, kwargs, case",
+    [
+        ("jobshop", {}, "random:3x3:7"),
+        ("dag", {}, "topcuoglu"),
+        ("dag", {"mode": "online", "jobs": 2, "dag": {"n": 5}}, "random"),
+        ("memmap", {"task": "pack"}, "random:6:3"),
+        ("memmap", {"task": "map", "fast_capacity": 0.3}, "random:6:3"),
+    ],
+)
+def test_cpsat_records_on_small_cases_validate(env_name, kwargs, case):
+    # CP-SAT is too slow for the property loops above; on small cases its records must pass the
+    # same independent validation
+    assert play(env_name, "bound:cpsat", kwargs, 0, case) is not None
