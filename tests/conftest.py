@@ -26,12 +26,15 @@ def vidur_dir(shared_data: Path) -> Path:
     return path
 
 
-
 # Property, fuzz and mutation tests: derandomized, so every run (CI's included) tries the same
 # examples, each test setting its own bounded count; no per-example deadline, as two loaded
 # cores make timings noisy.
 # SCHEDGYM_FUZZ_SCALE (see tests/playing.py) asks for fresh random examples instead.
 settings.register_profile(
-    "schedgym", derandomize="SCHEDGYM_FUZZ_SCALE" not in os.environ, deadline=None,
-    print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+    "schedgym",
+    derandomize="SCHEDGYM_FUZZ_SCALE" not in os.environ,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 settings.load_profile("schedgym")

@@ -318,16 +318,24 @@ def _sections(lines: list[tuple[int, str]], stem: str) -> list[tuple[str, list]]
     """Split a file's lines into named instances: OR-Library's ``instance NAME`` markers (prose
     before the first is the collection's preamble), or Taillard's repeated ``Nb of jobs``
     captions (named ``STEM-1``, ``STEM-2``, ...); a one-instance file is one section."""
-    marks = [i for i, (_, line) in enumerate(lines)
-             if len(line.split()) == 2 and line.split()[0].lower() == "instance"]
+    marks = [
+        i
+        for i, (_, line) in enumerate(lines)
+        if len(line.split()) == 2 and line.split()[0].lower() == "instance"
+    ]
     if marks:
         names = [lines[i][1].split()[1] for i in marks]
-        return [(name, lines[i + 1 : j]) for name, i, j in
-                zip(names, marks, [*marks[1:], len(lines)], strict=True) if lines[i + 1 : j]]
+        return [
+            (name, lines[i + 1 : j])
+            for name, i, j in zip(names, marks, [*marks[1:], len(lines)], strict=True)
+            if lines[i + 1 : j]
+        ]
     marks = [i for i, (_, line) in enumerate(lines) if line.lower().startswith("nb of jobs")]
     if len(marks) > 1:
-        return [(f"{stem}-{k}", lines[i:j]) for k, (i, j) in
-                enumerate(zip(marks, [*marks[1:], len(lines)], strict=True), 1)]
+        return [
+            (f"{stem}-{k}", lines[i:j])
+            for k, (i, j) in enumerate(zip(marks, [*marks[1:], len(lines)], strict=True), 1)
+        ]
     return [(stem, lines)]
 
 

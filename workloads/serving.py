@@ -196,8 +196,14 @@ FORMATS: dict[str, TraceFormat] = {
     f.name: f
     for f in (
         TraceFormat("azure", "TIMESTAMP", "ContextTokens", "GeneratedTokens", _seconds_or_datetime),
-        TraceFormat("burstgpt", "Timestamp", "Request tokens", "Response tokens", _seconds,
-                    zero_output_is_failure=True),
+        TraceFormat(
+            "burstgpt",
+            "Timestamp",
+            "Request tokens",
+            "Response tokens",
+            _seconds,
+            zero_output_is_failure=True,
+        ),
         TraceFormat("vidur", "arrived_at", "num_prefill_tokens", "num_decode_tokens", _seconds),
     )
 }
