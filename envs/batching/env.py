@@ -17,6 +17,7 @@ import numpy as np
 from gymnasium import spaces
 
 from schedgym.envs.batching.core import (
+    BLOCK_TOKENS,
     DEFAULT_WINDOW,
     DONE,
     GEN,
@@ -27,6 +28,13 @@ from schedgym.envs.batching.core import (
     EngineConfig,
     QueueScheduler,
     reference_times,
+)
+from schedgym.envs.batching.features import (
+    ENTITY_FEATURES,
+    GLOBAL_FEATURES,
+    LENGTH_BUCKETS,
+    SchedulerView,
+    encode,
 )
 from schedgym.envs.batching.record import engine_metrics, make_record, plot_record, validate
 from schedgym.envs.spaces import EntityLayout, action_index
@@ -47,42 +55,6 @@ DEFAULT_CASE = "azure-conv-synth"
 DEFAULT_MAX_ENTITIES = DEFAULT_WINDOW
 BUDGET_PHASE, ADMIT_PHASE = 0, 1
 AZURE_CONV = "traces/azure-llm-2023/AzureLLMInferenceTrace_conv.csv"
-# Output-length buckets a length predictor reports (tokens): [0,32), [32,64), ... [1024, inf).
-LENGTH_BUCKETS = np.array([32, 64, 128, 256, 512, 1024])
-
-ENTITY_FEATURES = (
-    "prompt",  # prompt tokens / 4096
-    "to_compute",  # tokens to prefill before the next token (prompt + produced) / 4096
-    "produced",  # tokens produced before a preemption / 512
-    "waited",  # (now - arrival) / TTFT target
-    "slack",  # time to the next deadline (first token, or next token after a preemption) / target
-    "ttft_target",  # log10 of the TTFT target in seconds
-    "tbt_target",  # log10 of the TBT target in seconds
-    "predicted_output",  # noisy predicted output-length bucket / top bucket
-    "preempted",  # 1 if the request has produced tokens (waits for a recompute)
-    "fits",  # 1 if it can be admitted now
-    "chunk",  # prefill tokens it would get now / largest budget
-    "chunk_blocks",  # KV blocks that chunk needs / free blocks (capped at 2)
-)
-GLOBAL_FEATURES = (
-    "admitting",  # 0 while choosing the budget, 1 while admitting
-    "budget",  # this step's budget / largest budget (0 before it is chosen)
-    "budget_left",  # budget left / largest budget
-    "prefill_first",  # 1 if this step pauses decodes
-    "kv_free",  # free KV blocks (after this step's decodes) / capacity
-    "running",  # running sequences / max_num_seqs
-    "decoding",  # running sequences in their decode phase / max_num_seqs
-    "prefill_left",  # prompt tokens the running requests still have to compute / largest budget
-    "waiting",  # waiting requests / max_entities
-    "waiting_tokens",  # prompt tokens waiting / KV capacity in tokens
-    "arrival_rate",  # arrivals over the last 5 s / (5 s x the workload's mean rate)
-    "tbt_slack",  # least (time to the next token's deadline) over running decodes / its target
-    "context",  # mean KV length of the running requests / 4096
-    "last_step",  # duration of the last step / the tightest TBT target
-    "progress",  # finished requests / all requests
-)
-
-
 @dataclass(frozen=True)
 class Case:
     """A named episode: a workload and the replica that serves it.
@@ -556,65 +528,46 @@ class BatchingEnv(gym.Env):
             return obs
         now = core.now
         rids = self._visible()
-        k = rids.size
-        max_b = self._max_budget
-        free = max(core.free_for_admission, 0)
-        if k:
-            e = obs["entities"]
-            gen = core.generated[rids]
-            todo = core.remaining_prompt(rids)
-            ttft, tbt = core.ttft_target[rids], core.tbt_target[rids]
-            arrival = core.arrival[rids]
-            last = core.token_time[core.token_offset[rids] + np.maximum(gen - 1, 0)]
-            preempted = gen > 0
-            slack = np.where(preempted, (last + tbt - now) / tbt, (arrival + ttft - now) / ttft)
-            chunk = (
-                np.minimum(todo, core.budget_left)
-                if self.phase == ADMIT_PHASE
-                else (np.minimum(todo, max_b))
-            )
-            e[:k, 0] = core.prompt[rids] / 4096.0
-            e[:k, 1] = todo / 4096.0
-            e[:k, 2] = gen / 512.0
-            e[:k, 3] = (now - arrival) / ttft
-            e[:k, 4] = slack
-            e[:k, 5] = np.log10(ttft)
-            e[:k, 6] = np.log10(tbt)
-            e[:k, 7] = self._predicted[rids] / len(LENGTH_BUCKETS)
-            e[:k, 8] = preempted
-            e[:k, 9] = self.action_masks()[:k]
-            e[:k, 10] = chunk / max_b
-            e[:k, 11] = np.minimum(-(-chunk // 16) / max(free, 1), 2.0)
-            obs["entity_mask"][:k] = 1
+        gen = core.generated[rids]
         rows = core.running
-        remaining = rows[:, PROMPT] + rows[:, GEN] - rows[:, DONE]
-        decoding = remaining == 1
         f = core.slot_f[: core.n_run]
-        slack = ((f[:, LAST] + f[:, TBT] - now) / f[:, TBT])[decoding & (rows[:, GEN] > 0)]
         waiting = np.asarray(core.waiting, dtype=np.int64)
         recent = np.searchsorted(core.arrival, [now - 5.0, now], side="right")
         steps = core.step_log
         last_step = (
             steps.cols["end"][steps.n - 1] - steps.cols["start"][steps.n - 1] if steps.n else 0.0
         )
-        admitting = self.phase == ADMIT_PHASE
-        obs["globals"][:] = (
-            float(admitting),
-            core.step_budget / max_b if admitting else 0.0,
-            core.budget_left / max_b if admitting else 0.0,
-            float(core.prefill_first and admitting),
-            free / core.kv_capacity,
-            core.n_run / core.config.max_num_seqs,
-            np.count_nonzero(decoding) / core.config.max_num_seqs,
-            remaining[~decoding].sum() / max_b,
-            len(core.waiting) / layout.max_entities,
-            core.remaining_prompt(waiting).sum() / (16.0 * core.kv_capacity)
-            if waiting.size
-            else 0.0,
-            (recent[1] - recent[0]) / (5.0 * self._mean_rate),
-            slack.min() if slack.size else 1.0,
-            rows[:, DONE].mean() / 4096.0 if core.n_run else 0.0,
-            last_step / self._min_tbt,
-            np.count_nonzero(~np.isnan(core.finished_at)) / core.n,
+        view = SchedulerView(
+            now=now,
+            w_prompt=core.prompt[rids],
+            w_generated=gen,
+            w_arrival=core.arrival[rids],
+            w_ttft=core.ttft_target[rids],
+            w_tbt=core.tbt_target[rids],
+            w_last_token=core.token_time[core.token_offset[rids] + np.maximum(gen - 1, 0)],
+            w_predicted=self._predicted[rids],
+            w_fits=self.action_masks()[: rids.size],
+            n_waiting=len(core.waiting),
+            waiting_tokens=float(core.remaining_prompt(waiting).sum()) if waiting.size else 0.0,
+            r_remaining=rows[:, PROMPT] + rows[:, GEN] - rows[:, DONE],
+            r_generated=rows[:, GEN],
+            r_computed=rows[:, DONE],
+            r_last_token=f[:, LAST],
+            r_tbt=f[:, TBT],
+            admitting=self.phase == ADMIT_PHASE,
+            step_budget=core.step_budget,
+            budget_left=core.budget_left,
+            prefill_first=core.prefill_first,
+            free_blocks=core.free_for_admission,
+            kv_capacity=core.kv_capacity,
+            max_num_seqs=core.config.max_num_seqs,
+            max_budget=self._max_budget,
+            block_size=BLOCK_TOKENS,
+            recent_arrivals=int(recent[1] - recent[0]),
+            mean_rate=self._mean_rate,
+            last_step_s=float(last_step),
+            min_tbt=self._min_tbt,
+            finished=int(np.count_nonzero(~np.isnan(core.finished_at))),
+            n_requests=core.n,
         )
-        return obs
+        return encode(view, obs)
