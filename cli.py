@@ -340,6 +340,19 @@ def cmd_leaderboard(args: argparse.Namespace) -> None:
         )
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from schedgym.agents.export import export
+
+    spec = export(args.policy, args.out, env=args.env)
+    rows = [(i["name"], "x".join(map(str, i["shape"])), i["dtype"]) for i in spec["inputs"]]
+    print(format_table(["input", "shape", "dtype"], rows))
+    print(
+        f"\nwrote {Path(args.out) / 'policy.onnx'} and {Path(args.out) / 'spec.json'} "
+        f"({spec['env_id']}, encoder {spec['encoder_version']}, "
+        f"{spec['actions']['n_actions']} actions, onnx.checker passed)"
+    )
+
+
 # -- parser ----------------------------------------------------------------------------------------
 
 
@@ -590,6 +603,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--root", help="the checkout to write into (default: this package's folder)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(fn=cmd_leaderboard)
+
+    s = sub.add_parser(
+        "export",
+        help="export a trained policy to ONNX (mask inside the graph) with its spec.json",
+        description="Write POLICY's actor as an ONNX graph (observation arrays and the action "
+        "mask in; masked logits and the greedy action out) and spec.json (env and version, "
+        "feature-encoder version, inputs with feature names, action meanings, checkpoint "
+        "SHA-256), checked with onnx.checker. docs/serving.md runs it in vLLM.",
+        epilog="example:\n  schedgym export --policy ppo:policies/batching-ppo --out "
+        "exported/batching",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s.add_argument("--policy", required=True, help="a trained checkpoint: ppo:PATH")
+    s.add_argument("--out", required=True, help="the folder to write policy.onnx and spec.json")
+    s.add_argument("--env", help="refuse unless the policy was trained on this env")
+    s.set_defaults(fn=cmd_export)
     return p
 
 

@@ -51,6 +51,7 @@ def test_every_verb_has_help(verb):
         (["profile", "--check", "no-such-table"], "unknown hardware profile"),
         (["profile"], "give --out FILE"),
         (["nope"], "invalid choice: 'nope'"),
+        (["export", "--policy", "ppo:no/such", "--out", "x"], "is not a policy folder"),
         (["run", "--env", "dag", "--policy", "random", "--env-kwargs", "[1]"], "JSON object"),
     ],
 )

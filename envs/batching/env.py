@@ -30,6 +30,7 @@ from schedgym.envs.batching.core import (
     reference_times,
 )
 from schedgym.envs.batching.features import (
+    ENCODER_VERSION,
     ENTITY_FEATURES,
     GLOBAL_FEATURES,
     LENGTH_BUCKETS,
@@ -49,7 +50,7 @@ from schedgym.workloads.serving import (
     synthetic,
 )
 
-__all__ = ["BatchingEnv", "CASES", "plot_record", "validate"]
+__all__ = ["ENCODER_VERSION", "BatchingEnv", "CASES", "plot_record", "validate"]
 
 DEFAULT_CASE = "azure-conv-synth"
 DEFAULT_MAX_ENTITIES = DEFAULT_WINDOW

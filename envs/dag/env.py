@@ -48,6 +48,8 @@ TASK_FEATURES = (  # after 4 blocks of max_devices columns (see the class docstr
     "job_end",  # (planned completion of the job so far - decision time) / scale
 )
 DEVICE_FEATURES = ("present", "available", "busy", "gpu", "cpu", "npu", "other")
+# Names the observation features' meaning, order and scale; exported policies record it.
+ENCODER_VERSION = "dag-features-1"
 GLOBAL_FEATURES = (
     "progress",  # placed tasks / all tasks
     "makespan",  # (planned makespan so far - decision time) / scale

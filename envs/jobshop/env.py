@@ -37,6 +37,8 @@ MACHINE_FEATURES = (
     "load",  # all the machine's work / scale (1 for the bottleneck machine)
     "queue",  # jobs whose next operation is on the machine / jobs
 )
+# Names the observation features' meaning, order and scale; exported policies record it.
+ENCODER_VERSION = "jobshop-features-1"
 GLOBAL_FEATURES = (
     "progress",  # scheduled operations / all operations
     "makespan",  # makespan so far / scale

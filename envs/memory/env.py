@@ -50,6 +50,8 @@ CANDIDATE_FEATURES = (
     "growth",  # max(0, offset + size - height) / C: how much the height would grow
     "within",  # 1 if offset + size <= C
 )
+# Names the observation features' meaning, order and scale; exported policies record it.
+ENCODER_VERSION = "memmap-features-1"
 GLOBAL_FEATURES = (
     "map",  # 1 in the map task, 0 in pack
     "size",  # buffer size / C

@@ -50,6 +50,8 @@ EXPERT_FEATURES = (
     "frequency",  # uses per step so far / batch
     "profile",  # share of profiling tokens that chose it (calibration routing; 0 if none)
 )
+# Names the observation features' meaning, order and scale; exported policies record it.
+ENCODER_VERSION = "moe-features-1"
 GLOBAL_FEATURES = (
     "phase_prefetch", "phase_prefetch_evict", "phase_evict",
     "layer",  # current layer / layers
