@@ -211,10 +211,14 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from schedgym.registry import ENVIRONMENTS, env_entry
 
     groups = [("cost model", hardware_bench)] if args.env in (None, "hardware") else []
+    if args.env in (None, "export"):
+        from schedgym.agents.export import bench as export_bench
+
+        groups.append(("exported policies (ONNX) and the vLLM plugin", export_bench))
     entries = (
         ENVIRONMENTS
         if args.env in (None,)
-        else ([] if args.env == "hardware" else [env_entry(args.env)])
+        else ([] if args.env in ("hardware", "export") else [env_entry(args.env)])
     )
     groups += [(e.name, e.module("bench").bench) for e in entries]
     for name, fn in groups:
@@ -442,7 +446,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print each environment's documented speed figures, measured "
         "now on this machine.",
     )
-    s.add_argument("--env", help="one env (or 'hardware' for the cost model only)")
+    s.add_argument(
+        "--env",
+        help="one env (or 'hardware' for the cost model only, 'export' for the exported "
+        "policies' decision latency)",
+    )
     s.set_defaults(fn=cmd_bench)
 
     s = sub.add_parser(

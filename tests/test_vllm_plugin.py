@@ -13,7 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-vllm = pytest.importorskip("vllm", reason="vLLM is not installed (run `make vllm`)")
+try:
+    import vllm
+except ImportError:
+    if os.environ.get("CI"):  # CI installs vLLM (`make vllm`): a missing one is a failure
+        raise
+    pytest.skip("vLLM is not installed (run `make vllm`)", allow_module_level=True)
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -108,8 +113,12 @@ def workload(seed: int = 0) -> tuple[list[TokensPrompt], list[SamplingParams]]:
 
 
 def step_tokens(steps: list) -> list[dict[int, int]]:
-    """Tokens scheduled per request (by its index in the workload) at every step."""
-    return [{int(rid.split("-")[0]): n for rid, n in s.num_scheduled_tokens.items()} for s in steps]
+    """Tokens scheduled per request (by its index in the workload: vLLM numbers requests
+    across an engine's runs) at every step."""
+    return [
+        {int(rid.split("-")[0]) % N_REQUESTS: n for rid, n in s.num_scheduled_tokens.items()}
+        for s in steps
+    ]
 
 
 def scheduler_of(llm: LLM):
@@ -142,7 +151,11 @@ def stock(model_dir):
 
 @pytest.fixture(scope="module")
 def plugged(model_dir, policy_dir):
-    return make_llm(model_dir, policy_dir, log_decisions=True, deadline_ms=1e9)
+    # SLO targets far above the run's times keep the time features near 0: the decisions then
+    # depend on tokens and KV blocks only, and the run is repeatable
+    return make_llm(
+        model_dir, policy_dir, log_decisions=True, deadline_ms=1e9, ttft_s=1e6, tbt_s=1e6
+    )
 
 
 def test_the_two_hooks_are_where_the_plugin_expects_them():
