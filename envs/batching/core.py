@@ -45,7 +45,6 @@ from schedgym.envs.hardware.models import Batch, ModelConfig, StepCost, attentio
 from schedgym.errors import CostTableError, IllegalActionError, WorkloadError
 from schedgym.workloads.serving import ServingTrace
 
-BLOCK_TOKENS = 16
 DEFAULT_WINDOW = 128  # waiting requests a scheduler considers (the env's max_entities)
 # vLLM's CPU backend sizes its KV cache by VLLM_CPU_KVCACHE_SPACE (default 4 GiB), not by memory.
 CPU_KV_CACHE_BYTES = 4 << 30
@@ -80,6 +79,11 @@ class EngineConfig:
     step_overhead_s: float = 2.41e-4
     seq_overhead_s: float = 2.94e-5
     kv_blocks: int | None = None  # override the capacity computed from memory (tests, studies)
+    # tokens per KV block: vLLM's GPU default; its CPU backend takes multiples of 32 only
+    block_size: int = 16
+    # Admit a request only if the KV blocks of all its known tokens (not just its first chunk)
+    # are free: vLLM >= 0.32's `scheduler_reserve_full_isl` admission gate (its default there)
+    admit_full_sequence: bool = False
     # Admissions leave this share of the blocks free for the running requests' growth (vLLM
     # v0's block-manager watermark): without it a prefill-first engine can readmit and preempt
     # the same request forever while its decodes stay paused.
@@ -105,6 +109,8 @@ class EngineConfig:
             raise ValueError("tp must be >= 1 and CPU overheads >= 0")
         if self.kv_blocks is not None and self.kv_blocks < 1:
             raise ValueError("kv_blocks must be >= 1")
+        if self.block_size < 1:
+            raise ValueError("block_size must be >= 1")
 
     @property
     def max_tokens(self) -> int:
@@ -146,13 +152,13 @@ def replica(config: EngineConfig) -> Replica:
         memory, source = tier.capacity_bytes, tier.source
         kv_bytes = memory * config.gpu_memory_utilization - model.weight_bytes(config.tp)
     blocks = config.kv_blocks or int(
-        kv_bytes // (model.kv_bytes_per_token(config.tp) * BLOCK_TOKENS)
+        kv_bytes // (model.kv_bytes_per_token(config.tp) * config.block_size)
     )
-    if (1 - config.watermark) * blocks * BLOCK_TOKENS < config.max_tokens:
+    if (1 - config.watermark) * blocks * config.block_size < config.max_tokens:
         raise CostTableError(
             f"{model.name} (tp={config.tp}) on {config.hardware}: the KV cache holds "
-            f"{max(blocks, 0) * BLOCK_TOKENS} tokens, fewer than one {config.max_tokens}-token "
-            "batch (do the weights fit?)"
+            f"{max(blocks, 0) * config.block_size} tokens, fewer than one "
+            f"{config.max_tokens}-token batch (do the weights fit?)"
         )
     return Replica(model, cost, blocks, int(memory), source)
 
@@ -204,14 +210,16 @@ class BatchingEngine:
         rep = replica(self.config)
         self.model = rep.model
         self.kv_capacity = rep.kv_blocks
-        self.watermark_blocks = max(1, int(self.config.watermark * self.kv_capacity))
+        self.block = self.config.block_size
+        wm = self.config.watermark
+        self.watermark_blocks = max(1, int(wm * self.kv_capacity)) if wm > 0 else 0
         self._cost = rep.step_cost
         self.n = trace.n_requests
         self.arrival = trace.arrival_s
         self.prompt = trace.prompt_tokens
         self.output = trace.output_tokens
         need = self.prompt + self.output
-        room = (self.kv_capacity - self.watermark_blocks) * BLOCK_TOKENS
+        room = (self.kv_capacity - self.watermark_blocks) * self.block
         if need.max() > room:
             i = int(np.argmax(need))
             raise WorkloadError(
@@ -336,11 +344,13 @@ class BatchingEngine:
 
     def fits(self, rids: np.ndarray) -> np.ndarray:
         """Whether each waiting request could be admitted now: a sequence slot, some budget, and
-        KV blocks for the chunk it would get."""
+        KV blocks for the chunk it would get (for all its known tokens under
+        ``admit_full_sequence``)."""
         if not self.phase_open or self.n_run >= self.config.max_num_seqs or self.budget_left < 1:
             return np.zeros(len(rids), bool)
-        chunk = np.minimum(self.remaining_prompt(rids), self.budget_left)
-        return -(-chunk // BLOCK_TOKENS) <= self.free_for_admission
+        todo = self.remaining_prompt(rids)
+        need = todo if self.config.admit_full_sequence else np.minimum(todo, self.budget_left)
+        return -(-need // self.block) <= self.free_for_admission
 
     def choice_needed(self) -> bool:
         """Whether the budget or the admissions of the coming step can matter: a running request
@@ -390,13 +400,13 @@ class BatchingEngine:
             # decodes always get their blocks (preempting the newest), prefill work never takes
             # the watermark, and a prefill-first step without prefill work runs the decodes.
             while (
-                room := (row[BLOCKS] + self.free_for_admission) * BLOCK_TOKENS - row[DONE]
+                room := (row[BLOCKS] + self.free_for_admission) * self.block - row[DONE]
             ) < 1 and self.n_run - 1 > j:
                 self._preempt_last()
             if room < 1:
                 continue
             chunk = int(min(remaining[j], self.budget_left, room))
-            blocks = -(-(int(row[DONE]) + chunk) // BLOCK_TOKENS)
+            blocks = -(-(int(row[DONE]) + chunk) // self.block)
             self.free -= int(blocks - row[BLOCKS])
             row[BLOCKS] = blocks
             row[CHUNK] = chunk
@@ -418,10 +428,12 @@ class BatchingEngine:
             raise IllegalActionError(f"admit request {rid}: no token budget left this step")
         todo = int(self.prompt[rid] + self.generated[rid])
         chunk = min(todo, self.budget_left)
-        blocks = -(-chunk // BLOCK_TOKENS)
-        if blocks > self.free_for_admission:
+        blocks = -(-chunk // self.block)
+        need = -(-todo // self.block) if self.config.admit_full_sequence else blocks
+        if need > self.free_for_admission:
+            what = f"{todo} tokens" if self.config.admit_full_sequence else f"{chunk}-token chunk"
             raise IllegalActionError(
-                f"admit request {rid}: its {chunk}-token chunk needs {blocks} KV blocks, "
+                f"admit request {rid}: its {what} needs {need} KV blocks, "
                 f"{self.free_for_admission} free (watermark kept)"
             )
         del self.waiting[position]
@@ -459,7 +471,7 @@ class BatchingEngine:
         chunk = rows[:, CHUNK]
         sched = chunk > 0
         dec = decodes & sched
-        grow = dec & (rows[:, DONE] % BLOCK_TOKENS == 0)
+        grow = dec & (rows[:, DONE] % self.block == 0)
         rows[grow, BLOCKS] += 1
         self.free -= int(np.count_nonzero(grow))
         self.reserve = 0
@@ -530,8 +542,8 @@ class BatchingEngine:
         k_max = min(int((rows[:, OUTPUT] - gen0).min()), max_steps)
         ks = np.arange(k_max)
         # blocks needed by step k: slot i opens one whenever done0 + k is a multiple of 16
-        residues = np.bincount((-done0) % BLOCK_TOKENS, minlength=BLOCK_TOKENS)
-        opened = residues[ks % BLOCK_TOKENS]
+        residues = np.bincount((-done0) % self.block, minlength=self.block)
+        opened = residues[ks % self.block]
         need = np.cumsum(opened)
         k_max = min(k_max, int(np.searchsorted(need, self.free, side="right")))
         ks = ks[:k_max]
@@ -568,7 +580,7 @@ class BatchingEngine:
             new_misses += self._miss(rows[late, RID])
         rows[:, DONE] += k_max
         rows[:, GEN] += k_max
-        rows[:, BLOCKS] = -(-rows[:, DONE] // BLOCK_TOKENS)
+        rows[:, BLOCKS] = -(-rows[:, DONE] // self.block)
         self.free -= int(need[k_max - 1])
         self.reserve = 0
         fin = np.flatnonzero(rows[:, GEN] == rows[:, OUTPUT])
@@ -624,7 +636,7 @@ class BatchingEngine:
         row = self.slots[j]
         rid = int(row[RID])
         remaining = row[PROMPT] + row[GEN] - row[DONE]
-        if remaining == 1 and row[DONE] % BLOCK_TOKENS == 0:
+        if remaining == 1 and row[DONE] % self.block == 0:
             self.reserve -= 1  # its decode no longer needs the block promised to it
         if self.phase_open and row[CHUNK] > 0:
             self.budget_left += int(row[CHUNK])
@@ -653,7 +665,7 @@ class BatchingEngine:
             self.now = float(self.arrival[self.next_arrival])  # idle until the next arrival
         rows = self.running
         grow = (rows[:, PROMPT] + rows[:, GEN] - rows[:, DONE] == 1) & (
-            rows[:, DONE] % BLOCK_TOKENS == 0
+            rows[:, DONE] % self.block == 0
         )
         self.reserve = int(np.count_nonzero(grow))
         while self.reserve > self.free:

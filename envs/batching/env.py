@@ -17,7 +17,6 @@ import numpy as np
 from gymnasium import spaces
 
 from schedgym.envs.batching.core import (
-    BLOCK_TOKENS,
     DEFAULT_WINDOW,
     DONE,
     GEN,
@@ -517,7 +516,7 @@ class BatchingEnv(gym.Env):
             return f"request {rid} cannot run: no token budget left this step"
         chunk = min(int(core.remaining_prompt(np.array([rid]))[0]), core.budget_left)
         return (
-            f"request {rid}'s {chunk}-token chunk needs {-(-chunk // 16)} KV blocks, "
+            f"request {rid}'s {chunk}-token chunk needs {-(-chunk // core.block)} KV blocks, "
             f"{core.free_for_admission} may be taken (watermark kept)"
         )
 
@@ -563,7 +562,7 @@ class BatchingEnv(gym.Env):
             kv_capacity=core.kv_capacity,
             max_num_seqs=core.config.max_num_seqs,
             max_budget=self._max_budget,
-            block_size=BLOCK_TOKENS,
+            block_size=core.block,
             recent_arrivals=int(recent[1] - recent[0]),
             mean_rate=self._mean_rate,
             last_step_s=float(last_step),

@@ -2,7 +2,7 @@
 
 `validate` replays a record's steps from scratch: it knows only the token model (a request with
 ``P`` prompt tokens that has produced ``G`` tokens must compute ``P + G`` tokens to sample the
-next one; its KV cache holds ``ceil(computed / 16)`` blocks; a preemption drops its computed
+next one; its KV cache holds ``ceil(computed / block)`` blocks; a preemption drops its computed
 tokens), not the engine's scheduler, and recomputes every metric from the token times it derives.
 """
 
@@ -15,7 +15,6 @@ import numpy as np
 from schedgym.errors import RecordError
 
 RECORD_FORMAT = "schedgym-batching-record/1"
-BLOCK_TOKENS = 16
 
 
 def serving_metrics(
@@ -107,7 +106,7 @@ def make_record(engine: Any, case: str) -> dict[str, Any]:
         "config": {
             **engine.config.to_dict(),
             "kv_capacity_blocks": int(engine.kv_capacity),
-            "block_tokens": BLOCK_TOKENS,
+            "block_tokens": engine.block,
         },
         "slo_classes": [
             {"name": c.name, "ttft_s": c.ttft_s, "tbt_s": c.tbt_s} for c in trace.slo_classes
@@ -163,6 +162,7 @@ def _arrays(record: dict[str, Any]) -> dict[str, np.ndarray]:
         out["ttft"] = np.array([c["ttft_s"] for c in record["slo_classes"]], float)
         out["tbt"] = np.array([c["tbt_s"] for c in record["slo_classes"]], float)
         out["capacity"] = np.int64(record["config"]["kv_capacity_blocks"])
+        out["block"] = np.int64(record["config"]["block_tokens"])
     except KeyError as exc:
         raise RecordError(f"batching record lacks {exc.args[0]!r}") from None
     except (TypeError, ValueError) as exc:
@@ -196,6 +196,7 @@ def _replay(a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     first admission, tokens produced and preemptions. Raises `RecordError` at the first fault."""
     n = a["arrival"].size
     prompt, output, cap = a["prompt"], a["output"], int(a["capacity"])
+    block = int(a["block"])
     computed = np.zeros(n, np.int64)
     produced = np.zeros(n, np.int64)
     blocks = np.zeros(n, np.int64)
@@ -242,7 +243,7 @@ def _replay(a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
                 f"step {s}: request {r} computes {computed[r]} tokens but knows only "
                 f"{prompt[r] + produced[r]} (prompt + produced)"
             )
-        new_blocks = -(-computed[rid] // BLOCK_TOKENS)
+        new_blocks = -(-computed[rid] // block)
         held += int((new_blocks - blocks[rid]).sum())
         blocks[rid] = new_blocks
         if held > cap:
@@ -272,7 +273,7 @@ def validate(record: dict[str, Any]) -> dict[str, Any]:
     Replays every step: each scheduled request has arrived by the step's start and is not
     finished; it computes at most the tokens it knows (prompt plus produced); it produces a token
     exactly when its computed tokens reach prompt + produced (never before its prefill is done);
-    steps do not overlap; the KV blocks held (``ceil(computed / 16)`` per live request) never
+    steps do not overlap; the KV blocks held (``ceil(computed / block)`` per live request) never
     exceed the capacity and equal the step's logged figure. At the end every request has produced
     exactly its output length, and the record's per-request times and counts match the replay.
     Raises `RecordError` naming the first fault.

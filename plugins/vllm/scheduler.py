@@ -43,7 +43,7 @@ from schedgym.plugins.vllm.policy import (
 )
 
 logger = logging.getLogger("schedgym.plugins.vllm")
-TESTED_VLLM = (">=0.32", "<0.34")
+TESTED_VLLM = (">=0.32", "<0.33")
 RECENT_S = 5.0  # the encoder's arrival-rate window
 
 
