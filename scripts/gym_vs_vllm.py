@@ -60,8 +60,9 @@ def azure_slice(n: int, max_model_len: int) -> tuple[np.ndarray, np.ndarray]:
 
 def simulate(
     prompt: np.ndarray, output: np.ndarray, *, block: int, kv_blocks: int, budget: int, seqs: int
-) -> list[dict[int, int]]:
-    """Tokens per request at every step of the simulator under ``heuristic:vllm-v1``."""
+) -> tuple[list[dict[int, int]], int]:
+    """Tokens per request at every step of the simulator under ``heuristic:vllm-v1``, and the
+    number of preemptions."""
     from schedgym.workloads.serving import ServingTrace
 
     n = prompt.size
@@ -76,16 +77,18 @@ def simulate(
         block_size=block,
         watermark=0.0,  # vLLM's default
         admit_full_sequence=True,  # vLLM's default scheduler_reserve_full_isl
+        preempt_for_whole_chunk=True,
     )
     engine = BatchingEngine(trace, config)
     QueueScheduler(budget=budget, window=n).drive(engine)
     counts = engine.step_log.view("entries")
     rid, tokens = engine.entry_log.view("rid"), engine.entry_log.view("tokens")
     bounds = np.concatenate([[0], np.cumsum(counts)])
-    return [
+    steps = [
         dict(zip(rid[a:b].tolist(), tokens[a:b].tolist(), strict=True))
         for a, b in zip(bounds[:-1], bounds[1:], strict=True)
     ]
+    return steps, int(engine.preempt_log.n)
 
 
 def run_vllm(
@@ -99,8 +102,9 @@ def run_vllm(
     max_model_len: int,
     scheduler_cls: str | None = None,
     additional_config: dict[str, Any] | None = None,
-) -> tuple[list[dict[int, int]], Any]:
-    """Tokens per request at every step of vLLM's engine on the same requests, and the LLM."""
+) -> tuple[list[dict[int, int]], int, Any]:
+    """Tokens per request at every step of vLLM's engine on the same requests, the number of
+    preemptions, and the LLM."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from vllm import LLM, SamplingParams
@@ -128,10 +132,12 @@ def run_vllm(
     )
     sched = llm.llm_engine.engine_core.engine_core.scheduler
     steps: list[dict[int, int]] = []
+    preempted = [0]
     schedule = type(sched).schedule
 
     def logged(*args: Any, **kwargs: Any) -> Any:
         out = schedule(sched, *args, **kwargs)
+        preempted[0] += len(out.preempted_req_ids or ())
         if out.total_num_scheduled_tokens:
             steps.append({int(r.split("-")[0]): n for r, n in out.num_scheduled_tokens.items()})
         return out
@@ -145,7 +151,7 @@ def run_vllm(
     ]
     llm.generate(prompts, params, use_tqdm=False)
     del sched.schedule
-    return steps, llm
+    return steps, preempted[0], llm
 
 
 def compare(sim: list[dict[int, int]], real: list[dict[int, int]]) -> dict[str, Any]:
@@ -181,11 +187,18 @@ def main() -> None:
     args = ap.parse_args()
     prompt, output = azure_slice(args.requests, args.max_model_len)
     shape = dict(block=args.block, kv_blocks=args.kv_blocks, budget=args.budget, seqs=args.seqs)
-    real, llm = run_vllm(prompt, output, max_model_len=args.max_model_len, **shape)
+    real, real_preempted, llm = run_vllm(prompt, output, max_model_len=args.max_model_len, **shape)
     usable = llm.llm_engine.engine_core.engine_core.scheduler.kv_cache_manager.block_pool
     # vLLM keeps one block aside (the null block): the simulator gets the usable ones
-    sim = simulate(prompt, output, **{**shape, "kv_blocks": usable.num_gpu_blocks - 1})
-    result = {"settings": vars(args), **compare(sim, real)}
+    sim, sim_preempted = simulate(
+        prompt, output, **{**shape, "kv_blocks": usable.num_gpu_blocks - 1}
+    )
+    result = {
+        "settings": vars(args),
+        "preemptions_simulator": sim_preempted,
+        "preemptions_vllm": real_preempted,
+        **compare(sim, real),
+    }
     print(json.dumps({k: v for k, v in result.items() if k != "first_difference"}, indent=1))
     print("first difference:", result["first_difference"])
     if args.out:

@@ -84,6 +84,10 @@ class EngineConfig:
     # Admit a request only if the KV blocks of all its known tokens (not just its first chunk)
     # are free: vLLM >= 0.32's `scheduler_reserve_full_isl` admission gate (its default there)
     admit_full_sequence: bool = False
+    # A running request whose next chunk's blocks are not free preempts the newest running
+    # request, itself included, until they are (vLLM v1's rule); by default the chunk shrinks to
+    # the free blocks instead (see set_budget: needed by prefill-first steps)
+    preempt_for_whole_chunk: bool = False
     # Admissions leave this share of the blocks free for the running requests' growth (vLLM
     # v0's block-manager watermark): without it a prefill-first engine can readmit and preempt
     # the same request forever while its decodes stay paused.
@@ -399,6 +403,14 @@ class BatchingEngine:
             # while prefill-first steps keep the decodes paused. Progress is then guaranteed:
             # decodes always get their blocks (preempting the newest), prefill work never takes
             # the watermark, and a prefill-first step without prefill work runs the decodes.
+            if self.config.preempt_for_whole_chunk:
+                want = int(min(remaining[j], self.budget_left))
+                while (
+                    room := (row[BLOCKS] + self.free_for_admission) * self.block - row[DONE]
+                ) < want and self.n_run > j:
+                    self._preempt_last()
+                if j >= self.n_run:  # it was the newest: preempted itself
+                    continue
             while (
                 room := (row[BLOCKS] + self.free_for_admission) * self.block - row[DONE]
             ) < 1 and self.n_run - 1 > j:
@@ -471,7 +483,9 @@ class BatchingEngine:
         chunk = rows[:, CHUNK]
         sched = chunk > 0
         dec = decodes & sched
-        grow = dec & (rows[:, DONE] % self.block == 0)
+        # a decode opens a block when its computed tokens fill the last one; a 1-token prompt
+        # (computed 0) was given its block on admission
+        grow = dec & (rows[:, DONE] % self.block == 0) & (rows[:, DONE] > 0)
         rows[grow, BLOCKS] += 1
         self.free -= int(np.count_nonzero(grow))
         self.reserve = 0
@@ -636,7 +650,7 @@ class BatchingEngine:
         row = self.slots[j]
         rid = int(row[RID])
         remaining = row[PROMPT] + row[GEN] - row[DONE]
-        if remaining == 1 and row[DONE] % self.block == 0:
+        if remaining == 1 and row[DONE] % self.block == 0 and row[DONE] > 0:
             self.reserve -= 1  # its decode no longer needs the block promised to it
         if self.phase_open and row[CHUNK] > 0:
             self.budget_left += int(row[CHUNK])
