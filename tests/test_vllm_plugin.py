@@ -279,3 +279,23 @@ def test_a_policy_for_another_encoder_is_refused_at_start(model_dir, policy_dir,
     (other / "spec.json").write_text(json.dumps(spec))
     with pytest.raises(Exception, match="encoder batching-features-0; this plugin serves"):
         make_llm(model_dir, other)
+
+
+def test_the_simulator_schedules_like_vllm_step_by_step_on_200_azure_requests():
+    """heuristic:vllm-v1 in the simulator and vLLM's own scheduler, on the first 200 requests
+    of the Azure conversation trace (lengths scaled to max_model_len 1024), all arriving at
+    once: the same tokens for the same requests at every step, preemptions included."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gym_vs_vllm", ROOT / "scripts/gym_vs_vllm.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    prompt, output = script.azure_slice(200, 1024)
+    shape = {"block": BLOCK, "kv_blocks": 128, "budget": 512, "seqs": 16}
+    real, real_preempted, llm = script.run_vllm(prompt, output, max_model_len=1024, **shape)
+    _ENGINES.append(llm)
+    usable = scheduler_of(llm).kv_cache_manager.block_pool.get_num_free_blocks()
+    sim, sim_preempted = script.simulate(prompt, output, **{**shape, "kv_blocks": usable})
+    result = script.compare(sim, real)
+    assert real_preempted > 0 and sim_preempted == real_preempted
+    assert result["identical_share"] == 1.0, result["first_difference"]
