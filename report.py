@@ -1,10 +1,14 @@
-"""Aligned text tables for the terminal and Markdown tables for LEADERBOARD.md and docs."""
+"""Aligned text tables for the terminal and Markdown tables for LEADERBOARD.md and docs; the
+latency percentiles the benchmarks print."""
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 
 def fmt(value: Any) -> str:
@@ -55,3 +59,16 @@ def format_table(
         else "  ".join("-" * w for w in widths)
     )
     return "\n".join([line(headers), rule] + [line(r) for r in cells])
+
+
+def latency_percentiles(fn: Any, inputs: list[Any]) -> tuple[float, float]:
+    """p50 and p99 seconds of ``fn(x)`` over ``inputs`` (one call each, timed with
+    ``time.perf_counter``), after one untimed warm-up call: first-call allocations are not a
+    decision's cost."""
+    fn(inputs[0])
+    times = np.empty(len(inputs))
+    for i, x in enumerate(inputs):
+        start = time.perf_counter()
+        fn(x)
+        times[i] = time.perf_counter() - start
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))

@@ -33,6 +33,7 @@ from schedgym._version import __version__
 from schedgym.agents.imitation import generator_kwargs
 from schedgym.errors import SchedgymError
 from schedgym.registry import env_entry
+from schedgym.report import latency_percentiles
 
 SPEC_FORMAT = "schedgym-policy-1"
 # sb3-contrib's MaskableCategorical sets illegal actions' logits to this value.
@@ -170,7 +171,7 @@ def export(policy: str, out: str | Path, env: str | None = None) -> dict[str, An
         raise SchedgymError(f"{policy!r} was trained on env {entry.name!r}, not {env!r}")
     gym_env = make_env(config)
     unwrapped = gym_env.unwrapped
-    module = entry.env_module()
+    module = entry.module("env")
     space = model.observation_space
     keys = list(space.spaces)
     n_actions = int(model.action_space.n)
@@ -292,73 +293,19 @@ def record_observations(
     return stacked, np.stack(masks)
 
 
-def _percentiles(fn: Any, inputs: list[Any]) -> tuple[float, float]:
-    """p50 and p99 seconds of ``fn(x)`` over ``inputs``, after one warm-up call (first-call
-    allocations are not a decision's cost)."""
-    import time
-
-    fn(inputs[0])
-    times = np.empty(len(inputs))
-    for i, x in enumerate(inputs):
-        start = time.perf_counter()
-        fn(x)
-        times[i] = time.perf_counter() - start
-    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
-
-
-def serving_state(n_waiting: int = 256, n_running: int = 32, seed: int = 0) -> Any:
-    """A busy serving replica's state for the plugin's decision (``EngineState``): ``n_waiting``
-    requests with Azure-conversation-like prompts waiting, ``n_running`` decoding, 16-token
-    blocks, Llama-2-7B / H100-sized KV cache and vLLM's default limits."""
-    from schedgym.plugins.vllm.policy import EngineState
-
-    rng = np.random.default_rng(seed)
-    now = 100.0
-    return EngineState(
-        now=now,
-        w_prompt=rng.integers(50, 2000, n_waiting),
-        w_generated=np.zeros(n_waiting, np.int64),
-        w_arrival=np.sort(now - rng.uniform(0, 2, n_waiting)),
-        w_last_token=np.full(n_waiting, np.nan),
-        w_max_tokens=rng.integers(16, 512, n_waiting),
-        r_prompt=(r_prompt := rng.integers(50, 2000, n_running)),
-        r_generated=(r_generated := rng.integers(1, 200, n_running)),
-        r_computed=r_prompt + r_generated - 1,  # decoding
-        r_last_token=now - rng.uniform(0, 0.02, n_running),
-        free_blocks=20_000,
-        kv_capacity=28_000,
-        block_size=16,
-        max_num_seqs=256,
-        max_batched_tokens=8192,
-        recent_arrivals=50,
-        mean_rate=10.0,
-        last_step_s=0.03,
-        finished=100,
-        n_requests=400,
-    )
-
-
-def bench(out: str | Path | None = None) -> list[dict[str, Any]]:
+def bench(out: str | Path) -> list[dict[str, Any]]:
     """Decision latency of every committed policy: the exported graph on onnxruntime (one
     thread) beside the torch policy (``MaskablePPO.predict``, one thread), p50 and p99 over
-    200 decisions of its validation episodes at batch size 1; and the vLLM plugin's time per
-    engine step (`ServingPolicy.decide`: the budget and every admission, each a fresh encoded
-    observation and a graph call) on a replica with 256 waiting and 32 running requests."""
-    import tempfile
-
-
+    200 decisions of its validation episodes at batch size 1. The exported folders are left in
+    ``out`` (one per policy), for the serving plugin's own measurement."""
     root = Path(__file__).resolve().parents[1] / "policies"
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        base = Path(out or tmp)
-        for folder in sorted(p for p in root.iterdir() if (p / "model.zip").is_file()):
-            rows += _latency_rows(folder, base / folder.name)
+    for folder in sorted(p for p in root.iterdir() if (p / "model.zip").is_file()):
+        rows += _latency_rows(folder, Path(out) / folder.name)
     return rows
 
 
 def _latency_rows(folder: Path, out: Path) -> list[dict[str, Any]]:
-    from schedgym.plugins.vllm.policy import ServingPolicy
-
     policy = f"ppo:{folder}"
     spec = export(policy, out)
     session = onnx_session(out / "policy.onnx")
@@ -370,11 +317,11 @@ def _latency_rows(folder: Path, out: Path) -> list[dict[str, Any]]:
         for k in range(masks.shape[0])
     ]
     singles = [({n: obs[n][k] for n in obs}, masks[k]) for k in range(masks.shape[0])]
-    o50, o99 = _percentiles(lambda feed: session.run(["action"], feed), feeds)
-    t50, t99 = _percentiles(
+    o50, o99 = latency_percentiles(lambda feed: session.run(["action"], feed), feeds)
+    t50, t99 = latency_percentiles(
         lambda x: model.predict(x[0], action_masks=x[1], deterministic=True), singles
     )
-    rows = [
+    return [
         {
             "name": f"{spec['env']}: decision, onnxruntime p50 / p99",
             "value": f"{o50 * 1e6:,.0f} / {o99 * 1e6:,.0f}",
@@ -383,19 +330,3 @@ def _latency_rows(folder: Path, out: Path) -> list[dict[str, Any]]:
             f"({t50 / o50:.1f}x at p50); one thread, batch 1, {folder.name}",
         }
     ]
-    if spec["env"] == "batching":
-        serving = ServingPolicy(out, ttft_s=1.0, tbt_s=0.1)
-        serving.load_model()
-        state = serving_state()
-        calls = len(serving.decide(state, record=True).trace)
-        s50, s99 = _percentiles(serving.decide, [state] * 100)
-        rows.append(
-            {
-                "name": "batching: vLLM plugin time per engine step p50 / p99",
-                "value": f"{s50 * 1e6:,.0f} / {s99 * 1e6:,.0f}",
-                "unit": "us",
-                "note": f"256 waiting, 32 running; {calls} graph calls per step (the budget "
-                "and each admission); target < 100 us",
-            }
-        )
-    return rows

@@ -135,7 +135,8 @@ spec = importlib.util.spec_from_file_location("f", {str(ROOT / "envs/batching/fe
 module = sys.modules["f"] = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
 obs = module.encode
-print(sorted(m for m, v in sys.modules.items() if v is not None and m.split(".")[0] in ("schedgym", "gymnasium", "torch")))
+loaded = [m for m, v in sys.modules.items() if v is not None]
+print(sorted(m for m in loaded if m.split(".")[0] in ("schedgym", "gymnasium", "torch")))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

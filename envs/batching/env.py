@@ -55,6 +55,8 @@ DEFAULT_CASE = "azure-conv-synth"
 DEFAULT_MAX_ENTITIES = DEFAULT_WINDOW
 BUDGET_PHASE, ADMIT_PHASE = 0, 1
 AZURE_CONV = "traces/azure-llm-2023/AzureLLMInferenceTrace_conv.csv"
+
+
 @dataclass(frozen=True)
 class Case:
     """A named episode: a workload and the replica that serves it.
