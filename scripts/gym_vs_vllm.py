@@ -175,6 +175,132 @@ def compare(sim: list[dict[int, int]], real: list[dict[int, int]]) -> dict[str, 
     }
 
 
+def per_request(steps: list[dict[int, int]], prompt: np.ndarray, output: np.ndarray) -> np.ndarray:
+    """``int[n, 3]``: each request's admission step, TTFT and TPOT in engine steps, from the
+    tokens scheduled per step (steps numbered from 0, all requests arriving before step 0).
+    The first token comes at the end of the step where the request's scheduled tokens first
+    reach its prompt; TPOT is (last step - first-token step) / (output - 1), NaN for one token."""
+    n = prompt.size
+    admitted = np.full(n, -1)
+    first = np.full(n, -1)
+    last = np.full(n, -1)
+    done = np.zeros(n, np.int64)
+    for s, step in enumerate(steps):
+        for r, t in step.items():
+            if admitted[r] < 0:
+                admitted[r] = s
+            done[r] += t
+            if first[r] < 0 and done[r] >= prompt[r]:
+                first[r] = s
+            last[r] = s
+    ttft = first + 1
+    tpot = np.where(output > 1, (last - first) / np.maximum(output - 1, 1), np.nan)
+    return np.column_stack([admitted, ttft, tpot])
+
+
+def simulate_policy(
+    policy: Path,
+    prompt: np.ndarray,
+    output: np.ndarray,
+    *,
+    block: int,
+    kv_blocks: int,
+    budget: int,
+    seqs: int,
+) -> tuple[list[dict[int, int]], tuple[float, float]]:
+    """Steps of Batching-v0 driven by the exported ``policy`` (onnxruntime) on the requests,
+    all arriving at once, every request in the interactive SLO class, the output-length
+    prediction exact (as the plugin's ``max_tokens`` hint is here), the budgets above
+    ``budget`` and the prefill-first step masked out as the plugin masks them; and the
+    (TTFT, TBT) targets it used."""
+    from schedgym.agents.export import onnx_session
+    from schedgym.envs.batching.env import BatchingEnv
+
+    csv = Path(tempfile.mkdtemp(prefix="azure-slice-")) / "slice.csv"
+    rows = [f"2023-11-16 18:15:46.0000000,{p},{o}" for p, o in zip(prompt, output, strict=True)]
+    csv.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "\n".join(rows) + "\n")
+    env = BatchingEnv(
+        case=f"file:{csv}",
+        length_noise=0.0,
+        slo_mix=(1.0, 0.0),
+        model="tiny-llama-4l",
+        hardware="cpu",
+        max_num_seqs=seqs,
+        kv_blocks=kv_blocks,
+        block_size=block,
+    )
+    session = onnx_session(policy / "policy.onnx")
+    names = [i.name for i in session.get_inputs()][:-1]
+    obs, _ = env.reset(seed=0)
+    E = env.layout.max_entities
+    allowed = np.ones(env.layout.n_actions, bool)
+    for j, b in enumerate(env.budgets):
+        allowed[E + j] = b <= budget
+    allowed[env.prefill_first_action] = False
+    done = False
+    while not done:
+        mask = env.action_masks() & allowed
+        feed = {k: np.asarray(obs[k])[None] for k in names}
+        feed["action_mask"] = mask[None]
+        action = int(session.run(["action"], feed)[0][0])
+        obs, _, done, _, _ = env.step(action)
+    core = env.core
+    counts = core.step_log.view("entries")
+    rid, tokens = core.entry_log.view("rid"), core.entry_log.view("tokens")
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    steps = [
+        dict(zip(rid[a:b].tolist(), tokens[a:b].tolist(), strict=True))
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    targets = env.trace.slo_classes[0]
+    return steps, (targets.ttft_s, targets.tbt_s)
+
+
+def compare_policy(
+    policy: Path, prompt: np.ndarray, output: np.ndarray, shape: dict[str, int], args: Any
+) -> dict[str, Any]:
+    """The exported policy in the simulator and in vLLM (PolicyScheduler) on the same
+    requests: per-request admission step, TTFT and TPOT in engine steps, side by side. The KV
+    cache is ``--policy-kv-blocks`` here: Batching-v0 needs room for its largest budget (8,192
+    tokens) even where the plugin masks it."""
+    shape = {**shape, "kv_blocks": args.policy_kv_blocks}
+    sim, (ttft_s, tbt_s) = simulate_policy(policy, prompt, output, **shape)
+    real, _, _ = run_vllm(
+        prompt,
+        output,
+        max_model_len=args.max_model_len,
+        scheduler_cls="schedgym.plugins.vllm.PolicyScheduler",
+        additional_config={
+            "schedgym": {
+                "policy": str(policy),
+                "ttft_s": ttft_s,
+                "tbt_s": tbt_s,
+                "deadline_ms": 1e9,
+            }
+        },
+        **{**shape, "kv_blocks": shape["kv_blocks"] + 1},  # vLLM's null block
+    )
+    a, b = per_request(sim, prompt, output), per_request(real, prompt, output)
+
+    def stats(x: np.ndarray) -> list[float]:
+        x = x[np.isfinite(x)]
+        return [float(np.mean(x)), float(np.percentile(x, 50)), float(np.percentile(x, 99))]
+
+    return {
+        "slo_targets_s": [ttft_s, tbt_s],
+        "kv_blocks": shape["kv_blocks"],
+        "steps": [len(sim), len(real)],
+        "same_admission_step": float(np.mean(a[:, 0] == b[:, 0])),
+        "mean_p50_p99": {
+            name: {"simulator": stats(a[:, i]), "vllm": stats(b[:, i])}
+            for i, name in enumerate(("admission_step", "ttft_steps", "tpot_steps"))
+        },
+        "requests": [
+            {"request": r, "simulator": a[r].tolist(), "vllm": b[r].tolist()} for r in range(len(a))
+        ],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=200)
@@ -183,6 +309,10 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=512)
     ap.add_argument("--seqs", type=int, default=16)
     ap.add_argument("--max-model-len", type=int, default=1024)
+    ap.add_argument(
+        "--policy", help="also run this exported batching policy (schedgym export) on both sides"
+    )
+    ap.add_argument("--policy-kv-blocks", type=int, default=320)
     ap.add_argument("--out", help="write the comparison as JSON")
     args = ap.parse_args()
     prompt, output = azure_slice(args.requests, args.max_model_len)
@@ -199,6 +329,8 @@ def main() -> None:
         "preemptions_vllm": real_preempted,
         **compare(sim, real),
     }
+    if args.policy:
+        result["policy"] = compare_policy(Path(args.policy), prompt, output, shape, args)
     print(json.dumps({k: v for k, v in result.items() if k != "first_difference"}, indent=1))
     print("first difference:", result["first_difference"])
     if args.out:
