@@ -2,9 +2,11 @@
 
 Heuristics (each knows only the buffer set, as an ahead-of-time compiler does):
 
-* ``heuristic:msa``: in the manner of XLA's memory-space assignment: buffers by memory
-  boundedness (alternate-memory benefit over sqrt(size), XLA's ``GetMemoryBoundedness``), each
-  at its best-fit offset, else slow memory;
+* ``heuristic:msa``: XLA's memory-space assignment (`MsaPolicy`): buffers by memory
+  boundedness (alternate-memory benefit over sqrt(size), XLA's ``GetMemoryBoundedness``); in the
+  map task each at its best-fit offset, else slow memory; in the msa task each kept in fast
+  memory as long as space allows, else evicted, else prefetched from the interval picker's
+  preferred issue op, else slow;
 * ``heuristic:best-fit-{start,size,area}``: buffers by start time, by size or by size x lifetime,
   each in the tightest gap that holds it (TFLite's greedy-by-size planner is best-fit by size);
 * ``heuristic:first-fit-{start,size,area}``: the same orders, each at the lowest candidate;
@@ -59,6 +61,57 @@ class GreedyPolicy:
         return run_in_order(self, env, case, seed, self.order)
 
 
+class MsaPolicy:
+    """XLA's memory-space assignment, as far as the env's decisions reach.
+
+    Followed from ``xla/service/memory_space_assignment/``: the buffer order is
+    ``MemoryBoundednessBufferIntervalComparator`` (``buffer_interval_comparator.cc``: memory
+    boundedness from ``CostAnalysis::GetMemoryBoundedness``, larger first, then larger size):
+    the env's ``"benefit"`` order. Per buffer, as ``MsaAlgorithm::AllocateSegment``
+    (``algorithm.cc``) tries its options: keep the buffer in alternate memory from its write
+    with no copy (``AllocateInAlternateMemoryNoCopy``), through the last use if space allows;
+    else keep it as long as space allows and evict it (``Evict``); else prefetch it
+    (``Prefetch``) for the earliest use that can be served, trying issue ops in the order of
+    ``CostAnalysisPrefetchIntervalPicker`` (``prefetch_interval_picker.cc``: the preferred op,
+    then alternately later and earlier ones, only those between ``LatestPrefetchStartTime`` and
+    the earliest the maximum overlap allows, so that the copy is hidden); else slow memory.
+    Addresses are best fit, as XLA's chunk candidates are. The env offers three issue ops per
+    use (`MsaCore.prefetch_starts`), so the picker's later candidates beyond them are not
+    tried. In the map task it is best fit in the same buffer order.
+    """
+
+    kind: PolicyKind = "heuristic"
+    name = "heuristic:msa"
+
+    def reset(self, env: Any) -> None:
+        """Nothing to prepare: the rule reads the current candidates."""
+
+    def act(self, env: Any, obs: Any) -> int:
+        core = env.unwrapped.core
+        if core.task != "msa":
+            return core.best_fit()
+        whole = core.best_fit()
+        if whole != core.slow_action:
+            return whole
+        cand = core.cand
+        k = core.accesses(core.current)[0].size - 1
+        evict = [c for c in range(cand.shape[1]) if cand[4, c] < 0]
+        if evict:  # the longest stay in fast memory
+            return max(evict, key=lambda c: (int(cand[3, c]), -int(core.cand_gap[c])))
+        pick = {}
+        for i in range(1, k + 1):
+            early, preferred, late = core.prefetch_starts(core.current, i)
+            rank = {preferred: 0, late: 1, early: 2} if early <= late else {}
+            for c in range(cand.shape[1]):
+                p = int(cand[4, c])
+                if cand[2, c] == i and p in rank:
+                    pick[c] = (i, -int(cand[3, c]), rank[p])
+        return min(pick, key=pick.get) if pick else core.slow_action
+
+    def solve(self, env: Any, case: Any, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        return run_in_order(self, env, case, seed, "benefit")
+
+
 class AllSlowPolicy:
     """Every buffer in slow memory (map task only)."""
 
@@ -66,8 +119,8 @@ class AllSlowPolicy:
     name = "heuristic:all-slow"
 
     def reset(self, env: Any) -> None:
-        if env.unwrapped.task != "map":
-            raise SchedgymError("heuristic:all-slow applies to the map task only")
+        if env.unwrapped.task == "pack":
+            raise SchedgymError("heuristic:all-slow applies to the map and msa tasks only")
 
     def act(self, env: Any, obs: Any) -> int:
         return env.unwrapped.core.slow_action
@@ -190,7 +243,10 @@ class CpSatPolicy(_Solver):
     def solve(self, env: Any, case: Any, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
         from ortools.sat.python import cp_model
 
-        n = _episode_core(env, case, seed).buffers.n
+        core = _episode_core(env, case, seed)
+        if core.task == "msa":
+            raise SchedgymError(f"{self.name} solves the map and pack tasks, not msa")
+        n = core.buffers.n
         if n > CPSAT_MAX_BUFFERS:
             raise SchedgymError(f"{self.name}: {n} buffers; exact search is offered up to "
                                 f"{CPSAT_MAX_BUFFERS}")
@@ -307,7 +363,7 @@ def _greedy(order: str, rule: str) -> Callable[[], GreedyPolicy]:
 
 
 POLICIES: dict[str, Callable[[], Any]] = {
-    "heuristic:msa": lambda: GreedyPolicy("heuristic:msa", "benefit", "best_fit"),
+    "heuristic:msa": MsaPolicy,
     **{f"heuristic:{rule.replace('_', '-')}-{order}": _greedy(order, rule)
        for rule in ("best_fit", "first_fit") for order in ("start", "size", "area")},
     "heuristic:all-slow": AllSlowPolicy,

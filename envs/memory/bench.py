@@ -21,7 +21,7 @@ from schedgym.workloads.memory import (
 
 
 def bench() -> list[dict[str, Any]]:
-    """Env steps/s with random legal actions (both tasks), and greedy baselines placing an
+    """Env steps/s with random legal actions (every task), and greedy baselines placing an
     18,000-buffer random set through the env (seconds per episode, record validation apart)."""
     rows = []
     for task in TASKS:

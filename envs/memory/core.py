@@ -27,7 +27,7 @@ from schedgym.envs.hardware.kernels import KERNELS
 from schedgym.errors import IllegalActionError
 from schedgym.workloads.memory import BufferSet
 
-TASKS = ("pack", "map")
+TASKS = ("pack", "map", "msa")
 ORDERS = ("start", "size", "area", "benefit")
 RECORD_FORMAT = "schedgym-memmap-record/1"
 _UNBOUNDED = np.int64(2**62)  # the pack task's address space has no ceiling
@@ -217,12 +217,12 @@ class MemoryMapCore:
             raise ValueError("max_candidates must be at least 1")
         self.buffers, self.task, self.capacity = buffers, task, int(capacity)
         self.order_name, self.K = order, int(max_candidates)
-        # Slow memory is an action of the map task only: a pack episode has K actions.
-        self.slow_action = self.K if task == "map" else -1
-        self.n_actions = self.K + (task == "map")
+        # Slow memory is an action of the map and msa tasks: a pack episode has K actions.
+        self.slow_action = -1 if task == "pack" else self.K
+        self.n_actions = self.K + (task != "pack")
         self.cost = CostModel.build(buffers, fast_bandwidth, slow_bandwidth)
         self.order = decision_order(buffers, order, self.cost)
-        self.limit = self.capacity if task == "map" else _UNBOUNDED
+        self.limit = _UNBOUNDED if task == "pack" else self.capacity
         self._start, self._end, self._size = buffers.start, buffers.end, buffers.size
         self.all_slow = self.cost.all_slow_time()
         n = buffers.n
@@ -230,7 +230,11 @@ class MemoryMapCore:
         self.offset = np.full(n, -1, np.int64)
         self._placed = np.zeros((4, n), np.int64)  # rows contiguous: scanned every step
         self._fast_bytes = np.zeros(self.cost.compute.size)
+        self._prepare()
         self.reset()
+
+    def _prepare(self) -> None:
+        """Per-case tables a task adds before the first reset (the msa task's core)."""
 
     # -- state ------------------------------------------------------------------------------
 
@@ -277,7 +281,16 @@ class MemoryMapCore:
             self.cand_gap = np.zeros(0, np.int64)
             return
         b = self.current
-        s, e, z = self._start[b], self._end[b], self._size[b]
+        bottoms, gap = self._gaps(self._start[b], self._end[b])
+        fits = np.flatnonzero(gap >= self._size[b])
+        if fits.size > self.K:
+            fits = np.concatenate((fits[: self.K - 1], fits[-1:]))
+        self.cand_offset = bottoms[fits]
+        self.cand_gap = gap[fits]
+
+    def _gaps(self, s: int, e: int) -> tuple[np.ndarray, np.ndarray]:
+        """Bottoms and heights of the free gaps over ``[s, e)`` between the placed boxes that
+        overlap it, in ascending address (0 and the placed tops: the canonical positions)."""
         p = self._placed[:, : self.m]
         hit = (p[0] < e) & (p[1] > s)
         lo, hi = p[2, hit], p[3, hit]
@@ -288,17 +301,12 @@ class MemoryMapCore:
         else:
             bottoms = np.zeros(1, np.int64)
             tops = np.array([self.limit], np.int64)
-        gap = tops - bottoms
-        fits = np.flatnonzero(gap >= z)
-        if fits.size > self.K:
-            fits = np.concatenate((fits[: self.K - 1], fits[-1:]))
-        self.cand_offset = bottoms[fits]
-        self.cand_gap = gap[fits]
+        return bottoms, tops - bottoms
 
     def action_mask(self) -> np.ndarray:
         mask = np.zeros(self.n_actions, bool)
         mask[: self.cand_offset.size] = True
-        if self.task == "map":
+        if self.task != "pack":
             mask[self.slow_action] = not self.done
         return mask
 

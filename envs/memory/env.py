@@ -20,6 +20,7 @@ from schedgym.envs.memory.core import (
     MemoryMapCore,
     op_seconds,
 )
+from schedgym.envs.memory.msa import MsaCore
 from schedgym.envs.spaces import EntityLayout, action_index
 from schedgym.errors import SchedgymError, WorkloadError
 from schedgym.workloads.memory import (
@@ -52,8 +53,16 @@ CANDIDATE_FEATURES = (
 )
 # Names the observation features' meaning, order and scale; exported policies record it.
 ENCODER_VERSION = "memmap-features-1"
+# The msa task's candidates are windows: these columns follow CANDIDATE_FEATURES there.
+WINDOW_FEATURES = (
+    "span",  # (hi - lo) / ops: op steps the window holds its space
+    "coverage",  # share of the buffer's accessed bytes served from fast memory
+    "prefetch",  # 1 if a prefetch brings the buffer in
+    "eviction",  # 1 if an eviction takes it out
+    "lead",  # prefetch: all-slow time of the ops it overlaps / its copy time, capped at 4, / 4
+)
 GLOBAL_FEATURES = (
-    "map",  # 1 in the map task, 0 in pack
+    "map",  # 1 in the map and msa tasks, 0 in pack
     "size",  # buffer size / C
     "lifetime",  # (end - start) / horizon
     "start",  # (start - first start) / horizon
@@ -81,6 +90,13 @@ class MemoryMapEnv(gym.Env):
       slow memory (HBM/DRAM). Op ``j`` takes ``max(compute_j, F_j / fast_bw + S_j / slow_bw)``
       seconds, ``F_j``/``S_j`` the bytes it reads and writes in fast/slow memory (weights and
       model inputs always slow); the score is the total, the modelled execution time.
+    * ``task="msa"``: XLA's memory-space assignment over time (``schedgym.envs.memory.msa``):
+      each decision gives one buffer a fast *window*, the accesses served from fast memory and
+      the op steps the buffer holds its address, reached by a prefetch (slow to fast) issued at a
+      chosen earlier op or by the write itself, and ended, when the buffer is read again later,
+      by an eviction (fast to slow). Copies run one at a time on a copy engine at
+      ``copy_bandwidth``, overlap compute and hold their space; an op that needs an unfinished
+      copy stalls. The score is the modelled time, the end of the last op.
     * ``task="pack"``: MiniMalloc's problem: every buffer gets an address; minimise the peak
       height; solved when the height is within the case's capacity.
 
@@ -94,14 +110,17 @@ class MemoryMapEnv(gym.Env):
 
     ## Action Space
 
-    ``Discrete(max_candidates + 1)`` in map, ``Discrete(max_candidates)`` in pack (which has no
-    slow memory). Action ``i < max_candidates`` places the current buffer at
-    candidate ``i``: the candidates are the bottoms of the free gaps, over the buffer's lifetime,
-    between the placed buffers overlapping it in time (0 and their top edges, MiniMalloc's
-    canonical positions), in ascending order, kept where the buffer fits (map: below ``C``);
-    when more fit, the lowest ``max_candidates - 1`` and the topmost. Action ``max_candidates``
-    leaves the buffer in slow memory (map only). ``action_masks()`` marks exactly these; it is
-    never all False (pack: the topmost gap is unbounded; map: slow memory). Any other action
+    ``Discrete(max_candidates + 1)`` in map and msa, ``Discrete(max_candidates)`` in pack (which
+    has no slow memory). In msa a candidate is a window and an address (`MsaCore` lists them:
+    the whole window at every gap that fits, then each eviction and prefetch window at its
+    best-fit address); the rest of this paragraph describes map and pack. Action
+    ``i < max_candidates`` places the current buffer at candidate ``i``: the candidates are the
+    bottoms of the free gaps, over the buffer's lifetime, between the placed buffers overlapping
+    it in time (0 and their top edges, MiniMalloc's canonical positions), in ascending order,
+    kept where the buffer fits (map: below ``C``); when more fit, the lowest
+    ``max_candidates - 1`` and the topmost. Action ``max_candidates`` leaves the buffer in slow
+    memory (map and msa). ``action_masks()`` marks exactly these; it is never all False (pack:
+    the topmost gap is unbounded; map and msa: slow memory). Any other action
     raises ``schedgym.errors.IllegalActionError`` (a ``ValueError``) saying why.
 
     ## Observation Space
@@ -110,6 +129,8 @@ class MemoryMapEnv(gym.Env):
 
     * ``entities`` ``(max_candidates, 6)`` float32, one row per candidate: offset, top, slack
       in its gap, topmost-gap flag, height growth, within-capacity flag (``CANDIDATE_FEATURES``);
+    * msa adds 5 columns per candidate window (``WINDOW_FEATURES``): op steps held, share of
+      the buffer's accessed bytes served fast, prefetch flag, eviction flag, prefetch lead;
     * ``entity_mask`` ``(max_candidates,)`` int8: 1 for the real candidates;
     * ``globals`` ``(11,)`` float32: task flag, the buffer's size, lifetime and start, progress,
       height so far, peak of live bytes over the buffer's lifetime, its solo gain, share of
@@ -144,7 +165,7 @@ class MemoryMapEnv(gym.Env):
 
     ## Arguments
 
-    * ``task`` (``"map"``): ``"map"`` or ``"pack"``;
+    * ``task`` (``"map"``): ``"map"``, ``"msa"`` or ``"pack"``;
     * ``case`` (``None``, meaning ``"random:64"``): the case ``reset`` uses when its options name
       none;
     * ``hardware`` (``"h100"``): cost table (shipped name or JSON path) pricing the traced ops;
@@ -159,14 +180,17 @@ class MemoryMapEnv(gym.Env):
     * ``order`` (``"start"``): the buffer order, ``"start"`` (earliest first, then largest),
       ``"size"`` (largest first), ``"area"`` (size x lifetime), ``"benefit"`` (XLA's memory
       boundedness: alternate-memory benefit / sqrt(size));
-    * ``max_candidates`` (32): candidate rows, and the action space's size less one.
+    * ``max_candidates`` (32): candidate rows, and the action space's size less one;
+    * ``copy_bandwidth`` (``None``): bytes/s of the msa task's copy engine; ``None`` means the
+      slow tier's bandwidth, as a copy streams from or to it.
 
     ``get_state()``/``set_state(state)`` snapshot and restore an episode (numpy copies); the
     simulator core is ``env.core`` (`memory_core.MemoryMapCore`), the case ``env.buffers``.
 
     ## Version History
 
-    * v0: initial version.
+    * v0: initial version; the ``msa`` task added later, leaving ``map`` and ``pack`` as they
+      were.
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
@@ -180,6 +204,7 @@ class MemoryMapEnv(gym.Env):
         fast_bandwidth: float | None = None,
         order: str = "start",
         max_candidates: int = 32,
+        copy_bandwidth: float | None = None,
     ):
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
@@ -203,12 +228,15 @@ class MemoryMapEnv(gym.Env):
         self.slow_bandwidth = slow.bandwidth
         self.fast_bandwidth = float(fast_bandwidth or (
             fast.bandwidth if fast else FAST_BANDWIDTH_RATIO * slow.bandwidth))
+        # A copy between the tiers streams from or to the slow tier, so moves at its speed.
+        self.copy_bandwidth = float(copy_bandwidth or slow.bandwidth)
         self.fast_capacity_arg = fast_capacity
         self.default_fast_capacity = fast.capacity_bytes if fast else DEFAULT_FAST_CAPACITY
         self.layout = EntityLayout(max_entities=max_candidates,
-                                   n_features=len(CANDIDATE_FEATURES),
+                                   n_features=len(CANDIDATE_FEATURES)
+                                   + len(WINDOW_FEATURES) * (task == "msa"),
                                    n_globals=len(GLOBAL_FEATURES),
-                                   n_special=int(task == "map"))
+                                   n_special=int(task != "pack"))
         self.observation_space = self.layout.observation_space()
         self.action_space = self.layout.action_space()
         self.buffers: BufferSet | None = None
@@ -275,10 +303,13 @@ class MemoryMapEnv(gym.Env):
         if buffers is self.buffers and self.core is not None and self.core.order_name == order:
             return
         self.buffers = buffers
-        self.core = MemoryMapCore(
-            buffers, self.task, self.capacity_for(buffers), order=order,
-            max_candidates=self.layout.max_entities, fast_bandwidth=self.fast_bandwidth,
-            slow_bandwidth=self.slow_bandwidth)
+        common = {"order": order, "max_candidates": self.layout.max_entities,
+                  "fast_bandwidth": self.fast_bandwidth, "slow_bandwidth": self.slow_bandwidth}
+        if self.task == "msa":
+            self.core = MsaCore(buffers, self.capacity_for(buffers),
+                                copy_bandwidth=self.copy_bandwidth, **common)
+        else:
+            self.core = MemoryMapCore(buffers, self.task, self.capacity_for(buffers), **common)
         self._static = _Static(self.core)
 
     def _require_core(self) -> MemoryMapCore:
@@ -310,8 +341,25 @@ class MemoryMapEnv(gym.Env):
         e[:n, 3] = core.cand_offset + core.cand_gap >= core.limit  # in int64: exact
         e[:n, 4] = np.maximum(0.0, top - core.height) * st.inv_c
         e[:n, 5] = top <= core.capacity
+        if self.task == "msa":
+            self._observe_windows(e, b, n)
         obs["entity_mask"][:n] = 1
         return obs
+
+
+    def _observe_windows(self, e: np.ndarray, b: int, n: int) -> None:
+        core = self.core
+        lo, hi, i, j, kind = core.cand[:5, :n]
+        ops, nbytes = core.accesses(b)
+        cum = np.concatenate(([0.0], np.cumsum(nbytes)))
+        e[:n, 6] = (hi - lo) / max(core.cost.compute.size, 1)
+        e[:n, 7] = (cum[j + 1] - cum[i]) / cum[-1] if cum[-1] > 0 else 0.0
+        pre = kind >= 0
+        e[:n, 8] = pre
+        e[:n, 9] = (kind < 0) & (j < ops.size - 1)
+        overlap = core.elapsed_cum[ops[i]] - core.elapsed_cum[np.maximum(lo, 0)]
+        c = max(float(core.copy_s[b]), 1e-30)
+        e[:n, 10] = np.where(pre, np.minimum(overlap / c, 4.0) / 4.0, 0.0)
 
 
 class _Static:
@@ -320,7 +368,7 @@ class _Static:
     def __init__(self, core: MemoryMapCore):
         bs = core.buffers
         self.inv_c = 1.0 / core.capacity
-        self.is_map = float(core.task == "map")
+        self.is_map = float(core.task != "pack")
         t0, t1 = bs.horizon
         span = max(t1 - t0, 1)
         times, live = bs.live_profile()
@@ -329,7 +377,7 @@ class _Static:
         pairs = np.stack([first, last], axis=1).ravel()
         pressure = np.maximum.reduceat(np.append(live, 0), pairs)[::2]
         self.peak = float(live.max()) * self.inv_c
-        gain = core.cost.solo_gain() if core.task == "map" else np.zeros(bs.n)
+        gain = core.cost.solo_gain() if core.task != "pack" else np.zeros(bs.n)
         self.per_buffer = np.stack([bs.size * self.inv_c, (bs.end - bs.start) / span,
                                     (bs.start - t0) / span, pressure * self.inv_c, gain])
 

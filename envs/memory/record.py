@@ -67,12 +67,14 @@ def validate(record: dict[str, Any]) -> dict[str, Any]:
     fast = offset >= 0
     if task == "pack" and not fast.all():
         raise RecordError(f"pack: buffer {int(ids[(~fast).argmax()])} was left unplaced")
-    if task == "map":
+    if task != "pack":
         over = fast & (offset + size > capacity)
         if over.any():
             i = int(over.argmax())
             raise RecordError(f"buffer {int(ids[i])} at offset {int(offset[i])} + size "
                               f"{int(size[i])} exceeds the fast capacity {capacity}")
+    if task == "msa":
+        return _validate_msa(record, ids, start, end, size, offset, capacity)
     _check_no_overlap(ids, start, end, size, offset)
     height = int((offset + size)[fast].max()) if fast.any() else 0
     if task == "pack":
@@ -93,6 +95,130 @@ def validate(record: dict[str, Any]) -> dict[str, Any]:
             "speedup": slow / modelled if modelled > 0 else 1.0,
             "fast_byte_share": float(op["bytes"][in_fast].sum()) / moved if moved else 0.0,
             "fast_buffers": int(fast.sum()), "height": height, "capacity": capacity}
+
+
+def _validate_msa(record, ids, start, end, size, offset, capacity) -> dict[str, Any]:
+    """The msa task's checks (``envs/memory/msa.py`` states the model): every fast window holds
+    its buffer's fast accesses, starts at the write or at a prefetch's issue op and ends where
+    the rules say; boxes of op steps x addresses do not overlap; each needed copy exists, once,
+    lasts size / copy bandwidth, starts once it is ready, ends before the op that needs it and
+    does not overlap another copy; each op starts after the previous one ends and after the
+    copies it waits for, and lasts max(compute, memory time) with its operands where the windows
+    put them."""
+    op = _map_inputs(record, start, end, ids)
+    m, n = op["m"], ids.size
+    try:
+        win = {k: np.asarray(record["windows"][k], np.int64)
+               for k in ("lo", "hi", "first_op", "last_op")}
+        cp = record["copies"]
+        c_buf = np.asarray(cp["buffer"], np.int64)
+        c_kind = list(cp["kind"])
+        c_ready, c_wait = (np.asarray(cp[k], np.int64) for k in ("ready_op", "wait_op"))
+        c_start, c_end = (np.asarray(cp[k], np.float64) for k in ("start_s", "end_s"))
+        op_start = np.asarray(record["op_start_s"], np.float64)
+        copy_bw = float(record["memory"]["copy_bandwidth"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RecordError(f"msa record: windows/copies/op_start_s unreadable: {exc}") from exc
+    if any(a.shape != (n,) for a in win.values()) or op_start.shape != (m,):
+        raise RecordError("msa record: one window per buffer and one start per op expected")
+    nc = c_buf.size
+    if any(a.shape != (nc,) for a in (c_ready, c_wait, c_start, c_end)) or len(c_kind) != nc:
+        raise RecordError("msa record: copy columns of different lengths")
+    if copy_bw <= 0 or (nc and (c_buf.min() < 0 or c_buf.max() >= n)):
+        raise RecordError("msa record: bad copy bandwidth or a copy of an unknown buffer")
+    lo, hi, first, last = win["lo"], win["hi"], win["first_op"], win["last_op"]
+    fast = offset >= 0
+    order = np.argsort(op["buffer"], kind="stable")
+    acc_op, acc_buf, acc_bytes = op["op"][order], op["buffer"][order], op["bytes"][order]
+    ptr = np.searchsorted(acc_buf, np.arange(n + 1))
+    in_fast = np.zeros(acc_op.size, bool)
+    scale = max(float(np.abs(op_start).max(initial=0.0)), 1e-30)
+    eps = 1e-9 * scale
+    need: dict[int, list[tuple[str, int, int]]] = {}  # buffer -> copies it must have
+    for b in np.flatnonzero(fast).tolist():
+        u = np.sort(acc_op[ptr[b]:ptr[b + 1]])
+        name = f"buffer {int(ids[b])}"
+        if u.size == 0 or first[b] not in u or last[b] not in u or first[b] > last[b]:
+            raise RecordError(f"{name}: its fast window does not start and end at accesses")
+        if not (0 <= lo[b] <= first[b] < last[b] + 1 <= hi[b] <= m):
+            raise RecordError(f"{name}: window [{int(lo[b])}, {int(hi[b])}) does not hold its "
+                              f"fast accesses {int(first[b])}..{int(last[b])}")
+        sel = slice(ptr[b], ptr[b + 1])
+        in_fast[sel] = (acc_op[sel] >= first[b]) & (acc_op[sel] <= last[b])
+        later = u[u > last[b]]
+        if first[b] != u[0]:  # not written in fast memory: a prefetch brings it
+            if lo[b] <= u[0]:
+                raise RecordError(f"{name}: prefetch issued at op {int(lo[b])}, before the op "
+                                  f"{int(u[0])} that writes it ends")
+            if hi[b] != last[b] + 1:
+                raise RecordError(f"{name}: a prefetched window ends at its last fast access")
+            need[b] = [("prefetch", int(lo[b]), int(first[b]))]
+        elif later.size:
+            if lo[b] != first[b] or hi[b] != min(last[b] + 2, later[0]):
+                raise RecordError(f"{name}: an evicted window spans [write, min(last fast "
+                                  "access + 2, next access))")
+            need[b] = [("eviction", int(last[b]) + 1, int(hi[b]))]
+        elif hi[b] != last[b] + 1:
+            raise RecordError(f"{name}: window ends at op {int(hi[b])}, not after its last "
+                              f"access {int(last[b])}")
+    if np.any(~fast & ((lo >= 0) | (hi >= 0))):
+        raise RecordError("msa record: a slow buffer has a fast window")
+    _check_no_overlap(ids, np.where(fast, lo, 0), np.where(fast, hi, 1), size, offset)
+    # op times with the operands where the windows put them
+    f_bytes = np.zeros(m)
+    s_bytes = op["fixed"].copy()
+    np.add.at(f_bytes, acc_op[in_fast], acc_bytes[in_fast])
+    np.add.at(s_bytes, acc_op[~in_fast], acc_bytes[~in_fast])
+    dur = np.maximum(op["compute"], f_bytes / op["fast_bandwidth"] + s_bytes / op["slow_bandwidth"])
+    end_of = op_start + dur
+    if m and op_start[0] < -eps:
+        raise RecordError("msa record: op 0 starts before time 0")
+    early = op_start[1:] < end_of[:-1] - eps
+    if early.any():
+        j = int(early.argmax()) + 1
+        raise RecordError(f"op {j} starts at {op_start[j]:.6g} s, before op {j - 1} ends at "
+                          f"{end_of[j - 1]:.6g} s")
+    seen: set[tuple[int, str]] = set()
+    for c in range(nc):
+        b, kind = int(c_buf[c]), c_kind[c]
+        want = [w for w in need.get(b, []) if w[0] == kind]
+        if not want or (b, kind) in seen:
+            raise RecordError(f"copy {c}: an unneeded or repeated {kind} of buffer {int(ids[b])}")
+        seen.add((b, kind))
+        _, ready, wait = want[0]
+        if (c_ready[c], c_wait[c]) != (ready, wait):
+            raise RecordError(f"copy {c}: {kind} of buffer {int(ids[b])} must be ready at op "
+                              f"{ready} and awaited by op {wait}")
+        if abs(c_end[c] - c_start[c] - size[b] / copy_bw) > eps:
+            raise RecordError(f"copy {c}: lasts {c_end[c] - c_start[c]:.6g} s, not size / copy "
+                              f"bandwidth = {size[b] / copy_bw:.6g} s")
+        if c_start[c] < (end_of[ready - 1] if ready > 0 else 0.0) - eps:
+            raise RecordError(f"copy {c}: starts before op {ready - 1} ends")
+        if wait < m and c_end[c] > op_start[wait] + eps:
+            raise RecordError(f"copy {c}: the {kind} of buffer {int(ids[b])} ends at "
+                              f"{c_end[c]:.6g} s, after op {wait} starts at {op_start[wait]:.6g} s")
+    missing = sum(len(v) for v in need.values()) - len(seen)
+    if missing:
+        raise RecordError(f"msa record: {missing} needed prefetch/eviction copies are missing")
+    by_start = np.argsort(c_start, kind="stable")
+    clash = c_start[by_start[1:]] < c_end[by_start[:-1]] - eps
+    if clash.any():
+        k = int(clash.argmax())
+        raise RecordError(f"copies {int(by_start[k])} and {int(by_start[k + 1])} overlap on the "
+                          "one copy engine")
+    modelled = float(end_of[-1]) if m else 0.0
+    slow = float(np.maximum(op["compute"], (f_bytes + s_bytes) / op["slow_bandwidth"]).sum())
+    moved = float(acc_bytes.sum())
+    kinds = np.array(c_kind)
+    return {"modelled_time_s": modelled, "all_slow_time_s": slow,
+            "speedup": slow / modelled if modelled > 0 else 1.0,
+            "stall_s": modelled - float(dur.sum()),
+            "fast_byte_share": float(acc_bytes[in_fast].sum()) / moved if moved else 0.0,
+            "fast_buffers": int(fast.sum()), "prefetches": int((kinds == "prefetch").sum()),
+            "evictions": int((kinds == "eviction").sum()),
+            "copy_bytes": int(size[c_buf].sum()),
+            "height": int((offset + size)[fast].max()) if fast.any() else 0,
+            "capacity": capacity}
 
 
 def _peak_live(start: np.ndarray, end: np.ndarray, size: np.ndarray) -> int:
