@@ -77,7 +77,8 @@ class MsaPolicy:
     the earliest the maximum overlap allows, so that the copy is hidden); else slow memory.
     Addresses are best fit, as XLA's chunk candidates are. The env offers three issue ops per
     use (`MsaCore.prefetch_starts`), so the picker's later candidates beyond them are not
-    tried. In the map task it is best fit in the same buffer order.
+    tried. The per-buffer rule is the core's `MsaCore.xla_choice`. In the map task it is best
+    fit in the same buffer order.
     """
 
     kind: PolicyKind = "heuristic"
@@ -90,23 +91,7 @@ class MsaPolicy:
         core = env.unwrapped.core
         if core.task != "msa":
             return core.best_fit()
-        whole = core.best_fit()
-        if whole != core.slow_action:
-            return whole
-        cand = core.cand
-        k = core.accesses(core.current)[0].size - 1
-        evict = [c for c in range(cand.shape[1]) if cand[4, c] < 0]
-        if evict:  # the longest stay in fast memory
-            return max(evict, key=lambda c: (int(cand[3, c]), -int(core.cand_gap[c])))
-        pick = {}
-        for i in range(1, k + 1):
-            early, preferred, late = core.prefetch_starts(core.current, i)
-            rank = {preferred: 0, late: 1, early: 2} if early <= late else {}
-            for c in range(cand.shape[1]):
-                p = int(cand[4, c])
-                if cand[2, c] == i and p in rank:
-                    pick[c] = (i, -int(cand[3, c]), rank[p])
-        return min(pick, key=pick.get) if pick else core.slow_action
+        return core.xla_choice()
 
     def solve(self, env: Any, case: Any, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
         return run_in_order(self, env, case, seed, "benefit")

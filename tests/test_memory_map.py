@@ -442,7 +442,7 @@ def test_bench_rows_are_well_formed():
     from schedgym.envs.memory.bench import bench
 
     rows = bench()
-    assert len(rows) == 6
+    assert len(rows) == 7
     for row in rows:
         assert set(row) == {"name", "value", "unit", "note"} and row["value"] > 0
 

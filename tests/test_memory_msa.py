@@ -15,8 +15,8 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from schedgym.baselines.memory import POLICIES
+from schedgym.envs.memory.core import MsaCore, timeline
 from schedgym.envs.memory.env import MemoryMapEnv
-from schedgym.envs.memory.msa import MsaCore, timeline
 from schedgym.envs.memory.record import validate
 from schedgym.episode import run_episode
 from schedgym.errors import IllegalActionError, RecordError, SchedgymError
@@ -173,6 +173,37 @@ def test_the_copy_engine_runs_one_copy_at_a_time():
         np.array([2.0, 1.5, 0.2]), np.array([1, 1]), np.array([2, 2]), np.array([1.0, 1.0])
     )
     assert (start.tolist(), c0.tolist(), c1.tolist(), total) == ([0, 2, 4], [2, 3], [3, 4], 4.2)
+
+
+def _reference_timeline(d, ready_op, wait_op, dur):
+    """The schedule event by event: at each op, first issue the copies ready there (once the
+    previous op ends, first come first served), then wait for the copies the op needs."""
+    m, n = d.size, ready_op.size
+    start, c_start, c_end = np.zeros(m), np.zeros(n), np.zeros(n)
+    clock = free = 0.0
+    for j in range(m + 1):
+        for c in sorted(range(n), key=lambda c: (ready_op[c], c)):
+            if ready_op[c] == j:
+                c_start[c] = max(clock, free)
+                c_end[c] = free = c_start[c] + dur[c]
+        clock = max([clock] + [c_end[c] for c in range(n) if wait_op[c] == j])
+        if j < m:
+            start[j] = clock
+            clock += d[j]
+    return start, c_start, c_end, clock
+
+
+def test_timeline_matches_an_event_by_event_schedule():
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        m, n = int(rng.integers(1, 12)), int(rng.integers(0, 8))
+        d = rng.uniform(0.0, 2.0, m)
+        ready = rng.integers(0, m, n)
+        wait = np.minimum(ready + rng.integers(0, 3, n), m - 1)
+        dur = rng.uniform(0.0, 3.0, n)
+        got, want = timeline(d, ready, wait, dur), _reference_timeline(d, ready, wait, dur)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
 
 
 def _tampered(rec: dict, **changes) -> dict:

@@ -40,14 +40,16 @@ def bench() -> list[dict[str, Any]]:
     big = random_buffer_set(18000, 0, mean_live=64.0, name="random:18000:0:live64")
     for task, order, label in (("pack", "size", "best-fit by size"),
                                ("map", "size", "best-fit by size"),
-                               ("map", "benefit", "msa (XLA-like order, best fit)")):
+                               ("map", "benefit", "msa (XLA-like order, best fit)"),
+                               ("msa", "benefit", "heuristic:msa (prefetch and eviction)")):
         env = MemoryMapEnv(task=task, case=big, order=order)
         env.reset(seed=0)
+        rule = "xla_choice" if task == "msa" else "best_fit"
         t0 = time.perf_counter()
         done = False
         info: dict[str, Any] = {}
         while not done:
-            _, _, done, _, info = env.step(env.core.best_fit())
+            _, _, done, _, info = env.step(getattr(env.core, rule)())
         wall = time.perf_counter() - t0
         t1 = time.perf_counter()
         validate(info["record"])

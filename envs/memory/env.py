@@ -18,9 +18,9 @@ from schedgym.envs.memory.core import (
     ORDERS,
     TASKS,
     MemoryMapCore,
+    MsaCore,
     op_seconds,
 )
-from schedgym.envs.memory.msa import MsaCore
 from schedgym.envs.spaces import EntityLayout, action_index
 from schedgym.errors import SchedgymError, WorkloadError
 from schedgym.workloads.memory import (
@@ -90,7 +90,7 @@ class MemoryMapEnv(gym.Env):
       slow memory (HBM/DRAM). Op ``j`` takes ``max(compute_j, F_j / fast_bw + S_j / slow_bw)``
       seconds, ``F_j``/``S_j`` the bytes it reads and writes in fast/slow memory (weights and
       model inputs always slow); the score is the total, the modelled execution time.
-    * ``task="msa"``: XLA's memory-space assignment over time (``schedgym.envs.memory.msa``):
+    * ``task="msa"``: XLA's memory-space assignment over time (``core.MsaCore``):
       each decision gives one buffer a fast *window*, the accesses served from fast memory and
       the op steps the buffer holds its address, reached by a prefetch (slow to fast) issued at a
       chosen earlier op or by the write itself, and ended, when the buffer is read again later,
@@ -144,6 +144,9 @@ class MemoryMapEnv(gym.Env):
 
     * map: the modelled time saved by the step over the all-slow time, so the return is
       ``1 - 1 / speedup``;
+    * msa: the op time saved by the step over the all-slow time; the last step also subtracts
+      the stalls of the whole schedule, known once every copy is placed, so the return is again
+      ``1 - 1 / speedup``;
     * pack: minus the growth of the height over ``C``, so the return is ``-height / C``.
 
     ## Starting State
@@ -160,8 +163,10 @@ class MemoryMapEnv(gym.Env):
     ``metrics`` (pack: ``height``, ``capacity``, ``height_over_capacity``, ``solved``,
     ``peak_live``, ``height_over_peak``, ``solve_s``; map: ``modelled_time_s``,
     ``all_slow_time_s``, ``speedup``, ``fast_byte_share``, ``fast_buffers``, ``height``,
-    ``capacity``) and ``record`` (buffers, offsets with -1 for slow memory, ops and accesses for
-    map), which `validate` re-checks.
+    ``capacity``; msa adds ``stall_s``, ``prefetches``, ``evictions``, ``copy_bytes``) and
+    ``record`` (buffers, offsets with -1 for slow memory, ops and accesses for map; msa adds each
+    buffer's window, every copy with its start and end, and each op's start), which `validate`
+    re-checks.
 
     ## Arguments
 

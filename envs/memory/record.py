@@ -98,8 +98,8 @@ def validate(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _validate_msa(record, ids, start, end, size, offset, capacity) -> dict[str, Any]:
-    """The msa task's checks (``envs/memory/msa.py`` states the model): every fast window holds
-    its buffer's fast accesses, starts at the write or at a prefetch's issue op and ends where
+    """The msa task's checks (``core.MsaCore`` states the model): every fast window holds its
+    buffer's fast accesses, starts at the write or at a prefetch's issue op and ends where
     the rules say; boxes of op steps x addresses do not overlap; each needed copy exists, once,
     lasts size / copy bandwidth, starts once it is ready, ends before the op that needs it and
     does not overlap another copy; each op starts after the previous one ends and after the
