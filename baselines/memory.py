@@ -22,6 +22,10 @@ Bounds:
   in fast memory over its whole lifetime, the fractions live at any moment within the fast
   capacity, each op at ``max(compute, memory time)`` of those fractions; its optimum is a lower
   bound on the modelled time (an upper bound on what fast memory can save);
+* ``bound:knapsack`` (msa): the same relaxation over time (`msa_time_bound`): each access of a
+  buffer a fraction in fast memory, reached either by holding the buffer since its previous
+  access (space counted over the ops between) or by a prefetch (its copy time counted on the one
+  copy engine within the total time), the fractions at every op within the fast capacity;
 * ``bound:cpsat``: CP-SAT (OR-Tools) with ``NoOverlap2D`` over time x address boxes, exact on
   small sets (pack: minimum height; map: minimum modelled time), seeded with the best greedy
   placement; its placement is a real one and `validate` checks it.
@@ -170,10 +174,10 @@ class KnapsackBound(_Solver):
 
     def solve(self, env: Any, case: Any, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
         core = _episode_core(env, case, seed)
-        if core.task != "map":
-            raise SchedgymError(f"{self.name} bounds the map task; the pack task has "
+        if core.task == "pack":
+            raise SchedgymError(f"{self.name} bounds the map and msa tasks; the pack task has "
                                 "bound:peak-live")
-        lower = knapsack_time_bound(core)
+        lower = knapsack_time_bound(core) if core.task == "map" else msa_time_bound(core)
         record = core.record()
         record["bound"] = "knapsack"
         record.pop("offset")
@@ -214,6 +218,78 @@ def knapsack_time_bound(core: MemoryMapCore) -> float:
                   bounds=bounds, method="highs")
     if res.status != 0:
         raise SchedgymError(f"bound:knapsack: the LP solver failed ({res.message})")
+    return float(res.fun) * unit
+
+
+def msa_time_bound(core: Any) -> float:
+    """The LP relaxation of the msa task (`MsaCore`), a lower bound on its modelled time.
+
+    Per access ``a`` of buffer ``b`` at op ``u`` (the ``i``-th of ``b``'s accesses): ``y_a`` in
+    [0, 1], the fraction served from fast memory; for ``i >= 1`` also ``h_a`` (held since the
+    previous access, ``h_a <= y_prev``) and ``q_a`` (prefetched), with ``y_a <= h_a + q_a``.
+    Space: at every op, ``size_b`` times the ``y`` of the accesses there plus the ``h`` of the
+    holds spanning it is at most ``C``. Copies: ``sum size_b q_a / copy_bw`` is at most the total
+    time, as the one engine runs them one at a time before the ops they serve end. Op times:
+    ``T_j >= compute_j`` and ``T_j >= `` its all-slow memory time less what the ``y`` save. Every
+    schedule of the task is a 0/1 point of this LP with its stalls spread over ``T``, so the
+    optimum (HiGHS) is at most every schedule's modelled time; evictions and the space a prefetch
+    holds before its use are relaxed away.
+    """
+    from scipy.optimize import linprog
+    from scipy.sparse import coo_matrix, vstack
+
+    cost, bs = core.cost, core.buffers
+    m, na = cost.compute.size, cost.acc_op.size
+    unit = core.all_slow / m if core.all_slow > 0 else 1.0
+    owner = np.repeat(np.arange(bs.n), np.diff(cost.ptr))
+    size = bs.size[owner].astype(np.float64)
+    later = np.ones(na, bool)
+    later[cost.ptr[:-1][np.diff(cost.ptr) > 0]] = False  # first access of each buffer: no h, q
+    prev = np.flatnonzero(later) - 1  # the previous access of the same buffer
+    nl = prev.size
+    # columns: y [na], h [nl], q [nl], T [m]
+    ycol, hcol, qcol, tcol = 0, na, na + nl, na + 2 * nl
+    ncol = tcol + m
+    gain = cost.acc_bytes * (1.0 / cost.slow_bandwidth - 1.0 / cost.fast_bandwidth) / unit
+    rows = []
+    # op rows: -T_j - sum gain y <= -(all-slow memory time of op j)
+    rows.append(coo_matrix((np.concatenate([-gain, -np.ones(m)]),
+                            (np.concatenate([cost.acc_op, np.arange(m)]),
+                             np.concatenate([ycol + np.arange(na), tcol + np.arange(m)]))),
+                           shape=(m, ncol)))
+    k = np.arange(nl)
+    later_idx = np.flatnonzero(later)
+    # y_a - h_a - q_a <= 0 and h_a - y_prev <= 0
+    rows.append(coo_matrix((np.concatenate([np.ones(nl), -np.ones(nl), -np.ones(nl)]),
+                            (np.concatenate([k, k, k]),
+                             np.concatenate([ycol + later_idx, hcol + k, qcol + k]))),
+                           shape=(nl, ncol)))
+    rows.append(coo_matrix((np.concatenate([np.ones(nl), -np.ones(nl)]),
+                            (np.concatenate([k, k]), np.concatenate([hcol + k, ycol + prev]))),
+                           shape=(nl, ncol)))
+    # space at every op: the accesses there, and the holds over the ops strictly between
+    lo, hi = cost.acc_op[prev] + 1, cost.acc_op[later_idx]
+    count = np.maximum(hi - lo, 0)
+    hold_op = np.repeat(lo - np.cumsum(count) + count, count) + np.arange(count.sum())
+    hold_var = np.repeat(k, count)
+    rows.append(coo_matrix((np.concatenate([size, size[later_idx][hold_var]]) / core.capacity,
+                            (np.concatenate([cost.acc_op, hold_op]),
+                             np.concatenate([ycol + np.arange(na), hcol + hold_var]))),
+                           shape=(m, ncol)))
+    # one copy engine: sum size q / copy_bw - sum T <= 0
+    rows.append(coo_matrix((np.concatenate([size[later_idx] / core.copy_bandwidth / unit,
+                                            -np.ones(m)]),
+                            (np.zeros(nl + m, np.int64),
+                             np.concatenate([qcol + k, tcol + np.arange(m)]))),
+                           shape=(1, ncol)))
+    a_ub = vstack(rows).tocsr()
+    b_ub = np.concatenate([-cost.total_bytes / cost.slow_bandwidth / unit, np.zeros(2 * nl),
+                           np.ones(m), [0.0]])
+    bounds = [(0.0, 1.0)] * (na + 2 * nl) + [(c / unit, None) for c in cost.compute]
+    res = linprog(np.concatenate([np.zeros(na + 2 * nl), np.ones(m)]), A_ub=a_ub, b_ub=b_ub,
+                  bounds=bounds, method="highs")
+    if res.status != 0:
+        raise SchedgymError(f"bound:knapsack: the msa LP solver failed ({res.message})")
     return float(res.fun) * unit
 
 
