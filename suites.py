@@ -267,6 +267,23 @@ def _memmap() -> list[Suite]:
             skip={"bound:peak-live": "it bounds the pack task only"},
         ),
         Suite(
+            "memmap/msa-resnet18",
+            1,
+            (Case("resnet18", TEST_SEEDS.start),),
+            "speedup",
+            "speedup of the modelled time, stalls included, over all-slow memory (higher is "
+            "better)",
+            lower_is_better=False,
+            key_metrics=("modelled_time_s", "stall_s", "prefetches", "evictions"),
+            env_kwargs={"task": "msa", "fast_capacity": 0.1},
+            about="XLA's memory-space assignment task on ResNet-18's activation buffers (batch 8, "
+            "H100 costs), a fast tier of 10 % of the peak live bytes beside HBM: the size where "
+            "the LP bound lies furthest below the greedies among the zoo models tried",
+            skip={"bound:peak-live": "it bounds the pack task only",
+                  "bound:cpsat": "it solves the map and pack tasks, not msa",
+                  "ppo:policies/memmap-ppo": "it was trained on the map task's observations"},
+        ),
+        Suite(
             "memmap/minimalloc",
             1,
             tuple(Case(f"minimalloc:{x}", TEST_SEEDS.start) for x in "ABCDEF"),

@@ -1,12 +1,18 @@
 """How far any policy could get past the best heuristic, where a target is near that limit.
 
     python scripts/headroom.py memmap [--capacities 0.05,0.1,0.25,0.5] [--markdown]
+    python scripts/headroom.py msa [--capacities 0.05,0.1,0.15,0.25] [--markdown]
     python scripts/headroom.py batching [--markdown]
 
 ``memmap``: for each fast-tier capacity (a share of each model's peak live bytes) on the
 torch-model suite, the mean modelled time of all-slow memory, of the XLA-like greedy
 (``heuristic:msa``) and of the LP relaxation (``bound:knapsack``, at most the modelled time of
 every placement), and the ratio bound / greedy: no policy goes below it.
+
+``msa``: the same on the msa task (prefetch and eviction over time), model by model: the
+all-slow time, ``heuristic:msa`` (XLA's memory-space assignment), the best of the other greedies
+(best and first fit in three orders, each keeping a buffer fast from its write to its last use),
+the msa task's LP relaxation, and bound / best greedy.
 
 ``batching``: on the azure-conv-synth suite, Sarathi-EDF's goodput beside a ceiling no policy can
 pass. Goodput is on-time requests over the span from the first arrival to the last finish; the
@@ -51,6 +57,28 @@ def memmap(capacities: list[float], markdown: bool) -> str:
     return format_table(["fast capacity", *policies, "bound / msa"], rows, markdown)
 
 
+def msa(capacities: list[float], markdown: bool) -> str:
+    from schedgym.baselines.memory import POLICIES
+
+    greedies = [n for n in POLICIES if n.startswith("heuristic:") and n not in (
+        "heuristic:msa", "heuristic:all-slow")]
+    rows = []
+    for case in ("gpt2-tiny", "gpt2-small", "resnet-tiny", "resnet18", "mlp"):
+        for capacity in capacities:
+            kwargs = {"task": "msa", "fast_capacity": capacity}
+
+            def time_of(policy: str, case: str = case, kwargs: dict = kwargs) -> float:
+                return run_episode("memmap", policy, case=case, seed=10000,
+                                   env_kwargs=kwargs).metrics["modelled_time_s"]
+
+            slow, xla, bound = (time_of(p) for p in ("heuristic:all-slow", "heuristic:msa",
+                                                     "bound:knapsack"))
+            best = min(time_of(p) for p in greedies)
+            rows.append([case, capacity, slow, xla, best, bound, bound / min(xla, best)])
+    return format_table(["model", "fast capacity", "all-slow", "heuristic:msa", "best other greedy",
+                         "bound:knapsack", "bound / best greedy"], rows, markdown)
+
+
 def batching(markdown: bool) -> str:
     from schedgym.envs.batching.core import Batch, EngineConfig, replica
 
@@ -75,12 +103,14 @@ def batching(markdown: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("env", choices=["memmap", "batching"])
-    ap.add_argument("--capacities", default="0.05,0.1,0.25,0.5", help="memmap: fast-tier shares")
+    ap.add_argument("env", choices=["memmap", "msa", "batching"])
+    ap.add_argument("--capacities", default="0.05,0.1,0.25,0.5", help="fast-tier shares")
     ap.add_argument("--markdown", action="store_true", help="a Markdown table")
     args = ap.parse_args(argv)
     if args.env == "memmap":
         print(memmap([float(c) for c in args.capacities.split(",")], args.markdown))
+    elif args.env == "msa":
+        print(msa([float(c) for c in args.capacities.split(",")], args.markdown))
     else:
         print(batching(args.markdown))
     return 0

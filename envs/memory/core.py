@@ -634,15 +634,21 @@ class MsaCore(MemoryMapCore):
 
     def xla_choice(self) -> int:
         """XLA's choice for the current buffer (``heuristic:msa`` in the baselines): the whole
-        window at its best fit; else the eviction window that keeps the buffer in fast memory
-        longest; else a prefetch for the earliest use that can be served, longest window
+        window at its best fit; else, of the eviction windows whose copy the ops it overlaps
+        hide (at their all-slow times), the one that keeps the buffer in fast memory longest;
+        else a prefetch for the earliest use that can be served, longest window
         first, issued at the picker's preferred op, else its latest, else its earliest, only
         when the copy can be hidden (``earliest <= latest``); else slow memory."""
         whole = self.best_fit()
         if whole != self.slow_action:
             return whole
         cand, n = self.cand, self.cand_offset.size
-        evict = [c for c in range(n) if cand[4, c] < 0]
+        # XLA evicts only when the copy fits in the time its interval picker gives it
+        # (PreferredEvictionEndTime): here the ops between the last fast use and the freeing op.
+        cum = self.elapsed_cum
+        c_s = float(self.copy_s[self.current])
+        evict = [c for c in range(n) if cand[4, c] < 0
+                 and cum[cand[1, c]] - cum[self.accesses(self.current)[0][cand[3, c]] + 1] >= c_s]
         if evict:
             return max(evict, key=lambda c: (int(cand[3, c]), -int(self.cand_gap[c])))
         pick: dict[int, tuple[int, int, int]] = {}
