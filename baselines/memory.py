@@ -33,6 +33,7 @@ Bounds:
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -432,3 +433,230 @@ POLICIES: dict[str, Callable[[], Any]] = {
     "bound:knapsack": KnapsackBound,
     "bound:cpsat": CpSatPolicy,
 }
+
+
+# --- MiniMalloc's search ----------------------------------------------------------------------
+
+MINIMALLOC_TIME_LIMIT_S = 60.0
+MINIMALLOC_ORDERS = ("WAT", "TAW", "TWA")  # MiniMalloc's default static preorderings
+
+
+class _Aborted(Exception):
+    """The node budget of one preordering ran out."""
+
+
+class _Deadline(Exception):
+    """The time limit ran out."""
+
+
+class _MiniMalloc:
+    """MiniMalloc's depth-first search (Moffitt, "MiniMalloc: A Lightweight Memory Allocator for
+    Hardware-Accelerated Machine Learning", ASPLOS 2023; github.com/google/minimalloc,
+    ``src/solver.cc``), re-implemented here: does a packing of height at most ``capacity``
+    exist?
+
+    * *Canonical solutions*: buffers are placed in non-decreasing (offset, preorder rank) order,
+      each at its *minimum offset*, the highest top of the placed buffers it overlaps in time;
+      every packing can be pushed down into one of these.
+    * *Spatial inference*: time is cut into *sections* between consecutive event times; a
+      section's *floor* is the top of the last buffer placed across it (no lower than the
+      offset being placed now), and a partial packing is pruned when any section's floor plus
+      the sizes of its unplaced buffers exceeds the capacity; no floor lies below the least
+      minimum offset of its section's unplaced buffers.
+    * *Dominance*: a buffer is never placed at or above the lowest top any unplaced buffer could
+      reach (it would leave a gap the other fills), and when a placed buffer overlaps no unplaced
+      one ("hatless") its siblings need not be tried once its subtree fails.
+    * Independent *partitions* (no buffer live across their border) are solved apart; the
+      preorderings ``WAT``, ``TAW``, ``TWA`` (width, area, section total, each descending) take
+      turns under a node budget that doubles each round, as MiniMalloc's round robin does.
+    """
+
+    def __init__(self, start: np.ndarray, end: np.ndarray, size: np.ndarray, capacity: int,
+                 deadline: float):
+        self.start, self.end, self.size = start, end, size.astype(np.int64)
+        self.capacity, self.deadline = int(capacity), deadline
+        n = size.size
+        times = np.unique(np.concatenate([start, end]))
+        self.sec_lo = np.searchsorted(times, start)
+        self.sec_hi = np.searchsorted(times, end)  # sections [sec_lo, sec_hi)
+        n_sec = times.size - 1
+        sec = np.arange(n_sec)
+        live = (self.sec_lo[:, None] <= sec) & (sec < self.sec_hi[:, None])
+        self.live = live
+        self.total0 = (live * self.size[:, None]).sum(axis=0)
+        overlap = (start[:, None] < end[None, :]) & (start[None, :] < end[:, None])
+        np.fill_diagonal(overlap, False)
+        self.overlaps = [np.flatnonzero(overlap[b]) for b in range(n)]
+        self.nodes = 0
+
+    def partitions(self) -> list[np.ndarray]:
+        """Groups of buffers no buffer links across (the live set is empty between them)."""
+        order = np.argsort(self.start, kind="stable").tolist()
+        groups, current, reach = [], [], 0
+        for b in order:
+            if current and self.start[b] >= reach:
+                groups.append(np.array(current))
+                current = []
+            current.append(b)
+            reach = max(reach, int(self.end[b])) if len(current) > 1 else int(self.end[b])
+        groups.append(np.array(current))
+        return groups
+
+    def solve(self) -> np.ndarray | None:
+        """Offsets of a packing within the capacity, or None when none exists; raises
+        ``_Deadline`` when the time runs out first."""
+        n = self.size.size
+        budget = 2 * n
+        while True:
+            for heuristic in MINIMALLOC_ORDERS:
+                self.heuristic, self.nodes_left = heuristic, budget
+                self.offset = np.full(n, -1, np.int64)
+                self.solution = np.full(n, -1, np.int64)
+                self.min_off = np.zeros(n, np.int64)
+                self.floor = np.zeros(self.total0.size, np.int64)
+                self.total = self.total0.copy()
+                # cuts[s]: unplaced buffers live across the border of sections s and s + 1
+                self.cuts = np.zeros(self.total0.size, np.int64)
+                for lo, hi in zip(self.sec_lo.tolist(), self.sec_hi.tolist(), strict=True):
+                    self.cuts[lo:hi - 1] += 1
+                try:
+                    for part in self.partitions():
+                        secs = (int(self.sec_lo[part].min()), int(self.sec_hi[part].max()))
+                        if not self._sub_solve(part, secs):
+                            return None
+                    return self.solution
+                except _Aborted:
+                    continue
+            budget *= 2
+
+    def _sub_solve(self, part: np.ndarray, secs: tuple[int, int]) -> bool:
+        """Rank the part's buffers by the preordering (section totals as they stand now), then
+        search it from the bottom."""
+        width = self.end[part] - self.start[part]
+        total = np.array([self.total[self.sec_lo[b]:self.sec_hi[b]].max() for b in part])
+        keys = {"W": width, "A": width * self.size[part], "T": total}
+        # lexsort sorts by its last key first: each key descending, ties by buffer index
+        order = np.lexsort((part, *(-keys[c] for c in reversed(self.heuristic))))
+        pre = np.empty(self.size.size, np.int64)
+        pre[part[order]] = np.arange(part.size)
+        return self._dfs(part, secs, pre, -1, -1)
+
+    def _dfs(self, part: np.ndarray, secs: tuple[int, int], pre: np.ndarray, last_offset: int,
+             last_rank: int) -> bool:
+        if self.nodes_left <= 0:
+            raise _Aborted
+        self.nodes_left -= 1
+        self.nodes += 1
+        if self.nodes % 256 == 0 and time.perf_counter() > self.deadline:
+            raise _Deadline
+        free = part[self.offset[part] < 0]
+        if free.size == 0:
+            self.solution[part] = self.offset[part]
+            return True
+        lows = self.min_off[free]
+        ranks = pre[free]
+        min_height = int((lows + self.size[free]).min())
+        # canonical (not below the last placement in (offset, rank) order) and undominated
+        keep = ((lows > last_offset) | ((lows == last_offset) & (ranks >= last_rank))) & (
+            lows < min_height)
+        cand = np.flatnonzero(keep)
+        cand = cand[np.lexsort((ranks[cand], lows[cand]))]
+        size, cap = self.size, self.capacity
+        s0, s1 = secs
+        for k in cand.tolist():
+            b = int(free[k])
+            o, r = int(lows[k]), int(ranks[k])
+            top = o + int(size[b])
+            self.offset[b] = o
+            others = self.overlaps[b]
+            others = others[self.offset[others] < 0]
+            raised = others[self.min_off[others] < top]
+            saved_min = self.min_off[raised].copy()
+            self.min_off[raised] = top
+            lo, hi = int(self.sec_lo[b]), int(self.sec_hi[b])
+            # the floors that may move: b's sections, and those of the buffers it raised
+            f0 = min(lo, int(self.sec_lo[raised].min())) if raised.size else lo
+            f1 = max(hi, int(self.sec_hi[raised].max())) if raised.size else hi
+            saved_floor = self.floor[f0:f1].copy()
+            self.floor[lo:hi] = top
+            self.total[lo:hi] -= size[b]
+            if raised.size:  # no floor below the least minimum offset of its unplaced buffers
+                rest = free[self.offset[free] < 0]
+                least = np.where(self.live[rest, f0:f1], self.min_off[rest, None],
+                                 np.iinfo(np.int64).max).min(axis=0, initial=np.iinfo(np.int64).max)
+                np.maximum(self.floor[f0:f1], np.where(least < np.iinfo(np.int64).max, least, 0),
+                           out=self.floor[f0:f1])
+            found = False
+            if np.all(np.maximum(self.floor[s0:s1], o) + self.total[s0:s1] <= cap):
+                self.solution[b] = o
+                found = self._decompose(part, secs, pre, o, r, lo, hi)
+            self.total[lo:hi] += size[b]
+            self.floor[f0:f1] = saved_floor
+            self.min_off[raised] = saved_min
+            self.offset[b] = -1
+            if found:
+                return True
+            if others.size == 0:
+                break  # hatless: nothing sits above it, so no sibling does better
+        return False
+
+    def _decompose(self, part: np.ndarray, secs: tuple[int, int], pre: np.ndarray, o: int,
+                   r: int, lo: int, hi: int) -> bool:
+        """Continue after placing a buffer over sections ``[lo, hi)``: where no unplaced buffer
+        crosses a section border any more, the rest splits into parts searched apart, and the
+        first that fails fails them all (MiniMalloc's dynamic decomposition)."""
+        self.cuts[lo:hi - 1] -= 1
+        try:
+            inner = np.arange(max(lo, secs[0]), min(hi - 1, secs[1] - 1))
+            borders = (inner[self.cuts[inner] == 0] + 1).tolist()
+            if not borders:
+                return self._dfs(part, secs, pre, o, r)
+            free = part[self.offset[part] < 0]
+            edges = [secs[0], *borders, secs[1]]
+            for a, z in itertools.pairwise(edges):
+                sub = free[(self.sec_lo[free] < z) & (self.sec_hi[free] > a)]
+                if sub.size and not self._sub_solve(sub, (a, z)):
+                    return False
+            return True
+        finally:
+            self.cuts[lo:hi - 1] += 1
+
+
+class MiniMallocSolver(_Solver):
+    """``solver:minimalloc``: MiniMalloc's search (`_MiniMalloc`) for a packing within the
+    case's capacity (pack task); the packing is a real one and `validate` checks it. When the
+    search proves no packing fits, or runs out of time, the best greedy packing is returned
+    with ``solved`` 0 and ``status`` saying which."""
+
+    kind: PolicyKind = "solver"
+    name = "solver:minimalloc"
+
+    def __init__(self, time_limit_s: float = MINIMALLOC_TIME_LIMIT_S):
+        self.time_limit_s = time_limit_s
+
+    def solve(self, env: Any, case: Any, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        core = _episode_core(env, case, seed)
+        if core.task != "pack":
+            raise SchedgymError(f"{self.name} solves the pack task only")
+        bs = core.buffers
+        t0 = time.perf_counter()
+        search = _MiniMalloc(bs.start, bs.end, bs.size, core.capacity, t0 + self.time_limit_s)
+        try:
+            offset = search.solve()
+            status = "feasible" if offset is not None else "infeasible"
+        except _Deadline:
+            offset, status = None, "time limit"
+        wall = time.perf_counter() - t0
+        if offset is None:
+            _, greedy = _best_greedy(env, case, seed)
+            offset = np.asarray(greedy["offset"], np.int64)
+        metrics = placement_metrics("pack", bs, core.capacity, offset, None)
+        record = placement_record("pack", bs, core.capacity, offset, None, "minimalloc",
+                                  np.arange(bs.n))
+        record["solver"] = {"name": "minimalloc-search", "status": status, "wall_s": wall,
+                            "nodes": search.nodes, "time_limit_s": self.time_limit_s}
+        metrics.update({"solve_s": wall, "nodes": search.nodes})
+        return metrics, record
+
+
+POLICIES["solver:minimalloc"] = MiniMallocSolver

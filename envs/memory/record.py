@@ -442,11 +442,15 @@ def plot_record(record: dict[str, Any], path: str | Path, *, title: str | None =
     offset = np.asarray(record["offset"], np.float64)
     fast = offset >= 0
     unit, scale = _byte_unit(max(capacity, metrics["height"]))
-    rows = 2 if task == "map" else 1
+    rows = 1 if task == "pack" else 2
     fig, axes = plt.subplots(rows, 1, figsize=(11, 4.2 * rows + 0.6), squeeze=False,
                              gridspec_kw={"height_ratios": [3, 1.4][:rows]})
     ax = axes[0, 0]
     x0, x1, y0 = start[fast], end[fast], offset[fast] / scale
+    if task == "msa":  # a buffer holds its address over its window of op steps only
+        t = np.append(np.asarray(record["ops"]["time"], np.float64), end.max())
+        x0 = t[np.asarray(record["windows"]["lo"])[fast]]
+        x1 = t[np.asarray(record["windows"]["hi"])[fast]]
     y1 = y0 + size[fast] / scale
     boxes = np.stack([np.stack([x0, y0], 1), np.stack([x1, y0], 1), np.stack([x1, y1], 1),
                       np.stack([x0, y1], 1)], axis=1)
@@ -456,9 +460,9 @@ def plot_record(record: dict[str, Any], path: str | Path, *, title: str | None =
                                      linewidths=0.3))
     times, live = live_profile(start, end, size)
     ax.step(times, live / scale, where="post", color="black", lw=1.0, ls=":",
-            label="live bytes of all buffers" if task == "map" else "live bytes (lower bound)")
+            label="live bytes (lower bound)" if task == "pack" else "live bytes of all buffers")
     ax.axhline(capacity / scale, color="crimson", lw=1.2, ls="--",
-               label="fast capacity" if task == "map" else "capacity")
+               label="capacity" if task == "pack" else "fast capacity")
     ax.set_xlim(times[0], times[-1])
     ax.set_ylim(0, 1.05 * max(capacity, metrics["height"], live.max() if task == "pack" else 0)
                 / scale)
@@ -473,9 +477,12 @@ def plot_record(record: dict[str, Any], path: str | Path, *, title: str | None =
         summary = (f"{int(fast.sum())}/{fast.size} buffers fast, speedup "
                    f"{metrics['speedup']:.3f} x all-slow, {metrics['fast_byte_share']:.1%} "
                    "of buffer bytes from fast memory")
+        if task == "msa":
+            summary += (f",\n{metrics['prefetches']} prefetches, {metrics['evictions']} "
+                        f"evictions, {metrics['stall_s'] * 1e6:.2f} us stalled")
     ax.set_title(f"{title or record.get('case', '')} [{task}, order {record.get('order')}]: "
                  f"{summary}", fontsize=10)
-    if task == "map":
+    if task != "pack":
         _plot_op_times(axes[1, 0], record, fast)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
@@ -494,7 +501,12 @@ def _plot_op_times(ax, record: dict[str, Any], fast: np.ndarray) -> None:
     t = np.asarray(ops["time"], np.float64)
     compute = np.asarray(ops["compute_s"])
     op, buf, nbytes = (np.asarray(acc[k]) for k in ("op", "buffer", "bytes"))
-    f_bytes = np.bincount(op, weights=np.where(fast[buf], nbytes, 0.0), minlength=t.size)
+    served = fast[buf]
+    if "windows" in record:  # msa: fast only between the window's first and last fast access
+        w = record["windows"]
+        first, last = np.asarray(w["first_op"]), np.asarray(w["last_op"])
+        served = served & (op >= first[buf]) & (op <= last[buf])
+    f_bytes = np.bincount(op, weights=np.where(served, nbytes, 0.0), minlength=t.size)
     total = np.asarray(ops["fixed_bytes"]) + np.bincount(op, weights=nbytes, minlength=t.size)
     slow_t = np.maximum(compute, total / mem["slow_bandwidth"])
     mapped = np.maximum(compute, f_bytes / mem["fast_bandwidth"]
