@@ -2,7 +2,8 @@
 
 A policy name is a string the CLI and the evaluator resolve against an environment:
 
-* ``heuristic:NAME`` and ``bound:NAME``: entries of the env's baselines module ``POLICIES`` dict;
+* ``heuristic:NAME``, ``solver:NAME`` and ``bound:NAME``: entries of the env's baselines module
+  ``POLICIES`` dict;
 * ``random``: uniform over the legal actions, seeded;
 * ``ppo:PATH`` and other learned kinds: checkpoints loaded by the class registered under that
   prefix in the ``schedgym.policies`` entry-point group (``pyproject.toml``; another package can
@@ -114,7 +115,7 @@ def resolve_policy(env_name: str, spec: str, seed: SeedLike = 0) -> Policy:
             f"unknown policy {spec!r}: use heuristic:NAME, bound:NAME, random, ppo:PATH or "
             "module:function (see `schedgym list`)"
         )
-    if prefix in ("heuristic", "bound"):
+    if prefix in ("heuristic", "solver", "bound"):
         entry = env_entry(env_name)
         table = entry.policies()
         if spec not in table:

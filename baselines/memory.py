@@ -438,6 +438,7 @@ POLICIES: dict[str, Callable[[], Any]] = {
 # --- MiniMalloc's search ----------------------------------------------------------------------
 
 MINIMALLOC_TIME_LIMIT_S = 60.0
+_BIG = np.iinfo(np.int64).max
 MINIMALLOC_ORDERS = ("WAT", "TAW", "TWA")  # MiniMalloc's default static preorderings
 
 
@@ -582,12 +583,14 @@ class _MiniMalloc:
             self.total[lo:hi] -= size[b]
             if raised.size:  # no floor below the least minimum offset of its unplaced buffers
                 rest = free[self.offset[free] < 0]
-                least = np.where(self.live[rest, f0:f1], self.min_off[rest, None],
-                                 np.iinfo(np.int64).max).min(axis=0, initial=np.iinfo(np.int64).max)
-                np.maximum(self.floor[f0:f1], np.where(least < np.iinfo(np.int64).max, least, 0),
-                           out=self.floor[f0:f1])
+                # a section with no unplaced buffer keeps its floor (the minimum is then _BIG)
+                least = np.where(self.live[rest, f0:f1], self.min_off[rest, None], _BIG)
+                if least.size:
+                    least = least.min(axis=0)
+                    np.maximum(self.floor[f0:f1], np.where(least < _BIG, least, 0),
+                               out=self.floor[f0:f1])
             found = False
-            if np.all(np.maximum(self.floor[s0:s1], o) + self.total[s0:s1] <= cap):
+            if (np.maximum(self.floor[s0:s1], o) + self.total[s0:s1] <= cap).all():
                 self.solution[b] = o
                 found = self._decompose(part, secs, pre, o, r, lo, hi)
             self.total[lo:hi] += size[b]

@@ -340,7 +340,8 @@ def test_validate_refuses_tampered_records():
 
 @pytest.mark.parametrize("task", ["map", "pack"])
 def test_every_policy_runs_validated(task):
-    applies = {"map": {"bound:peak-live"}, "pack": {"bound:knapsack", "heuristic:all-slow"}}
+    applies = {"map": {"bound:peak-live", "solver:minimalloc"},
+               "pack": {"bound:knapsack", "heuristic:all-slow"}}
     results = {}
     for name in POLICIES:
         if name in applies[task]:
@@ -360,6 +361,9 @@ def test_every_policy_runs_validated(task):
     else:
         best = results["bound:cpsat"]["height"]
         assert results["bound:peak-live"]["height"] <= best
+        # the case's capacity is its peak; MiniMalloc's search packs there exactly when CP-SAT can
+        mm = results["solver:minimalloc"]
+        assert mm["solved"] == int(best <= mm["capacity"]) and mm["height"] >= best
         assert all(m["height"] >= best for n, m in results.items() if n.startswith("heur"))
 
 
