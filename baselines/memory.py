@@ -34,6 +34,7 @@ Bounds:
 from __future__ import annotations
 
 import itertools
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -644,11 +645,15 @@ class MiniMallocSolver(_Solver):
         bs = core.buffers
         t0 = time.perf_counter()
         search = _MiniMalloc(bs.start, bs.end, bs.size, core.capacity, t0 + self.time_limit_s)
+        depth = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(depth, 4 * bs.n + 1000))  # a few frames per placed buffer
         try:
             offset = search.solve()
             status = "feasible" if offset is not None else "infeasible"
         except _Deadline:
             offset, status = None, "time limit"
+        finally:
+            sys.setrecursionlimit(depth)
         wall = time.perf_counter() - t0
         if offset is None:
             _, greedy = _best_greedy(env, case, seed)
