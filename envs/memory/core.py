@@ -6,15 +6,15 @@ already placed in the (fast) memory whose lifetimes overlap it: 0 and top edges 
 buffers, the positions of MiniMalloc's canonical solutions (Moffitt 2023), kept only where the
 buffer fits. The action picks a candidate, or slow memory in the *map* task.
 
-Two tasks:
+Three tasks:
 
 * ``pack``: every buffer gets an address; the score is the peak height (MiniMalloc's problem);
   the address space is unbounded, so the topmost gap is always a candidate.
 * ``map``: the mallocGame of mallocMuZero (Wang et al. 2023): fast memory holds ``capacity``
   bytes; op ``j`` takes ``max(c_j, F_j / fast_bw + S_j / slow_bw)`` seconds, where ``F_j`` and
   ``S_j`` are the bytes it moves from fast and slow memory; the score is the summed time.
-* ``msa``: XLA's memory-space assignment over time (`MsaCore`, the section "The msa task"
-  below states its model).
+* ``msa``: XLA's memory-space assignment over time: buffers fast for part of their lifetime,
+  moved by prefetches and evictions on a copy engine (`MsaCore` states the model).
 """
 
 from __future__ import annotations
