@@ -291,6 +291,16 @@ def test_the_msa_lp_bound_counts_held_space_and_the_copy_engine():
     assert msa_time_bound(tight) == pytest.approx(3.4 * 100 / 100.9)
 
 
+def test_the_interval_picker_by_hand():
+    # A's prefetch for its read at op 3 copies 10 B in 1 s. The all-slow op times are 2, 10,
+    # 10 and 1 s; issued at op p it overlaps ops p..2. XLA's CostAnalysisPrefetchIntervalPicker:
+    # latest: overlap + the 0.9 s the read saves >= 0.8 x 1 s holds even at p = 3 (no overlap);
+    # earliest: overlap <= 10 x (10 B of fast memory / 10 B/s) = 10 s, so p >= 2 (10 s);
+    # preferred: overlap closest to 1.5 x 1 s: 0 s at p = 3 beats 10 s at p = 2.
+    core = MsaCore(_two(10.0), 10, order="start", **BW)
+    assert core.prefetch_starts(0, 1) == (2, 3, 3)
+
+
 def test_illegal_actions_raise_and_the_mask_keeps_slow_memory():
     core = MsaCore(_two(10.0), 10, order="start", **BW)
     with pytest.raises(IllegalActionError, match="candidate window"):
