@@ -582,7 +582,9 @@ class _MiniMalloc:
             saved_floor = self.floor[f0:f1].copy()
             self.floor[lo:hi] = top
             self.total[lo:hi] -= size[b]
-            if raised.size:  # no floor below the least minimum offset of its unplaced buffers
+            # Check first; raising floors only prunes more, so a failed check stands.
+            ok = (np.maximum(self.floor[s0:s1], o) + self.total[s0:s1] <= cap).all()
+            if ok and raised.size:  # no floor below the least minimum offset of its unplaced
                 rest = free[self.offset[free] < 0]
                 # a section with no unplaced buffer keeps its floor (the minimum is then _BIG)
                 least = np.where(self.live[rest, f0:f1], self.min_off[rest, None], _BIG)
@@ -590,8 +592,9 @@ class _MiniMalloc:
                     least = least.min(axis=0)
                     np.maximum(self.floor[f0:f1], np.where(least < _BIG, least, 0),
                                out=self.floor[f0:f1])
+                    ok = (np.maximum(self.floor[f0:f1], o) + self.total[f0:f1] <= cap).all()
             found = False
-            if (np.maximum(self.floor[s0:s1], o) + self.total[s0:s1] <= cap).all():
+            if ok:
                 self.solution[b] = o
                 found = self._decompose(part, secs, pre, o, r, lo, hi)
             self.total[lo:hi] += size[b]
