@@ -125,8 +125,8 @@ def _refused(policy_name: str, exc: Exception) -> None:
 
 
 def _solver_only(policy: Any) -> bool:
-    """Bounds that compute a whole record at once: their ``act`` refuses to step."""
-    if getattr(policy, "kind", "") != "bound":
+    """Bounds and solvers that compute a whole record at once: their ``act`` refuses to step."""
+    if getattr(policy, "kind", "") not in ("bound", "solver"):
         return False
     try:
         policy.act(None, None)
