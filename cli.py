@@ -437,7 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--policy",
         required=True,
-        help="heuristic:NAME, bound:NAME, random, ppo:PATH or module:function",
+        help="heuristic:NAME, solver:NAME, oracle:NAME, bound:NAME, random, ppo:PATH or "
+        "module:function",
     )
     s.add_argument("--case", help="instance, trace or buffer-set name, or file:PATH")
     s.add_argument("--workload", help="same as --case")
@@ -542,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
         "read.",
         epilog="examples:\n"
         "  schedgym evaluate --suite jobshop/taillard-15x15 --policy heuristic:mor\n"
-        "  schedgym evaluate --suite dag/topcuoglu --policy bound:cpsat --case-budget 10\n"
+        "  schedgym evaluate --suite dag/topcuoglu --policy solver:cpsat --case-budget 10\n"
         "  schedgym evaluate --suite moe/tinymoe-test --policy ppo:policies/moe-ppo "
         "--json out.json\n"
         "  schedgym evaluate --env jobshop --suite file:my_instances/ --policy mymod:my_rule\n"
@@ -554,8 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--policy",
         required=True,
-        help="heuristic:NAME, bound:NAME, random, ppo:PATH or module:function (f(env, obs) -> "
-        "action)",
+        help="heuristic:NAME, solver:NAME, oracle:NAME, bound:NAME, random, ppo:PATH or "
+        "module:function (f(env, obs) -> action)",
     )
     s.add_argument("--env", help="the env (implied by a suite name; needed for file:PATH)")
     s.add_argument("--json", metavar="OUT", help="write the results JSON here")
@@ -564,13 +565,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--case-budget",
         type=float,
         metavar="S",
-        help="time limit in seconds per case for solver bounds (default: the bound's own)",
+        help="time limit in seconds per case for solvers (default: the solver's own)",
     )
     s.add_argument(
         "--solver-threads",
         type=int,
         metavar="N",
-        help="threads per solver bound (default: its own)",
+        help="threads per solver (default: its own)",
     )
     s.add_argument("--score", metavar="METRIC", help="file:PATH suites: the metric to average")
     s.add_argument("--env-kwargs", metavar="JSON", help="file:PATH suites: env arguments")
@@ -605,14 +606,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=10.0,
         metavar="S",
-        help="solver bounds' time limit per case in seconds (default 10)",
+        help="solvers' time limit per case in seconds (default 10)",
     )
     s.add_argument(
         "--solver-threads",
         type=int,
         default=1,
         metavar="N",
-        help="threads per solver bound (default 1: each worker keeps to one core)",
+        help="threads per solver (default 1: each worker keeps to one core)",
     )
     s.add_argument("--rerun", action="store_true", help="rerun even results that are current")
     s.add_argument("--no-run", action="store_true", help="only rebuild the pages from the files")

@@ -8,7 +8,8 @@ Each env module (``schedgym.envs.<room>``) provides, beside its Gymnasium class:
 * ``plot_record(record, path, **kw) -> None``: the picture a person wants (Gantt, CDF, placement);
 * ``bench() -> list[dict]``: its rows for ``schedgym bench``.
 
-A ``bound`` policy may instead provide ``solve(env, case, seed) -> (metrics, record)``.
+A ``solver``, ``oracle`` or ``bound`` policy may instead provide ``solve(env, case, seed) ->
+(metrics, record)``.
 
 ``evaluate(env, policy, suite, workers)`` runs a policy on every case of a suite
 (``schedgym.suites``) in parallel local processes and returns the results JSON of DESIGN.md §3;
@@ -209,11 +210,11 @@ def plan_jobs(
     case_budget_s: float | None = None,
     solver_threads: int | None = None,
 ) -> list[CaseJob]:
-    """The suite's cases as jobs for ``policy``. The solver budget and threads go to ``bound:``
-    policies only, so a heuristic's results do not depend on them."""
+    """The suite's cases as jobs for ``policy``. The solver budget and threads go to ``solver:``
+    and ``bound:`` policies only, so a heuristic's results do not depend on them."""
     env_kwargs = {**(learned_layout_kwargs(policy) if is_learned(policy) else {}),
                   **dict(suite.env_kwargs)}
-    if not policy.startswith("bound:"):
+    if not policy.startswith(("solver:", "bound:")):
         case_budget_s = solver_threads = None
     return [
         CaseJob(suite.env, policy, c.case, c.seed, env_kwargs, case_budget_s, solver_threads)

@@ -8,8 +8,10 @@ version, suite definition, policy, run settings, the source and data it depends 
 loaded with ``evaluate.load_results``, which re-validates every record, and a file it refuses is
 reported with the reason and never listed.
 
-Per suite the page shows one table (ranked policies, then the bounds apart), the command that
-reproduces it, the share of the gap between the best heuristic and the best bound that each
+Per suite the page shows one table (ranked policies, then solvers, oracles and bounds apart: each
+word means what DESIGN.md §3 says; a solver whose cases carry a proven lower bound, as
+``bound_<metric>``, adds the bound row ``bound:<name>-lb`` built from the same file), the command
+that reproduces it, the share of the gap between the best heuristic and the best bound that each
 learned policy closes, score bars, and the env's picture: a Gantt chart (job shop, DAG), latency
 CDFs (batching), hit rate against cache size (MoE) or the time x address placement (memory map).
 """
@@ -229,8 +231,8 @@ def _run(
     case is in, so the records of finished pairs are not held."""
     if not todo:
         return
-    # solver bounds spend their whole budget: start them first so they do not finish last
-    todo = sorted(todo, key=lambda p: not p.policy.startswith("bound:"))
+    # solvers and bounds spend their whole budget: start them first so they do not finish last
+    todo = sorted(todo, key=lambda p: not p.policy.startswith(("solver:", "bound:")))
     jobs: list[CaseJob] = []
     owner: list[int] = []  # job index -> index into todo
     for k, pair in enumerate(todo):
@@ -330,19 +332,59 @@ def _load_all(
                 log(str(exc))
                 continue
         results["_path"] = path
-        by_suite.setdefault(results["suite"], []).append(results)
+        rows = by_suite.setdefault(results["suite"], [])
+        rows.append(results)
+        proven = proven_bound_row(results)
+        if proven is not None:
+            rows.append(proven)
     return by_suite
+
+
+def proven_bound_row(results: dict[str, Any]) -> dict[str, Any] | None:
+    """The bound row a solver's results imply: when every case's metrics carry the lower bound
+    the solver proved as ``bound_<score metric>`` (CP-SAT's ``objective_bound``, re-checked by
+    the env's ``validate``), a row ``bound:<name>-lb`` of kind ``bound`` scoring their mean; the
+    key metrics likewise where every case has them. None for any other results."""
+    if results["kind"] != "solver" or not results["cases"]:
+        return None
+    summary = results["summary"]
+
+    def mean(metric: str) -> float | None:
+        values = [c["metrics"].get(f"bound_{metric}") for c in results["cases"]]
+        if not all(isinstance(v, int | float) for v in values):
+            return None
+        return sum(values) / len(values)
+
+    score = mean(summary["score_metric"])
+    if score is None:
+        return None
+    means = {k: v for k in summary.get("means", {}) if (v := mean(k)) is not None}
+    name = results["policy"].partition(":")[2]
+    return {
+        **results,
+        "policy": f"bound:{name}-lb",
+        "kind": "bound",
+        "derived_from": results["policy"],
+        "summary": {**summary, "score": score, "means": means, "decision_median_s": None,
+                    "decision_p99_s": None},
+    }
 
 
 # --- scores, ranks, gap closed ----------------------------------------------------------------
 
 
+# Kinds listed apart from the ranked policies, in this order (DESIGN.md §3).
+APART = ("solver", "oracle", "bound")
+
+
 def ranked(rows: list[dict[str, Any]], lower_is_better: bool) -> list[dict[str, Any]]:
-    """Policies best first, bounds after them (DESIGN.md §3: bounds are shown apart)."""
+    """Policies best first, then solvers, oracles and bounds, each best first (DESIGN.md §3:
+    they are shown apart)."""
 
     def key(r: dict[str, Any]) -> tuple[int, float, str]:
         s = r["summary"]["score"]
-        return (r["kind"] == "bound", s if lower_is_better else -s, r["policy"])
+        group = APART.index(r["kind"]) + 1 if r["kind"] in APART else 0
+        return (group, s if lower_is_better else -s, r["policy"])
 
     return sorted(rows, key=key)
 
@@ -399,11 +441,11 @@ def suite_table(suite: Suite, rows: list[dict[str, Any]], stale: set[Path]
     headers += ["decision (median)", "commit", "date"]
     table, rank = [], 0
     for r in order:
-        if r["kind"] != "bound":
+        if r["kind"] not in APART:
             rank += 1
         means = r["summary"].get("means", {})
         row: list[Any] = [
-            rank if r["kind"] != "bound" else "bound",
+            r["kind"] if r["kind"] in APART else rank,
             r["policy"] + (" †" if r["_path"] in stale else ""),
             r["kind"],
             r["summary"]["score"],
@@ -422,8 +464,8 @@ def suite_table(suite: Suite, rows: list[dict[str, Any]], stale: set[Path]
 
 
 def _commands(suite: Suite, results: list[dict[str, Any]]) -> list[str]:
-    bounds = [r for r in results if r["policy"].startswith("bound:")]
-    s = bounds[0].get("settings", {}) if bounds else {}
+    solvers = [r for r in results if r["policy"].startswith(("solver:", "bound:"))]
+    s = solvers[0].get("settings", {}) if solvers else {}
     budget = s.get("case_budget_s")
     threads = s.get("solver_threads")
     opts = (f" --case-budget {fmt(budget)}" if budget is not None else "") + (
@@ -475,9 +517,10 @@ def _stale(root: Path, catalogue: Mapping[str, Suite], listed: dict[str, list[di
     for name, rows in listed.items():
         suite = catalogue[name]
         for r in rows:
-            spec = dict(learned_policies(suite.env, root)).get(r["policy"], r["policy"])
+            policy = r.get("derived_from", r["policy"])
+            spec = dict(learned_policies(suite.env, root)).get(policy, policy)
             s = r.get("settings", {})
-            want = inputs_of(suite, r["policy"], s, spec=spec)
+            want = inputs_of(suite, policy, s, spec=spec)
             if r["inputs"].get("digest") != want["digest"]:
                 out.add(r["_path"])
     return out
@@ -616,7 +659,8 @@ def _score_bars(suite: Suite, rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     order = ranked(rows, suite.lower_is_better)
-    colour = {"heuristic": "tab:blue", "learned": "tab:green", "bound": "0.6"}
+    colour = {"heuristic": "tab:blue", "learned": "tab:green", "solver": "tab:orange",
+              "oracle": "tab:red", "bound": "0.6"}
     fig, ax = plt.subplots(figsize=(6.4, 0.32 * len(order) + 1.1))
     y = range(len(order))[::-1]
     scores = [r["summary"]["score"] for r in order]
@@ -628,7 +672,7 @@ def _score_bars(suite: Suite, rows: list[dict[str, Any]], path: Path) -> None:
     if positive and len(positive) == len(scores) and max(positive) > 50 * min(positive):
         ax.set_xscale("log")  # random and FCFS can be 100x off: keep the good ones visible
     ax.set_xlabel(suite.score_name, fontsize=8)
-    ax.set_title(f"{suite.name} (grey: bounds)", fontsize=9)
+    ax.set_title(f"{suite.name} (orange: solvers, red: oracles, grey: bounds)", fontsize=9)
     ax.tick_params(axis="x", labelsize=7)
     ax.margins(x=0.18)
     fig.tight_layout()
@@ -678,10 +722,10 @@ def _picture(suite: Suite, rows: list[dict[str, Any]], path: Path,
 def _hit_rate_picture(module: Any, suite: Suite, order: list[dict[str, Any]], path: Path
                       ) -> None:
     # The curve reruns policies on the simulator's fast path, which learned policies (they read
-    # observations) do not take; the three best heuristics and the hit-rate bound are drawn.
+    # observations) do not take; the three best heuristics and Belady's MIN are drawn.
     heuristics = [r["policy"] for r in order if r["kind"] == "heuristic"
                   and r["policy"] != "random"][:3]
-    bounds = [r["policy"] for r in order if r["policy"] == "bound:belady"]
+    bounds = [r["policy"] for r in order if r["policy"] == "oracle:belady"]
     first = suite.cases[0]
     module.plot_hit_rate_curve(heuristics + bounds, path, first.case, first.seed,
                                **dict(suite.env_kwargs))

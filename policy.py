@@ -2,16 +2,19 @@
 
 A policy name is a string the CLI and the evaluator resolve against an environment:
 
-* ``heuristic:NAME``, ``solver:NAME`` and ``bound:NAME``: entries of the env's baselines module
-  ``POLICIES`` dict;
+* ``heuristic:NAME``, ``solver:NAME``, ``oracle:NAME`` and ``bound:NAME``: entries of the env's
+  baselines module ``POLICIES`` dict;
 * ``random``: uniform over the legal actions, seeded;
 * ``ppo:PATH`` and other learned kinds: checkpoints loaded by the class registered under that
   prefix in the ``schedgym.policies`` entry-point group (``pyproject.toml``; another package can
   register its own kind the same way), called as ``cls(PATH, name=NAME)``;
 * ``package.module:function``: a user's callable ``f(env, obs) -> int`` wrapped as a policy.
 
-Heuristics may read the simulator state, but only what a real scheduler could know. Anything that
-sees the future or spends unbounded compute is a ``bound`` (DESIGN.md §3).
+Heuristics may read the simulator state, but only what a real scheduler could know. The other kinds
+mean exactly this (DESIGN.md §3): a ``solver`` spends large compute for a feasible answer (a
+time-limited CP-SAT run is an upper bound on the optimum, not a bound); an ``oracle`` sees the
+future (true output lengths, future expert accesses) without being optimal; a ``bound`` is a
+proven limit that no policy can pass.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from schedgym.errors import SchedgymError
 from schedgym.randomness import SeedLike, as_generator
 
 LEARNED_GROUP = "schedgym.policies"
-PolicyKind = Literal["heuristic", "learned", "bound"]
+PolicyKind = Literal["heuristic", "learned", "solver", "oracle", "bound"]
+# the prefixes of policy names that the env's baselines module resolves
+BASELINE_KINDS = ("heuristic", "solver", "oracle", "bound")
 
 
 @runtime_checkable
@@ -112,10 +117,10 @@ def resolve_policy(env_name: str, spec: str, seed: SeedLike = 0) -> Policy:
     prefix, _, rest = spec.partition(":")
     if not rest:
         raise SchedgymError(
-            f"unknown policy {spec!r}: use heuristic:NAME, bound:NAME, random, ppo:PATH or "
-            "module:function (see `schedgym list`)"
+            f"unknown policy {spec!r}: use heuristic:NAME, solver:NAME, oracle:NAME, bound:NAME, "
+            "random, ppo:PATH or module:function (see `schedgym list`)"
         )
-    if prefix in ("heuristic", "solver", "bound"):
+    if prefix in BASELINE_KINDS:
         entry = env_entry(env_name)
         table = entry.policies()
         if spec not in table:

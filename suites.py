@@ -130,7 +130,7 @@ def _jobshop() -> list[Suite]:
     return suites
 
 
-_NO_CPSAT_DAG = {"bound:cpsat": "CP-SAT's DAG model is built for DAGs of up to 40 tasks"}
+_NO_CPSAT_DAG = {"solver:cpsat": "CP-SAT's DAG model is built for DAGs of up to 40 tasks"}
 
 
 def _dag() -> list[Suite]:
@@ -280,7 +280,7 @@ def _memmap() -> list[Suite]:
             "H100 costs), a fast tier of 10 % of the peak live bytes beside HBM: the size where "
             "the LP bound lies furthest below the greedies among the zoo models tried",
             skip={"bound:peak-live": "it bounds the pack task only",
-                  "bound:cpsat": "it solves the map and pack tasks, not msa",
+                  "solver:cpsat": "it solves the map and pack tasks, not msa",
                   "ppo:policies/memmap-ppo": "it was trained on the map task's observations"},
         ),
         Suite(

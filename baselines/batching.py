@@ -5,7 +5,8 @@ Each policy is a step mode (token budget; decodes first or prefill-first) and an
 waiting queue. Admission is strict in that order, as vLLM's scheduler does: the step stops at the
 first request in order that does not fit (KV blocks, sequence slots, budget). Policies see what a
 real scheduler knows (prompt lengths, arrival times, SLO classes, the engine's state); only
-``bound:srpt`` reads the true output lengths.
+the oracles ``oracle:srpt`` and ``oracle:sarathi-srpt`` read the true output lengths (they see
+the future without being optimal: SRPT does not maximise goodput at SLO).
 
 The decisions are the engine's `QueueScheduler` (vLLM's own scheduling); every policy can also
 ``drive(engine)`` the simulator core directly, without building observations, which is the fast
@@ -76,13 +77,13 @@ POLICIES: dict[str, Callable[[], QueuePolicy]] = {
     # other orders on vLLM v0's prefill-first steps (vLLM's priority scheduling)...
     "heuristic:sjf": _policy("heuristic:sjf", shortest_prompt, prefill_first=True),
     "heuristic:edf": _policy("heuristic:edf", earliest_deadline, prefill_first=True),
-    "bound:srpt": _policy(
-        "bound:srpt", shortest_remaining_output, prefill_first=True, kind="bound"
+    "oracle:srpt": _policy(
+        "oracle:srpt", shortest_remaining_output, prefill_first=True, kind="oracle"
     ),
     # ...and on Sarathi-Serve's stall-free steps
     "heuristic:sarathi-sjf": _policy("heuristic:sarathi-sjf", shortest_prompt, budget=512),
     "heuristic:sarathi-edf": _policy("heuristic:sarathi-edf", earliest_deadline, budget=512),
-    "bound:sarathi-srpt": _policy(
-        "bound:sarathi-srpt", shortest_remaining_output, budget=512, kind="bound"
+    "oracle:sarathi-srpt": _policy(
+        "oracle:sarathi-srpt", shortest_remaining_output, budget=512, kind="oracle"
     ),
 }

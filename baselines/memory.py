@@ -26,7 +26,7 @@ Bounds:
   buffer a fraction in fast memory, reached either by holding the buffer since its previous
   access (space counted over the ops between) or by a prefetch (its copy time counted on the one
   copy engine within the total time), the fractions at every op within the fast capacity;
-* ``bound:cpsat``: CP-SAT (OR-Tools) with ``NoOverlap2D`` over time x address boxes, exact on
+* ``solver:cpsat``: CP-SAT (OR-Tools) with ``NoOverlap2D`` over time x address boxes, exact on
   small sets (pack: minimum height; map: minimum modelled time), seeded with the best greedy
   placement; its placement is a real one and `validate` checks it.
 """
@@ -139,7 +139,7 @@ def _episode_core(env: Any, case: Any, seed: int) -> MemoryMapCore:
 
 
 class _Solver:
-    """A bound computed whole by ``solve``; it makes no step-by-step decisions."""
+    """A bound or solver computed whole by ``solve``; it makes no step-by-step decisions."""
 
     kind: PolicyKind = "bound"
     name = "bound:?"
@@ -298,7 +298,8 @@ def msa_time_bound(core: Any) -> float:
 class CpSatPolicy(_Solver):
     """CP-SAT with NoOverlap2D: exact on small sets within the time limit (module docstring)."""
 
-    name = "bound:cpsat"
+    kind: PolicyKind = "solver"
+    name = "solver:cpsat"
 
     def __init__(self, time_limit_s: float = CPSAT_TIME_LIMIT_S, workers: int = 2):
         self.time_limit_s, self.workers = time_limit_s, workers
@@ -432,7 +433,7 @@ POLICIES: dict[str, Callable[[], Any]] = {
     "heuristic:all-slow": AllSlowPolicy,
     "bound:peak-live": PeakLiveBound,
     "bound:knapsack": KnapsackBound,
-    "bound:cpsat": CpSatPolicy,
+    "solver:cpsat": CpSatPolicy,
 }
 
 

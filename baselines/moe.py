@@ -3,7 +3,7 @@
 Every policy reads the simulator core (``env.core``; the fast path `run_policy` passes the core
 itself). Heuristics see what a serving system sees: what is resident, when each expert was last
 used and how often, the routing of the layers already run, and offline profiling (the trace's
-calibration routing). Bounds read the future routing.
+calibration routing). The oracle reads the future routing.
 
 * ``heuristic:lru-layer``: LRU within the missed expert's layer, as Mixtral-offloading's
   per-layer caches (Eliseev & Mazur, 2023); global LRU when that layer has no candidate.
@@ -15,10 +15,14 @@ calibration routing). Bounds read the future routing.
   MoE-Infinity (Xue et al., 2024): per-sequence expert activation matrices (EAM), prediction from
   the most similar EAM of a finished sequence, priority = activation probability x layer
   proximity, for both prefetch (highest first) and eviction (lowest first).
-* ``bound:belady``: Belady's MIN (evict the expert needed furthest in the future), prefetching
+* ``oracle:belady``: Belady's MIN (evict the expert needed furthest in the future), prefetching
   the expert needed soonest whenever it is needed before the expert it would evict, and with
   CPU offload computing a miss on the CPU when it is needed later than every candidate victim.
-  Optimal in hit rate: caching with free loads at visit boundaries and bypass.
+  An oracle, not a bound: it reads the future routing but does not minimise stall, and with
+  copies that take time its hit rate is not the highest possible either. What it does bound:
+  no policy copies fewer experts over the episode (MIN minimises the loads of caching with
+  bypass, prefetches included), and with ``prefetch=0`` and no CPU offload no policy has a
+  higher hit rate (``tests/test_moe.py`` checks both).
 * ``bound:infinite``: every expert in GPU memory (``solve``): the stall-free ceiling.
 """
 
@@ -233,8 +237,8 @@ class MoEInfinity(_CachePolicy):
 class Belady(_CachePolicy):
     """Belady's MIN with optimal prefetching and bypass (see the module docstring)."""
 
-    name = "bound:belady"
-    kind = "bound"
+    name = "oracle:belady"
+    kind = "oracle"
 
     def reset(self, env: Any) -> None:
         super().reset(env)
@@ -315,6 +319,6 @@ POLICIES: dict[str, Callable[[], Any]] = {
     "heuristic:lfu": LFU,
     "heuristic:static": StaticPinning,
     "heuristic:moe-infinity": MoEInfinity,
-    "bound:belady": Belady,
+    "oracle:belady": Belady,
     "bound:infinite": InfiniteCache,
 }

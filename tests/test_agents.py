@@ -218,5 +218,5 @@ def test_normalised_rewards_survive_a_resume(tmp_path):
 
 
 def test_cloning_a_solver_is_refused_with_a_clear_error():
-    with pytest.raises(SchedgymError, match="bound:cpsat: it made no step decisions"):
-        collect("jobshop", "bound:cpsat", 1, {"case": "random:3x3"}, progress=False)
+    with pytest.raises(SchedgymError, match="solver:cpsat: it made no step decisions"):
+        collect("jobshop", "solver:cpsat", 1, {"case": "random:3x3"}, progress=False)

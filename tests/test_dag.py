@@ -100,7 +100,7 @@ def test_slr_and_speedup_use_the_papers_definitions():
 
 def test_bounds_bracket_the_heuristics_and_cpsat_proves_optimality():
     results = {name: run_episode("dag", name, case="topcuoglu").metrics for name in POLICIES}
-    cp, sat = results["bound:critical-path"], results["bound:cpsat"]
+    cp, sat = results["bound:critical-path"], results["solver:cpsat"]
     assert cp["makespan"] == 41.0 and cp["slr"] == 1.0
     assert sat["optimal"] == 1 and sat["lower_bound"] == sat["makespan"]
     assert cp["makespan"] <= sat["makespan"] <= 80.0
@@ -359,7 +359,7 @@ def test_every_policy_runs_end_to_end_and_validates():
 
 def test_cpsat_refuses_large_dags():
     with pytest.raises(SchedgymError, match="up to 40 tasks"):
-        run_episode("dag", "bound:cpsat", case="daggen:60")
+        run_episode("dag", "solver:cpsat", case="daggen:60")
 
 
 def test_snapshots_replay_identically():

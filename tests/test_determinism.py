@@ -31,7 +31,7 @@ CASES = [
 def _runs():
     for k, (env_name, kwargs, case) in enumerate(CASES):
         for policy in sorted(env_entry(env_name).policies()):
-            if policy != "bound:cpsat":
+            if policy != "solver:cpsat":
                 yield pytest.param(env_name, kwargs, case, policy, id=f"{k}-{env_name}-{policy}")
 
 

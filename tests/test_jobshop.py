@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from schedgym.baselines.jobshop import POLICIES, CpSatBound, NonDelayRule
+from schedgym.baselines.jobshop import POLICIES, CpSatSolver, NonDelayRule
 from schedgym.envs.jobshop.bench import bench
 from schedgym.envs.jobshop.core import DISPATCH_RULES, JobShopCore, non_delay_plan
 from schedgym.envs.jobshop.env import JobShopEnv
@@ -321,7 +321,7 @@ def test_cpsat_proves_small_optima_quickly():
     for (0,0) d3, resp. (1,0) d2 + (1,1) d1, on the shared M0). If (0,1) goes first, (0,0) holds
     M0 in [0,3), so (1,2) starts >= 3+2+1 = 6 and ends >= 10. If (1,2) goes first at >= 3, (0,0)
     runs after (1,0), (0,1) ends >= 9 and (0,2) ends >= 11. The hand-worked schedule makes 10."""
-    bound = CpSatBound(time_limit_s=30)
+    bound = CpSatSolver(time_limit_s=30)
     starts, report = bound.solve_instance(HAND)
     assert report["optimal"] and report["objective"] == report["objective_bound"] == 10
     assert int((starts + HAND.durations).max()) == 10
@@ -333,7 +333,7 @@ def test_cpsat_proves_small_optima_quickly():
 def test_cpsat_proves_ta01_optimal():
     """Optimum 1231 (Taillard 1993's best known, proven since). About 25 s with 2 workers on 2
     idle cores, over 2 minutes when other work shares them: hence the generous limit."""
-    result = run_episode("jobshop", CpSatBound(time_limit_s=600, num_workers=2), case="ta01")
+    result = run_episode("jobshop", CpSatSolver(time_limit_s=600, num_workers=2), case="ta01")
     assert result.metrics["optimal"] is True
     assert result.metrics["makespan"] == 1231 == result.metrics["objective_bound"]
     assert result.record["solver"]["num_workers"] == 2
@@ -342,7 +342,7 @@ def test_cpsat_proves_ta01_optimal():
 def test_policies_table():
     assert set(POLICIES) == {
         "heuristic:spt", "heuristic:lpt", "heuristic:mwkr", "heuristic:mor", "heuristic:fifo",
-        "bound:cpsat",
+        "solver:cpsat",
     }  # fmt: skip
     for name, factory in POLICIES.items():
         policy = factory()

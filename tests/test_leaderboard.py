@@ -30,7 +30,7 @@ from schedgym.evaluate import (
     records_path,
     save_results,
 )
-from schedgym.leaderboard import build, gap_closed
+from schedgym.leaderboard import build, gap_closed, proven_bound_row
 from schedgym.registry import env_entry
 from schedgym.suites import SUITES, TEST_SEEDS, TRAINING_SEEDS, VALIDATION_SEEDS_FROM, Case, Suite
 
@@ -136,13 +136,13 @@ def test_every_policy_kind_runs_through_the_same_runner(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     suite = SUITES["dag/topcuoglu"]
     seen = {}
-    for policy in ("heuristic:heft", "heuristic:cpop", "bound:cpsat", "random",
+    for policy in ("heuristic:heft", "heuristic:cpop", "solver:cpsat", "random",
                    "my_rule:first_legal"):
         r = evaluate("dag", policy, suite, case_budget_s=5, solver_threads=1)
         seen[policy] = (r["kind"], r["summary"]["score"])
     assert seen["heuristic:heft"] == ("heuristic", 80)  # Topcuoglu et al. 2002, Fig. 4(a)
     assert seen["heuristic:cpop"] == ("heuristic", 86)  # Fig. 4(b)
-    assert seen["bound:cpsat"][0] == "bound" and seen["bound:cpsat"][1] <= 80
+    assert seen["solver:cpsat"][0] == "solver" and seen["solver:cpsat"][1] <= 80
     assert seen["my_rule:first_legal"][0] == "heuristic"
 
 
@@ -268,10 +268,12 @@ def test_leaderboard_runs_every_policy_and_lists_them(board):
     md = (root / "LEADERBOARD.md").read_text()
     tiny = md.split("## jobshop/tiny")[1].split("\n## ")[0]
     rows = [line for line in tiny.splitlines() if line.startswith("| ")][1:]
-    assert len(rows) == len(policies)
-    assert rows[-1].startswith("| bound") and "bound:cpsat" in rows[-1]
-    # CP-SAT proves the optima of ft06 (55) and la01 (666): gap 0, makespan (55 + 666) / 2
-    assert re.search(r"bound:cpsat\s*\|\s*bound\s*\|\s*0\s*\|\s*360\.5", rows[-1])
+    assert len(rows) == len(policies) + 1  # and the bound row CP-SAT's proven bounds make
+    # CP-SAT proves the optima of ft06 (55) and la01 (666): gap 0, makespan (55 + 666) / 2,
+    # both as the solver's schedules and as the lower bounds it proved
+    assert re.search(r"solver:cpsat\s*\|\s*solver\s*\|\s*0\s*\|\s*360\.5", rows[-2])
+    assert rows[-1].startswith("| bound")
+    assert re.search(r"bound:cpsat-lb\s*\|\s*bound\s*\|\s*0\s*\|\s*360\.5", rows[-1])
     topcuoglu = md.split("## dag/topcuoglu")[1].split("\n## ")[0]
     heft = next(line for line in topcuoglu.splitlines() if "heuristic:heft" in line)
     assert re.search(r"heuristic:heft\s*\|\s*heuristic\s*\|\s*80\s*\|", heft)
@@ -287,9 +289,9 @@ def test_leaderboard_reuses_results_whose_inputs_have_not_changed(board):
     assert {p.status for p in again.pairs} == {"reused"}
     changed = build(root, catalogue=CATALOGUE, suites=["jobshop/tiny"], workers=2,
                     case_budget_s=4, log=lambda _: None)
-    # the solver budget is an input of the bound's results only
+    # the solver budget is an input of the solver's results only
     assert {p.policy: p.status for p in changed.pairs} == {
-        p.policy: "ran" if p.policy == "bound:cpsat" else "reused" for p in changed.pairs}
+        p.policy: "ran" if p.policy == "solver:cpsat" else "reused" for p in changed.pairs}
 
 
 class _Page(HTMLParser):
@@ -378,3 +380,49 @@ def test_committed_leaderboard_rows_come_from_committed_results():
         assert data["format"] == RESULTS_FORMAT and data["suite"] in SUITES, path.name
         section = md.split(f"## {data['suite']} ")[1].split("\n## ")[0]
         assert f"| {data['policy']}" in section, f"{path.name} is not listed"
+
+
+def test_no_committed_policy_beats_a_bound():
+    """DESIGN.md §3: a bound is a proven limit that no policy can pass. Over every committed
+    results file (and the bound rows CP-SAT's proven lower bounds make), no heuristic, learned
+    policy, solver or oracle scores better than any bound of its suite."""
+    paths = sorted((ROOT / "leaderboard" / "results").glob("*.json"))
+    if not paths:
+        pytest.skip("no committed leaderboard")
+    by_suite: dict[str, list[dict]] = {}
+    for path in paths:
+        data = json.loads(path.read_text())
+        rows = by_suite.setdefault(data["suite"], [])
+        rows.append(data)
+        if (proven := proven_bound_row(data)) is not None:
+            rows.append(proven)
+    checked = 0
+    for name, rows in by_suite.items():
+        lib = SUITES[name].lower_is_better
+        bounds = [r for r in rows if r["kind"] == "bound"]
+        for b in bounds:
+            limit = b["summary"]["score"]
+            for r in rows:
+                if r["kind"] == "bound":
+                    continue
+                s = r["summary"]["score"]
+                slack = 1e-9 * max(1.0, abs(limit))
+                beats = s < limit - slack if lib else s > limit + slack
+                assert not beats, f"{name}: {r['policy']} ({s}) beats {b['policy']} ({limit})"
+                checked += 1
+    assert checked
+
+
+def test_proven_bound_row_from_a_solver_by_hand():
+    """A solver file whose cases carry proven bounds 50 and 60 on makespans 55 and 66 makes the
+    row bound:cpsat-lb scoring their mean, 55; a heuristic's file makes none."""
+    cases = [{"case": c, "metrics": {"makespan": m, "bound_makespan": b}}
+             for c, m, b in (("a", 55, 50), ("b", 66, 60))]
+    solver = {"policy": "solver:cpsat", "kind": "solver", "cases": cases,
+              "summary": {"score": 60.5, "score_metric": "makespan", "means": {"makespan": 60.5}}}
+    row = proven_bound_row(solver)
+    assert row["policy"] == "bound:cpsat-lb" and row["kind"] == "bound"
+    assert row["summary"]["score"] == 55 and row["summary"]["means"] == {"makespan": 55}
+    assert proven_bound_row({**solver, "kind": "heuristic"}) is None
+    partial = [cases[0], {"case": "b", "metrics": {"makespan": 66}}]
+    assert proven_bound_row({**solver, "cases": partial}) is None

@@ -24,7 +24,7 @@ SEEDS = st.integers(0, 2**16)
 
 
 def _policies(env_name: str) -> list[str]:
-    return sorted(p for p in env_entry(env_name).policies() if p != "bound:cpsat")
+    return sorted(p for p in env_entry(env_name).policies() if p != "solver:cpsat")
 
 
 def _play_all(env_name: str, kwargs: dict, seed: int, case: str | None) -> None:
@@ -195,7 +195,7 @@ def test_memory_policies_are_legal(task, case, fast, order, max_candidates, hard
         "heuristic:lru-layer",
         "heuristic:moe-infinity",
         "heuristic:static",
-        "bound:belady",
+        "oracle:belady",
     ],
 )
 def test_moe_cache_smaller_than_one_layer_runs_misses_on_the_cpu(policy):
@@ -219,4 +219,4 @@ def test_moe_cache_smaller_than_one_layer_runs_misses_on_the_cpu(policy):
 def test_cpsat_records_on_small_cases_validate(env_name, kwargs, case):
     # CP-SAT is too slow for the property loops above; on small cases its records must pass the
     # same independent validation
-    assert play(env_name, "bound:cpsat", kwargs, 0, case) is not None
+    assert play(env_name, "solver:cpsat", kwargs, 0, case) is not None

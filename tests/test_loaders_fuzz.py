@@ -281,7 +281,7 @@ def test_minimalloc_readme_example_loads_and_packs_to_its_published_height(tmp_p
     record["offset"] = [8, 8, 4, 4, 0]
     assert env_entry("memmap").module("record").validate(record)["height"] == 12
     numeric = _write(tmp_path, "numeric.12.csv", re.sub(r"\bb(\d)", r"\1", MINIMALLOC_README))
-    solved = play("memmap", "bound:cpsat", {"task": "pack"}, 0, str(numeric))
+    solved = play("memmap", "solver:cpsat", {"task": "pack"}, 0, str(numeric))
     assert solved.metrics["height"] == 12
 
 

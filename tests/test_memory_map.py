@@ -351,15 +351,15 @@ def test_every_policy_runs_validated(task):
         results[name] = run_episode("memmap", name, case="random:16:3",
                                     env_kwargs={"task": task}).metrics
     if task == "map":
-        best = results["bound:cpsat"]["modelled_time_s"]
-        assert results["bound:cpsat"]["optimal"] == 1
+        best = results["solver:cpsat"]["modelled_time_s"]
+        assert results["solver:cpsat"]["optimal"] == 1
         assert results["bound:knapsack"]["modelled_time_s"] <= best * (1 + 1e-9)
         for name, m in results.items():
             if name.startswith("heuristic:"):
                 assert m["modelled_time_s"] >= best * (1 - 1e-6), name
         assert results["heuristic:all-slow"]["speedup"] == pytest.approx(1.0)
     else:
-        best = results["bound:cpsat"]["height"]
+        best = results["solver:cpsat"]["height"]
         assert results["bound:peak-live"]["height"] <= best
         # the case's capacity is its peak; MiniMalloc's search packs there exactly when CP-SAT can
         mm = results["solver:minimalloc"]
@@ -394,7 +394,7 @@ def _brute_force_pack(bs: BufferSet) -> int:
 def test_cpsat_matches_brute_force_on_a_tiny_pack():
     bs = BufferSet("tiny", range(6), [3, 2, 0, 2, 4, 4], [5, 5, 1, 4, 5, 6], [2, 1, 1, 3, 2, 2])
     env = MemoryMapEnv(task="pack", case=bs)
-    metrics, record = POLICIES["bound:cpsat"]().solve(env, None, 0)
+    metrics, record = POLICIES["solver:cpsat"]().solve(env, None, 0)
     optimum = _brute_force_pack(bs)
     assert metrics["height"] == optimum and metrics["optimal"] == 1
     assert validate(record)["height"] == optimum
@@ -412,7 +412,7 @@ def test_cpsat_matches_brute_force_on_a_tiny_map():
     bs = BufferSet("tiny-map", range(5), [2, 3, 3, 0, 3], [3, 4, 4, 1, 4], [3, 3, 1, 2, 1],
                    ops=ops)
     env = MemoryMapEnv(task="map", case=bs, fast_capacity=4)
-    metrics, _ = POLICIES["bound:cpsat"]().solve(env, None, 0)
+    metrics, _ = POLICIES["solver:cpsat"]().solve(env, None, 0)
     record = env.core.record()
     best = np.inf
     for offsets in itertools.product(*([-1, *range(4 - z + 1)] for z in bs.size.tolist())):

@@ -338,7 +338,7 @@ def test_msa_env_contract_and_determinism():
 def test_every_msa_policy_runs_validated_or_refuses():
     results = {}
     for name in POLICIES:
-        if name in ("bound:cpsat", "bound:peak-live", "solver:minimalloc"):
+        if name in ("solver:cpsat", "bound:peak-live", "solver:minimalloc"):
             with pytest.raises(SchedgymError, match="task"):
                 run_episode("memmap", name, case="random:16:3", env_kwargs={"task": "msa"})
             continue

@@ -270,7 +270,7 @@ def test_hand_worked_cpu_offload():
 def test_lru_and_belady_on_the_textbook_sequence():
     # cache {0, 1}, requests 0 1 2 0 1: LRU evicts 0 then 1 then 2 (2 hits); MIN evicts 1 for 2
     # (needed last), then hits 0 (3 hits).
-    for name, hits in (("heuristic:lru", 2), ("bound:belady", 3)):
+    for name, hits in (("heuristic:lru", 2), ("oracle:belady", 3)):
         core = _core([0, 1, 2, 0, 1], capacity=2)
         run_policy(core, POLICIES[name]())
         assert _checked(core)["hits"] == hits
@@ -322,7 +322,7 @@ def test_belady_hit_rate_is_at_least_every_other_policy():
                     kwargs = {"tokens": 48, "prefetch": prefetch, "cache_fraction": fraction}
                     if fraction == 0.4:
                         kwargs["cpu_offload"] = True
-                    bound = simulate("bound:belady", case, seed, **kwargs)[0]["hit_rate"]
+                    bound = simulate("oracle:belady", case, seed, **kwargs)[0]["hit_rate"]
                     for name in others:
                         rate = simulate(name, case, seed, **kwargs)[0]["hit_rate"]
                         assert rate <= bound + 1e-12, (case, kwargs, seed, name)
@@ -440,9 +440,9 @@ def test_plots_are_written(tmp_path):
     plot_record(record, tmp_path / "ep.png", policy="heuristic:lfu")
     assert (tmp_path / "ep.png").stat().st_size > 10_000
     assert (tmp_path / "ep-curve.png").stat().st_size > 10_000
-    curves = plot_hit_rate_curve(["heuristic:lru", "bound:belady"], tmp_path / "c.png",
+    curves = plot_hit_rate_curve(["heuristic:lru", "oracle:belady"], tmp_path / "c.png",
                                  "tinymoe-docs", tokens=32, capacities=[4, 8, 16, 24])
-    lru, belady = (np.array(curves[p])[:, 1] for p in ("heuristic:lru", "bound:belady"))
+    lru, belady = (np.array(curves[p])[:, 1] for p in ("heuristic:lru", "oracle:belady"))
     assert np.all(np.diff(belady) >= 0) and np.all(belady >= lru)
 
 

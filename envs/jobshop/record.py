@@ -142,7 +142,29 @@ def validate(record: dict[str, Any]) -> dict[str, Any]:
             f"overlap on machine {machine[a]}: (job {job[a]}, op {op[a]}) runs "
             f"[{start[a]}, {end[a]}) and (job {job[b]}, op {op[b]}) runs [{start[b]}, {end[b]})"
         )
-    return metrics_for(instance, int(ends.max()))
+    makespan = int(ends.max())
+    metrics = metrics_for(instance, makespan)
+    if "solver" in record:
+        metrics.update(bound_metrics(instance, record["solver"], makespan))
+    return metrics
+
+
+def bound_metrics(instance: JobShopInstance, solver: dict[str, Any], makespan: int
+                  ) -> dict[str, Any]:
+    """A solver's proven lower bound on the makespan as ``bound_<metric>`` entries: the metrics
+    a schedule of that makespan would have. Raises ``RecordError`` when the claimed bound is
+    below the trivial one (longest job, busiest machine) or above the solver's own schedule."""
+    try:
+        bound = int(solver["objective_bound"])
+    except (KeyError, TypeError, ValueError):
+        raise RecordError("jobshop record: the solver report has no objective_bound") from None
+    if not instance.trivial_lower_bound <= bound <= makespan:
+        raise RecordError(
+            f"jobshop record: objective_bound {bound} is outside [trivial lower bound "
+            f"{instance.trivial_lower_bound}, the schedule's makespan {makespan}]"
+        )
+    implied = metrics_for(instance, bound)
+    return {f"bound_{k}": implied[k] for k in ("makespan", "gap", "lb_gap") if k in implied}
 
 
 def plot_record(

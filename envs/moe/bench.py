@@ -23,7 +23,7 @@ def bench() -> list[dict[str, Any]]:
 
     rows = []
     env = MoEOffloadEnv("mixtral", tokens=3125, prefetch=0)
-    for name in ("heuristic:lru", "heuristic:lru-layer", "bound:belady"):
+    for name in ("heuristic:lru", "heuristic:lru-layer", "oracle:belady"):
         core = env.make_core("mixtral", 0)
         start, cpu = time.perf_counter(), time.process_time()
         run_policy(core, resolve_policy("moe", name))

@@ -504,7 +504,7 @@ def plot_hit_rate_curve(
     fig, (ax_hit, ax_stall) = plt.subplots(1, 2, figsize=(11, 4))
     for name, points in curves.items():
         c, hit, stall = zip(*points, strict=True)
-        style = "--" if name.startswith("bound:") else "-"
+        style = "--" if name.startswith(("oracle:", "bound:")) else "-"
         ax_hit.plot(c, hit, style, marker="o", label=name)
         ax_stall.plot(c, np.array(stall) * 1e3, style, marker="o", label=name)
     ax_hit.set(xlabel="experts cached in GPU memory", ylabel="hit rate", ylim=(0, 1.02),

@@ -47,7 +47,7 @@ def plot_record(record: dict[str, Any], path: str | Path, policy: str | None = N
     if policy is not None:
         settings = {k: v for k, v in record["settings"].items() if k != "capacity"}
         p = Path(path)
-        names = [policy] + (["bound:belady"] if policy != "bound:belady" else [])
+        names = [policy] + (["oracle:belady"] if policy != "oracle:belady" else [])
         plot_hit_rate_curve(names, p.with_name(f"{p.stem}-curve{p.suffix or '.png'}"),
                             record["case"], record["seed"], **settings, **kw)
 
