@@ -22,7 +22,13 @@ from schedgym.envs.batching.env import (
     measured_capacity,
     resolve_case,
 )
-from schedgym.envs.batching.record import engine_metrics, make_record, plot_record, validate
+from schedgym.envs.batching.record import (
+    engine_metrics,
+    make_record,
+    plot_record,
+    serving_metrics,
+    validate,
+)
 from schedgym.envs.hardware import Batch, load_cost_table, price, step_calls
 from schedgym.episode import run_episode
 from schedgym.errors import IllegalActionError, RecordError, WorkloadError
@@ -497,3 +503,35 @@ def test_sjf_cuts_mean_ttft_when_long_prompts_block_the_head():
 def test_synthetic_workload_needs_a_positive_rate():
     with pytest.raises(WorkloadError, match="rate"):
         synthetic(10, 0.0)
+
+
+def test_goodput_is_distserves_and_the_every_gap_variant_is_stricter():
+    """A timeline worked by hand, targets TTFT 2 s and TPOT/TBT 0.5 s. Request 0 arrives at 0
+    and gets tokens at 1.0, 1.1, 1.2, 1.9: TTFT 1.0, TPOT (1.9 - 1.0) / 3 = 0.3, but one gap of
+    0.7: good under DistServe's definition (TTFT and mean TPOT), a miss when every gap counts.
+    Request 1 arrives at 0.5, its only token at 3.0: TTFT 2.5 misses. Request 2 arrives at 1.0,
+    tokens at 1.5, 2.0, 2.4: TTFT 0.5, gaps 0.5 and 0.4, TPOT 0.45: good under both. The
+    episode runs from 0 to 3.0 s."""
+    m = serving_metrics(
+        arrival=np.array([0.0, 0.5, 1.0]),
+        admitted=np.array([0.0, 0.5, 1.0]),
+        token_time=np.array([1.0, 1.1, 1.2, 1.9, 3.0, 1.5, 2.0, 2.4]),
+        output=np.array([4, 1, 3]),
+        ttft_target=np.full(3, 2.0),
+        tbt_target=np.full(3, 0.5),
+        step_start=np.array([0.0]),
+        step_end=np.array([3.0]),
+        step_kv=np.array([1]),
+        preemptions=np.zeros(3, np.int64),
+        kv_capacity=1,
+    )
+    assert m["goodput_rps"] == pytest.approx(2 / 3.0)
+    assert m["slo_attainment"] == pytest.approx(2 / 3)
+    assert m["strict_goodput_rps"] == pytest.approx(1 / 3.0)
+    assert m["strict_slo_attainment"] == pytest.approx(1 / 3)
+    assert m["ttft_attainment"] == pytest.approx(2 / 3) and m["tpot_attainment"] == 1.0
+    assert m["tpot_p50_s"] == pytest.approx(0.3)  # of 0.3, 0 (one token), 0.45
+    assert m["tpot_mean_s"] == pytest.approx(0.25)
+    assert m["e2e_p50_s"] == pytest.approx(1.9)  # of 1.9, 2.5, 1.4
+    # TTFT of 1.0, 2.5, 0.5; TBT over the gaps 0.1, 0.1, 0.7, 0.5, 0.4
+    assert m["ttft_p50_s"] == pytest.approx(1.0) and m["tbt_p50_s"] == pytest.approx(0.4)

@@ -525,10 +525,10 @@ class BatchingEngine:
                 gap = end - f[later, LAST]
                 np.maximum(f[later, MAXGAP], gap, out=gap)
                 f[later, MAXGAP] = gap
-                late = later[gap > f[later, TBT]]
-                if late.size:
-                    new_misses += self._miss(rows[late, RID])
             f[p, LAST] = end
+            late = later[self._tpot_missed(later)]
+            if late.size:
+                new_misses += self._miss(rows[late, RID])
             rows[p, GEN] += 1
             fin = p[rows[p, GEN] == rows[p, OUTPUT]]
             if fin.size:
@@ -589,7 +589,7 @@ class BatchingEngine:
         np.maximum(f[:, MAXGAP], worst, out=f[:, MAXGAP])
         f[:, LAST] = ends[-1]
         new_misses = 0
-        late = f[:, MAXGAP] > f[:, TBT]
+        late = self._tpot_missed(np.arange(n))
         if late.any():
             new_misses += self._miss(rows[late, RID])
         rows[:, DONE] += k_max
@@ -607,6 +607,15 @@ class BatchingEngine:
         return new_misses
 
     # --- internals ------------------------------------------------------------------------
+
+    def _tpot_missed(self, slots: np.ndarray) -> np.ndarray:
+        """Whether each running slot has surely missed its TPOT target: its decode time so far
+        (last token - first token) over its output's ``output - 1`` gaps already exceeds it,
+        the same expression `serving_metrics` applies at the finish."""
+        rows = self.slots[slots]
+        first = self.token_time[rows[:, OFFSET]]
+        gaps = np.maximum(rows[:, OUTPUT] - 1, 1)
+        return (self.slot_f[slots, LAST] - first) / gaps > self.slot_f[slots, TBT]
 
     def _miss(self, rids: np.ndarray) -> int:
         fresh = rids[~self.missed[rids]]

@@ -277,9 +277,10 @@ class BatchingEnv(gym.Env):
 
     ## Rewards
 
-    ``-1/N`` for each request at the moment it misses its SLO (its TTFT deadline passes without
-    a first token, or a gap between two of its tokens exceeds its TBT target), ``N`` requests in
-    the episode. The return is ``SLO attainment - 1``; goodput is attainment x N / duration.
+    ``-1/N`` for each request at the moment it surely misses its SLO (its TTFT deadline passes
+    without a first token, or its decode time so far already exceeds ``output - 1`` times its
+    TPOT target), ``N`` requests in the episode. The return is ``SLO attainment - 1`` in
+    DistServe's sense (TTFT and mean TPOT); goodput is attainment x N / duration.
 
     ## Starting State
 
