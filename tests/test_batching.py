@@ -12,7 +12,12 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from schedgym.baselines.batching import POLICIES
-from schedgym.envs.batching.core import BatchingEngine, EngineConfig, replica
+from schedgym.envs.batching.core import (
+    BatchingEngine,
+    EngineConfig,
+    replica,
+    vllm_batch_defaults,
+)
 from schedgym.envs.batching.env import (
     ADMIT_PHASE,
     AZURE_CONV,
@@ -146,11 +151,13 @@ def test_vidur_trace_format_loads_and_replays_at_another_rate(tmp_path):
 
 
 def test_kv_capacity_follows_memory_minus_weights():
-    # H100 80 GB x 0.9 - Llama-2-7B's 6.74e9 fp16 weights (13.48 GB), over 16-token blocks of
-    # 32 layers x 2 (K, V) x 4096 x 2 bytes = 524,288 B per token: (72e9 - 13.477e9) / 8.39e6
-    assert replica(EngineConfig()).kv_blocks == 6976
-    # Llama-2-70B on 4 GPUs: 34.49 GB of weights and 81,920 B per token on each
-    assert replica(EngineConfig(model="llama-2-70b", tp=4)).kv_blocks == 28619
+    # H100 80 GiB x 0.9 - Llama-2-7B's 6.74e9 fp16 weights (13.48 GB), over 16-token blocks of
+    # 32 layers x 2 (K, V) x 4096 x 2 bytes = 524,288 B per token:
+    # (77,309,411,328 - 13,476,823,040) / 8,388,608 = 7609.3
+    assert replica(EngineConfig()).kv_blocks == 7609
+    # Llama-2-70B on 4 GPUs: 34.49 GB of weights and 81,920 B per token on each:
+    # (77,309,411,328 - 34,488,320,000) / 1,310,720 = 32669.7
+    assert replica(EngineConfig(model="llama-2-70b", tp=4)).kv_blocks == 32669
 
 
 def test_one_request_steps_match_the_cost_tables_slow_path():
@@ -460,7 +467,25 @@ def test_faster_hardware_serves_more():
     conv = "conv"
     h100 = measured_capacity(EngineConfig(), conv)
     assert h100 > 1.5 * measured_capacity(EngineConfig(hardware="a100"), conv)
-    assert measured_capacity(EngineConfig(model="llama-2-70b", tp=8), conv) < h100
+    # ten times the weights on eight GPUs: less served per GPU (a replica of eight GPUs with
+    # 1024 sequences and a far larger KV cache may well serve more in all)
+    assert measured_capacity(EngineConfig(model="llama-2-70b", tp=8), conv) / 8 < h100
+
+
+def test_vllm_serving_defaults_per_gpu():
+    """vLLM's ``EngineArgs.get_batch_defaults`` for the API server: 8192 tokens and 1024
+    sequences on H100 (80 GiB, not an A100), 2048 and 256 on A100 and A40; the vLLM v1 baseline
+    runs at that token budget."""
+    assert vllm_batch_defaults("h100") == (8192, 1024)
+    assert vllm_batch_defaults("a100") == (2048, 256)
+    assert vllm_batch_defaults("a40") == (2048, 256)
+    for hardware, budget in (("h100", 8192), ("a100", 2048)):
+        cfg = EngineConfig(hardware=hardware)
+        policy = POLICIES["heuristic:vllm-v1"]()
+        assert policy.step_budget(BatchingEngine(trace_of([8], [2]), cfg)) == budget
+    assert EngineConfig(hardware="a100", max_num_seqs=64).num_seqs == 64
+    # device memory in binary units: the datasheet's "80GB" of HBM3 is 80 GiB
+    assert replica(EngineConfig()).memory_bytes == 80 * 2**30
 
 
 def test_plot_record_writes_a_png(tmp_path, small_record):

@@ -4,7 +4,9 @@ engine runs it, in plain numpy (no Gymnasium here).
 Model of the engine (docs/batching.md gives the sources):
 
 * Requests arrive over time into a waiting queue. Each engine step builds one batch under a token
-  budget and at most ``max_num_seqs`` running sequences, and the step's scheduler works in the
+  budget (at least the running sequences, so each can decode) and at most ``max_num_seqs``
+  running sequences (vLLM's serving default for the GPU, `vllm_batch_defaults`), and the step's
+  scheduler works in the
   stall-free order of Sarathi-Serve and vLLM v1: first one decode token for every running
   sequence that has finished its prefill, then the next chunks of running requests that are
   still prefilling (in admission order), then new admissions from the waiting queue, each with a
@@ -48,6 +50,21 @@ from schedgym.workloads.serving import ServingTrace
 DEFAULT_WINDOW = 128  # waiting requests a scheduler considers (the env's max_entities)
 # vLLM's CPU backend sizes its KV cache by VLLM_CPU_KVCACHE_SPACE (default 4 GiB), not by memory.
 CPU_KV_CACHE_BYTES = 4 << 30
+GiB = 1 << 30
+
+
+@lru_cache(maxsize=16)
+def vllm_batch_defaults(hardware: str) -> tuple[int, int]:
+    """vLLM's serving defaults ``(max_num_batched_tokens, max_num_seqs)`` for the device of the
+    hardware profile ``hardware``, as ``EngineArgs.get_batch_defaults`` sets them for the OpenAI
+    API server (vLLM 0.32, ``vllm/engine/arg_utils.py``): 8192 tokens and 1024 sequences on a GPU
+    of at least 70 GiB that is not an A100 (H100, H200), 16384 and 1024 from 160 GiB, else 2048
+    and 256 (A100, A40 and others, the CPU profile included)."""
+    device = load_profile(hardware).devices[0]
+    gib = device.tier("hbm").capacity_bytes / GiB if device.kind == "gpu" else 0.0
+    if gib >= 70 and "a100" not in str(device.costs.device.get("name", "")).lower():
+        return (16384 if gib >= 160 else 8192), 1024
+    return 2048, 256
 
 # Columns of the running-slot table (one row per running request, in admission order).
 RID, PROMPT, OUTPUT, GEN, DONE, BLOCKS, OFFSET, CHUNK = range(8)
@@ -71,7 +88,10 @@ class EngineConfig:
     hardware: str = "h100"
     tp: int = 1
     gpu_memory_utilization: float = 0.9  # vLLM's default
-    max_num_seqs: int = 256  # vLLM's default
+    # None: vLLM's serving defaults for the hardware (`vllm_batch_defaults`); read them through
+    # `num_seqs` and `batched_tokens`
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
     budgets: tuple[int, ...] = (256, 512, 1024, 2048, 4096, 8192)
     # vLLM v0 without chunked prefill: max_num_batched_tokens = max(max_model_len, 2048), 4096
     # for the Llama-2 family.
@@ -98,12 +118,15 @@ class EngineConfig:
         b = self.budgets
         if not b or any(x <= 0 for x in b) or list(b) != sorted(set(b)):
             raise ValueError(f"budgets must be distinct positive token counts, ascending: {b}")
-        if self.max_num_seqs < 1 or b[0] < self.max_num_seqs:
+        seqs, tokens = self.num_seqs, self.batched_tokens
+        if seqs < 1 or b[-1] < seqs:
             raise ValueError(
-                f"the smallest budget ({b[0]}) must hold a decode token for each of the "
-                f"max_num_seqs={self.max_num_seqs} sequences"
+                f"the largest budget ({b[-1]}) must hold a decode token for each of the "
+                f"max_num_seqs={seqs} sequences"
             )
-        if self.prefill_first_budget < self.max_num_seqs:
+        if tokens not in b:
+            raise ValueError(f"max_num_batched_tokens={tokens} must be one of the budgets {b}")
+        if self.prefill_first_budget < seqs:
             raise ValueError("prefill_first_budget must be >= max_num_seqs")
         if not 0 <= self.watermark < 0.5:
             raise ValueError("watermark must be in [0, 0.5)")
@@ -115,6 +138,17 @@ class EngineConfig:
             raise ValueError("kv_blocks must be >= 1")
         if self.block_size < 1:
             raise ValueError("block_size must be >= 1")
+
+    @property
+    def num_seqs(self) -> int:
+        """The running-sequence limit: ``max_num_seqs``, or vLLM's default for the hardware."""
+        return self.max_num_seqs or vllm_batch_defaults(self.hardware)[1]
+
+    @property
+    def batched_tokens(self) -> int:
+        """vLLM v1's step token budget: ``max_num_batched_tokens``, or vLLM's default for the
+        hardware."""
+        return self.max_num_batched_tokens or vllm_batch_defaults(self.hardware)[0]
 
     @property
     def max_tokens(self) -> int:
@@ -146,7 +180,7 @@ def replica(config: EngineConfig) -> Replica:
     profile = load_profile(config.hardware)
     device = profile.devices[0]
     cost = StepCost(
-        profile.costs, model, config.tp, max_tokens=config.max_tokens, max_seqs=config.max_num_seqs
+        profile.costs, model, config.tp, max_tokens=config.max_tokens, max_seqs=config.num_seqs
     )
     if device.kind == "cpu":
         memory, source = CPU_KV_CACHE_BYTES, "vLLM CPU backend default KV space (4 GiB)"
@@ -275,7 +309,7 @@ class BatchingEngine:
     )
 
     def reset(self) -> None:
-        S = self.config.max_num_seqs
+        S = self.config.num_seqs
         self.generated = np.zeros(self.n, np.int64)
         self.admitted_at = np.full(self.n, np.nan)
         self.finished_at = np.full(self.n, np.nan)
@@ -350,7 +384,7 @@ class BatchingEngine:
         """Whether each waiting request could be admitted now: a sequence slot, some budget, and
         KV blocks for the chunk it would get (for all its known tokens under
         ``admit_full_sequence``)."""
-        if not self.phase_open or self.n_run >= self.config.max_num_seqs or self.budget_left < 1:
+        if not self.phase_open or self.n_run >= self.config.num_seqs or self.budget_left < 1:
             return np.zeros(len(rids), bool)
         todo = self.remaining_prompt(rids)
         need = todo if self.config.admit_full_sequence else np.minimum(todo, self.budget_left)
@@ -364,7 +398,7 @@ class BatchingEngine:
             return True
         return (
             bool(self.waiting)
-            and self.n_run < self.config.max_num_seqs
+            and self.n_run < self.config.num_seqs
             and (self.free_for_admission >= 1)
         )
 
@@ -377,10 +411,10 @@ class BatchingEngine:
             raise IllegalActionError("set_budget: the episode is over")
         if self.phase_open:
             raise IllegalActionError("set_budget: this step's budget is already set")
-        if not self.config.max_num_seqs <= budget <= self.config.max_tokens:
+        if not self.n_run <= budget <= self.config.max_tokens:
             raise IllegalActionError(
-                f"set_budget: {budget} tokens is outside {self.config.max_num_seqs}.."
-                f"{self.config.max_tokens} (max_num_seqs..largest budget)"
+                f"set_budget: {budget} tokens is outside {self.n_run}..{self.config.max_tokens} "
+                "(one decode token for each running sequence..largest budget)"
             )
         self.phase_open = True
         self.prefill_first = prefill_first
@@ -434,7 +468,7 @@ class BatchingEngine:
                 f"admit: queue position {position} is empty ({len(self.waiting)} waiting)"
             )
         rid = self.waiting[position]
-        if self.n_run >= self.config.max_num_seqs:
+        if self.n_run >= self.config.num_seqs:
             raise IllegalActionError(f"admit request {rid}: max_num_seqs running already")
         if self.budget_left < 1:
             raise IllegalActionError(f"admit request {rid}: no token budget left this step")
@@ -737,7 +771,7 @@ class QueueScheduler:
         window: int = DEFAULT_WINDOW,
     ):
         self.order = order
-        self.budget = budget  # None: the engine's prefill_first_budget / largest budget
+        self.budget = budget  # None: the engine's prefill_first_budget / batched_tokens
         self.prefill_first = prefill_first
         self.window = window
 
@@ -745,7 +779,7 @@ class QueueScheduler:
         if self.budget is not None:
             return self.budget
         cfg = engine.config
-        return cfg.prefill_first_budget if self.prefill_first else cfg.budgets[-1]
+        return cfg.prefill_first_budget if self.prefill_first else cfg.batched_tokens
 
     def choose_admission(self, engine: BatchingEngine) -> int | None:
         """The queue position to admit next, or None to run the step."""

@@ -337,6 +337,7 @@ class BatchingEnv(gym.Env):
         self.overrides = overrides
         self.length_noise = length_noise
         self.budgets = resolve_case(self.default_case, overrides).engine.budgets
+        self._budget_array = np.asarray(self.budgets)
         nb = len(self.budgets)
         self.layout = EntityLayout(
             max_entities, len(ENTITY_FEATURES), len(GLOBAL_FEATURES), n_special=nb + 2
@@ -462,7 +463,9 @@ class BatchingEnv(gym.Env):
             return mask
         E = self.layout.max_entities
         if self.phase == BUDGET_PHASE:
-            mask[E : self.run_action] = True
+            # a budget must hold one decode token for each running sequence
+            mask[E : self.prefill_first_action] = self._budget_array >= core.n_run
+            mask[self.prefill_first_action] = True
         else:
             rids = self._visible()
             mask[: rids.size] = core.fits(rids)
@@ -505,6 +508,9 @@ class BatchingEnv(gym.Env):
         if not 0 <= a < self.layout.n_actions:
             return f"outside 0..{self.layout.n_actions - 1}"
         if self.phase == BUDGET_PHASE:
+            if E <= a < self.prefill_first_action:
+                return (f"budget {self.budgets[a - E]} cannot hold a decode token for each of the "
+                        f"{core.n_run} running sequences")
             return "the step's budget must be chosen first (a budget or prefill-first action)"
         if E <= a < self.run_action:
             return "the budget of this step is already set; admit requests or run the step"
@@ -513,8 +519,8 @@ class BatchingEnv(gym.Env):
         if a >= len(core.waiting):
             return f"queue position {a} is empty ({len(core.waiting)} waiting)"
         rid = core.waiting[a]
-        if core.n_run >= core.config.max_num_seqs:
-            return f"request {rid} cannot run: max_num_seqs={core.config.max_num_seqs} running"
+        if core.n_run >= core.config.num_seqs:
+            return f"request {rid} cannot run: max_num_seqs={core.config.num_seqs} running"
         if core.budget_left < 1:
             return f"request {rid} cannot run: no token budget left this step"
         chunk = min(int(core.remaining_prompt(np.array([rid]))[0]), core.budget_left)
@@ -563,7 +569,7 @@ class BatchingEnv(gym.Env):
             prefill_first=core.prefill_first,
             free_blocks=core.free_for_admission,
             kv_capacity=core.kv_capacity,
-            max_num_seqs=core.config.max_num_seqs,
+            max_num_seqs=core.config.num_seqs,
             max_budget=self._max_budget,
             block_size=core.block,
             recent_arrivals=int(recent[1] - recent[0]),

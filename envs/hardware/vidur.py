@@ -2,9 +2,13 @@
 
 vidur (Agrawal et al., MLSys 2024; github.com/microsoft/vidur, MIT) profiled every non-attention
 operator of Llama-2-7B/70B and phi-2 on A100, H100 and A40 over token counts and tensor-parallel
-degrees (``compute/<gpu>/<model>/mlp.csv``, milliseconds), and NCCL collectives on NVLink pairs
-(``network/<gpu>_pairwise_nvlink/{all_reduce,send_recv}.csv``, ``size`` in bytes). This module maps
-each operator to a schedgym kernel and shape; ``scripts/reduce_vidur.py`` reduces the points to a
+degrees (``compute/<gpu>/<model>/mlp.csv``, milliseconds), and NCCL collectives on two node
+topologies (``size`` in bytes): ``network/<gpu>_dgx/`` on 8-GPU SXM nodes where every GPU reaches
+every other through NVSwitch (DGX A100, DGX H100), and ``network/<gpu>_pairwise_nvlink/`` on
+4-GPU nodes whose GPUs are NVLinked in pairs, so 4-way traffic crosses PCIe. The SXM profiles
+(``h100``, ``a100``) claim the NVSwitch node and take its measurements (`NETWORK_TOPOLOGY`); the
+pairwise files stay readable for a table of that topology. This module maps each operator to a
+schedgym kernel and shape; ``scripts/reduce_vidur.py`` reduces the points to a
 compact committed table, and the tests compare that table with the rows it left out.
 """
 
@@ -20,6 +24,8 @@ import numpy as np
 from schedgym.errors import WorkloadError
 
 MS = 1e-3
+# The collectives' node topology of each GPU profile: SXM parts sit in NVSwitch nodes.
+NETWORK_TOPOLOGY = {"h100": "dgx", "a100": "dgx"}
 
 
 @dataclass(frozen=True)
@@ -92,7 +98,8 @@ def compute_measurements(csv_path: Path) -> list[Measurement]:
 
 
 def network_measurements(csv_path: Path) -> list[Measurement]:
-    """vidur's NCCL all_reduce / send_recv rows (``size`` is bytes)."""
+    """vidur's NCCL all_reduce / send_recv rows within one node (``size`` is bytes); rows whose
+    workers span several nodes are left out: schedgym models one node."""
     kernel = csv_path.stem
     out: list[Measurement] = []
     with csv_path.open(newline="") as fh:
@@ -104,20 +111,23 @@ def network_measurements(csv_path: Path) -> list[Measurement]:
                 same_node = int(row["devices_per_node"]) == workers
             except (KeyError, ValueError) as exc:
                 raise WorkloadError(f"bad column: {exc}", csv_path, line) from None
-            if kernel == "send_recv" and not same_node:
-                continue  # cross-node pairs: schedgym models one node
+            if not same_node:
+                continue
             shape = (("workers", workers),) if kernel == "all_reduce" else ()
             out.append(Measurement(kernel, shape, size, med, std, f"{kernel} n={workers}"))
     return out
 
 
-def device_measurements(root: Path, gpu: str) -> list[Measurement]:
-    """All measurements vidur published for one GPU (``a100``, ``h100``, ``a40``)."""
+def device_measurements(root: Path, gpu: str, topology: str | None = None) -> list[Measurement]:
+    """All measurements vidur published for one GPU (``a100``, ``h100``, ``a40``), its
+    collectives from the node ``topology`` (``"dgx"`` or ``"pairwise_nvlink"``; default
+    `NETWORK_TOPOLOGY`'s, else pairwise)."""
     compute = sorted((root / "compute" / gpu).glob("*/*/mlp.csv"))
     if not compute:
         raise WorkloadError(f"no vidur compute profiles for {gpu!r}", root / "compute" / gpu)
     out = [m for p in compute for m in compute_measurements(p)]
-    for p in sorted((root / "network" / f"{gpu}_pairwise_nvlink").glob("*.csv")):
+    topology = topology or NETWORK_TOPOLOGY.get(gpu, "pairwise_nvlink")
+    for p in sorted((root / "network" / f"{gpu}_{topology}").glob("*.csv")):
         out += network_measurements(p)
     return out
 
