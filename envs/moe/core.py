@@ -14,8 +14,20 @@ union of their experts), layer by layer. A *visit* is one MoE layer of one step:
 4. the experts compute: on the GPU in the order their weights arrive, each as soon as it is
    there and the GPU is free; on the CPU in parallel. The layer ends when both are done.
 
-One host-to-device copy engine serves every copy first come, first served. Stall is the layer's
-time beyond the all-resident time (pre-layer work plus every needed expert on the GPU).
+One host-to-device copy engine serves the copies one at a time. A demand copy goes ahead of
+prefetches still queued (not started) when it is issued, as MoE-Infinity's and HybriMoE's
+copy queues do; copies otherwise run first come, first served, and a started copy is never
+interrupted.
+
+A needed expert is a **hit** only when its weights have landed in GPU memory by the moment the
+router chooses it (``ready <= routed``); one resident but still in flight (or queued) then is
+counted apart (``in_flight``), with the stall it costs (``in_flight_stall_s``: how much earlier
+its layers would have ended had those copies landed by then). ``residency_rate`` counts both.
+
+**Stall** is the layer's time beyond its reference: the shorter of the all-resident time
+(pre-layer work plus every needed expert on the GPU) and the time of the layer's own GPU/CPU
+split with every copy already landed. So stall is never negative, even when computing a miss on
+a fast CPU beats the GPU, and it counts a CPU slower than the GPU as stall.
 
 Experts are numbered globally, ``g = layer * n_experts + expert``. Actions: ``g`` picks expert
 ``g`` (prefetch target or eviction victim); ``n_slots`` (the one special action) skips: no
@@ -284,7 +296,11 @@ class MoECore:
         self.engine_free = 0.0  # when the copy engine finishes its queue
         self.stall_s = 0.0
         self.hits = self.accesses = self.demand_loads = self.prefetches = 0
-        self.prefetch_hits = self.cpu_experts = 0
+        self.prefetch_hits = self.cpu_experts = self.in_flight = 0
+        self.in_flight_stall_s = 0.0
+        self._in_flight_now: list[int] = []  # this visit's needed experts still in flight
+        # copies that may still move or hold the engine: [expert, issued, start, end, demand]
+        self._copies: list[list] = []
         self._events: tuple | None = None  # persistent list: (event, previous) cells
         self._advance()
 
@@ -298,7 +314,8 @@ class MoECore:
                         self.pending, list(self._misses), self._miss_at, list(self._cpu_now),
                         self.clock, self.engine_free, self.stall_s, self.hits, self.accesses,
                         self.demand_loads, self.prefetches, self.prefetch_hits,
-                        self.cpu_experts, self._events),
+                        self.cpu_experts, self._events, self.in_flight, self.in_flight_stall_s,
+                        list(self._in_flight_now), [list(c) for c in self._copies]),
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -311,8 +328,11 @@ class MoECore:
         (self.n_resident, self.visit, self.phase, self.prefetch_left, self.pending, misses,
          self._miss_at, cpu_now, self.clock, self.engine_free, self.stall_s, self.hits,
          self.accesses, self.demand_loads, self.prefetches, self.prefetch_hits,
-         self.cpu_experts, self._events) = state["scalars"]
+         self.cpu_experts, self._events, self.in_flight, self.in_flight_stall_s, in_flight_now,
+         copies) = state["scalars"]
         self._misses, self._cpu_now = list(misses), list(cpu_now)
+        self._in_flight_now = list(in_flight_now)
+        self._copies = [list(c) for c in copies]
 
     @property
     def done(self) -> bool:
@@ -416,9 +436,7 @@ class MoECore:
         self._resident[g] = 1
         self._prefetched[g] = 1
         self.n_resident += 1
-        start = self.engine_free if self.engine_free > self.clock else self.clock
-        self.engine_free = start + self.costs.copy_s
-        self._ready[g] = self.engine_free
+        self._queue_copy(g, self.clock, demand=False)
         self.prefetches += 1
         self.prefetch_left -= 1
         self._events = ((self.visit, 0, g, victim), self._events)
@@ -429,12 +447,31 @@ class MoECore:
             self._evict(victim)
         self._resident[g] = 1
         self.n_resident += 1
-        routed = self.clock + self._pre[self.visit // self.n_layers]
-        start = self.engine_free if self.engine_free > routed else routed
-        self.engine_free = start + self.costs.copy_s
-        self._ready[g] = self.engine_free
+        self._queue_copy(g, self.clock + self._pre[self.visit // self.n_layers], demand=True)
         self.demand_loads += 1
         self._events = ((self.visit, 1, g, victim), self._events)
+
+    def _queue_copy(self, g: int, issued: float, demand: bool) -> None:
+        """Put expert ``g``'s copy on the copy engine at time ``issued``: a prefetch at the end of
+        the queue, a demand copy ahead of every prefetch not started by then (behind the copies
+        under way and earlier demand copies). Moved copies' ``ready`` times follow."""
+        copy_s, ready = self.costs.copy_s, self._ready
+        queue = [c for c in self._copies if c[3] > self.clock]  # the rest can no longer matter
+        new = [g, issued, 0.0, 0.0, demand]
+        if demand:
+            fixed = [c for c in queue if c[4] or c[2] < issued]
+            queue = fixed + [new] + [c for c in queue if not (c[4] or c[2] < issued)]
+            at = len(fixed)
+        else:
+            queue.append(new)
+            at = len(queue) - 1
+        end = queue[at - 1][3] if at else 0.0
+        for c in queue[at:]:
+            c[2] = c[1] if c[1] > end else end
+            end = c[3] = c[2] + copy_s
+            ready[c[0]] = end
+        self.engine_free = end
+        self._copies = queue
 
     def _advance(self) -> None:
         """Run forward until a decision is needed or the episode ends."""
@@ -466,17 +503,22 @@ class MoECore:
 
     def _begin_visit(self) -> None:
         lo, hi = self._need_ptr[self.visit], self._need_ptr[self.visit + 1]
-        res, needed, pre = self._resident, self._needed, self._prefetched
-        misses = []
+        res, needed, pre, ready = self._resident, self._needed, self._prefetched, self._ready
+        routed = self.clock + self._pre[self.visit // self.n_layers]
+        misses, late = [], []
         for g in self._need_ids[lo:hi]:
             needed[g] = 1
             if res[g]:
-                if pre[g]:
+                if ready[g] > routed:
+                    late.append(g)
+                elif pre[g]:
                     self.prefetch_hits += 1
-                    pre[g] = 0
+                pre[g] = 0
             else:
                 misses.append(g)
-        self.hits += hi - lo - len(misses)
+        self.hits += hi - lo - len(misses) - len(late)
+        self.in_flight += len(late)
+        self._in_flight_now = late
         self.accesses += hi - lo
         self._misses = misses
         self._miss_at = 0
@@ -494,20 +536,28 @@ class MoECore:
         for n in counts:
             ideal += gpu[n]
         if self._misses or self.engine_free > routed:  # some needed copy may be in flight
-            end = routed
             cpu_set, ready = self._cpu_now, self._ready
-            arrivals = sorted(
-                (ready[g], gpu[n]) for g, n in zip(ids, counts, strict=True) if g not in cpu_set
-            )
-            for at, compute in arrivals:
-                end = (at if at > end else end) + compute
+            on_gpu = [(ready[g], gpu[n], g) for g, n in zip(ids, counts, strict=True)
+                      if g not in cpu_set]
+            end = _gpu_end(routed, on_gpu)
+            reference = ideal
             if cpu_set:
                 cpu = self._cpu
                 cpu_end = routed + sum(cpu[n] for g, n in zip(ids, counts, strict=True)
                                        if g in cpu_set)
                 end = cpu_end if cpu_end > end else end
+                landed = routed + sum(c for _, c, _ in on_gpu)
+                split = cpu_end if cpu_end > landed else landed
+                reference = split if split < ideal else ideal
                 self.cpu_experts += len(cpu_set)
-            self.stall_s += end - ideal
+            if self._in_flight_now:
+                late = set(self._in_flight_now)
+                sooner = _gpu_end(routed, [(routed if g in late else at, c, g)
+                                           for at, c, g in on_gpu])
+                if cpu_set:
+                    sooner = cpu_end if cpu_end > sooner else sooner
+                self.in_flight_stall_s += end - sooner
+            self.stall_s += end - reference
             self.clock = end
         else:
             self.clock = ideal
@@ -534,6 +584,9 @@ class MoECore:
         return {
             "hit_rate": self.hits / max(1, self.accesses),
             "hits": self.hits,
+            "in_flight": self.in_flight,
+            "in_flight_stall_s": self.in_flight_stall_s,
+            "residency_rate": (self.hits + self.in_flight) / max(1, self.accesses),
             "accesses": self.accesses,
             "demand_loads": self.demand_loads,
             "prefetches": self.prefetches,
@@ -546,6 +599,15 @@ class MoECore:
             "tokens": tokens,
             "tokens_per_s": tokens / self.clock if self.clock > 0 else 0.0,
         }
+
+
+def _gpu_end(routed: float, on_gpu: list[tuple[float, float, int]]) -> float:
+    """When the GPU finishes a layer's experts ``(ready, compute_s, expert)``: each in the order
+    its weights arrive, as soon as they are there and the GPU is free."""
+    end = routed
+    for at, compute, _ in sorted(on_gpu):
+        end = (at if at > end else end) + compute
+    return end
 
 
 def run_policy(core: MoECore, policy: Any) -> None:

@@ -64,6 +64,15 @@ def validate(record: dict[str, Any]) -> dict[str, Any]:
     return {**replay["metrics"], "layer_hit_rate": replay["layer_hit_rate"]}
 
 
+def _layer_end(routed: float, compute: dict[int, float], arrival: dict[int, float]) -> float:
+    """The GPU's end of a layer whose experts (``compute`` seconds each) start in order of
+    ``arrival``, each once it has arrived and the GPU is free."""
+    t = routed
+    for at, g in sorted((arrival[g], g) for g in compute):
+        t = max(t, at) + compute[g]
+    return t
+
+
 def _replay(record: dict[str, Any]) -> dict[str, Any]:
     def fail(why: str) -> RecordError:
         return RecordError(f"moe record ({record.get('case', '?')}): {why}")
@@ -89,8 +98,27 @@ def _replay(record: dict[str, Any]) -> dict[str, Any]:
         raise fail("pre_s has one entry per step")
     ready: dict[int, float] = dict.fromkeys(resident, 0.0)
     prefetched: set[int] = set()
-    clock = engine = stall = 0.0
-    hits = accesses = loads = prefetches = prefetch_hits = cpu_experts = tokens = 0
+    clock = stall = late_stall = 0.0
+    hits = accesses = loads = prefetches = prefetch_hits = cpu_experts = tokens = late_n = 0
+    # the copy engine's order: (expert, issued, is demand); a copy's start is the later of its
+    # issue and the previous copy's end
+    order: list[tuple[int, float, bool]] = []
+
+    def schedule() -> None:
+        end = 0.0
+        for g, issued, _ in order:
+            end = max(end, issued) + copy_s
+            ready[g] = end
+
+    def started_before(t: float) -> int:
+        """How many copies of the order have started before time ``t``."""
+        end, n = 0.0, 0
+        for _, issued, _ in order:
+            start = max(end, issued)
+            if start >= t:
+                break
+            end, n = start + copy_s, n + 1
+        return n
     layer_hits, layer_acc = [0] * L, [0] * L
     step_end, step_stall = [], []
     ei = 0
@@ -131,17 +159,19 @@ def _replay(record: dict[str, Any]) -> dict[str, Any]:
                     raise fail(f"{where}: cache full and nothing evicted")
                 resident.add(g)
                 prefetched.add(g)
-                engine = max(engine, clock) + copy_s
-                ready[g] = engine
+                order.append((g, clock, False))
+                schedule()
                 prefetches += 1
             routed = clock + pre_s[s]
             misses = sorted(g for g in needed if g not in resident)
+            late = {g for g in needed if g in resident and ready[g] > routed}
             for g in needed:
-                if g in prefetched and g in resident:
+                if g in prefetched and g in resident and g not in late:
                     prefetch_hits += 1
-                    prefetched.discard(g)
-            layer_hits[layer] += len(needed) - len(misses)
+                prefetched.discard(g)
+            layer_hits[layer] += len(needed) - len(misses) - len(late)
             layer_acc[layer] += len(needed)
+            late_n += len(late)
             on_cpu: set[int] = set()
             for g in misses:
                 ev = take(v)
@@ -158,17 +188,24 @@ def _replay(record: dict[str, Any]) -> dict[str, Any]:
                 elif len(resident) >= C:
                     raise fail(f"visit {v}: load of expert {g} into a full cache, no eviction")
                 resident.add(g)
-                engine = max(engine, routed) + copy_s
-                ready[g] = engine
+                # ahead of every prefetch not started by now, behind earlier demand copies
+                ahead = max(started_before(routed),
+                            max((i + 1 for i, c in enumerate(order) if c[2]), default=0))
+                order.insert(ahead, (g, routed, True))
+                schedule()
                 loads += 1
             if len(resident) > C:
                 raise fail(f"visit {v}: {len(resident)} experts cached, capacity {C}")
-            gpu_end = routed
-            for arrival, g in sorted((ready[g], g) for g in needed if g not in on_cpu):
-                gpu_end = max(gpu_end, arrival) + gpu_s[needed[g]]
+            gpu = {g: gpu_s[n] for g, n in needed.items() if g not in on_cpu}
+            gpu_end = _layer_end(routed, gpu, ready)
             cpu_end = routed + sum(cpu_s[needed[g]] for g in on_cpu)
             end = max(gpu_end, cpu_end)
-            stall += end - (routed + sum(gpu_s[n] for n in needed.values()))
+            all_resident = routed + sum(gpu_s[n] for n in needed.values())
+            split = max(_layer_end(routed, gpu, dict.fromkeys(gpu, routed)), cpu_end)
+            stall += end - min(all_resident, split)
+            if late:
+                landed = {g: routed if g in late else ready[g] for g in gpu}
+                late_stall += end - max(_layer_end(routed, gpu, landed), cpu_end)
             clock = end
             cpu_experts += len(on_cpu)
         step_end.append(clock)
@@ -179,6 +216,9 @@ def _replay(record: dict[str, Any]) -> dict[str, Any]:
     metrics = {
         "hit_rate": hits / max(1, accesses),
         "hits": hits,
+        "in_flight": late_n,
+        "in_flight_stall_s": late_stall,
+        "residency_rate": (hits + late_n) / max(1, accesses),
         "accesses": accesses,
         "demand_loads": loads,
         "prefetches": prefetches,
