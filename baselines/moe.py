@@ -14,7 +14,8 @@ calibration routing). The oracle reads the future routing.
 * ``heuristic:moe-infinity``: activation-aware caching and prefetching in the manner of
   MoE-Infinity (Xue et al., 2024): per-sequence expert activation matrices (EAM), prediction from
   the most similar EAM of a finished sequence, priority = activation probability x layer
-  proximity, for both prefetch (highest first) and eviction (lowest first).
+  proximity x global activation frequency (its ``priority_score``), for both prefetch (highest
+  first, up to the visit's prefetch budget) and eviction (lowest first).
 * ``oracle:belady``: Belady's MIN (evict the expert needed furthest in the future), prefetching
   the expert needed soonest whenever it is needed before the expert it would evict, and with
   CPU offload computing a miss on the CPU when it is needed later than every candidate victim.
@@ -148,9 +149,14 @@ class MoEInfinity(_CachePolicy):
     far); finished sequences' EAMs are kept as activation ratios (the latest ``memory``). An
     expert's predicted activation probability is the mean of the running sequences' own ratio
     and the ratio in the stored EAM most cosine-similar to theirs; its priority is that times
-    the layer proximity ``1 - d / (L + 1)``, ``d`` the layers until its layer runs again. It
-    prefetches the highest-priority expert when the copy engine is idle and the expert is likelier
-    than ``threshold`` to be needed; it evicts the lowest-priority one.
+    the layer proximity ``1 - d / (L + 1)``, ``d`` the layers until its layer runs again, times
+    the expert's share of every activation seen so far plus 1e-6 (the frequency term of
+    ``priority_score`` in MoE-Infinity's ``moe_infinity/memory/expert_priority_score.py``, which
+    multiplies the predicted EAM, the layer decay and the global expert frequency). It prefetches
+    the highest-priority experts likelier than ``threshold`` to be needed, as many as the visit's
+    prefetch budget allows (its demand copies go ahead of queued prefetches), each evicting the
+    lowest-priority resident expert when that ranks below it; a miss evicts the lowest-priority
+    candidate.
     """
 
     name = "heuristic:moe-infinity"
@@ -209,7 +215,9 @@ class MoEInfinity(_CachePolicy):
         L = core.n_layers
         distance = (np.arange(L) - next_layer) % L  # layers until each layer runs again
         proximity = 1.0 - distance / (L + 1.0)
-        return (prob.reshape(L, -1) * proximity[:, None]).ravel()
+        uses = core.use_count
+        frequency = uses / max(1, int(uses.sum())) + 1e-6
+        return (prob.reshape(L, -1) * proximity[:, None]).ravel() * frequency
 
     def evict(self, core: MoECore, candidates: np.ndarray) -> int:
         # the current layer's other experts come back only after every other layer
@@ -217,8 +225,6 @@ class MoEInfinity(_CachePolicy):
         return int(np.where(candidates, priority, np.inf).argmin())
 
     def prefetch(self, core: MoECore) -> int:
-        if core.engine_free > core.clock:  # a prefetch would queue ahead of demand copies
-            return core.skip
         prob = self._probability(core)
         priority = self._priority(core, prob, core.layer)
         gain = np.where(core.resident | (prob < self.threshold), -np.inf, priority)

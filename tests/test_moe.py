@@ -8,6 +8,7 @@ exhaustive search for the best hit rate on small instances, and the independent 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -385,6 +386,32 @@ def test_what_belady_bounds():
                             assert m["hit_rate"] <= demand["hit_rate"] + 1e-12, where
                         if "cpu_offload" not in kwargs:
                             assert m["demand_loads"] + m["prefetches"] >= copies, where
+
+
+def test_moe_infinity_priority_weighs_global_frequency():
+    """MoE-Infinity's ``priority_score`` multiplies the predicted activation by the experts'
+    global activation frequency. One layer of 3 experts, cache {0, 1}: sequence A routes its 4
+    tokens to expert 0; sequence B routes its first to 1, its second to 2, a miss. B's prediction
+    averages its own EAM (expert 1) with the most similar stored one, A's (expert 0): a tie at
+    0.5 each. The frequency term breaks it: expert 0 served 4 tokens, expert 1 one, so expert 1
+    goes (without it the lower id, 0, would)."""
+    trace = RoutingTrace(np.array([0, 0, 0, 0, 1, 2]).reshape(-1, 1, 1), 3,
+                         seq_starts=np.array([0, 4]))
+    episode = build_episode(trace)
+    costs = MoECosts(1000, 1.0, np.array([0.0, 0.1]), None, np.full(episode.n_steps, 0.5))
+    core = MoECore(episode, costs, 2, prefetch=0)
+    run_policy(core, POLICIES["heuristic:moe-infinity"]())
+    assert [e[1:] for e in core.events()] == [(1, 2, 1)]  # load expert 2, evicting expert 1
+
+
+def test_moe_infinity_prefetches_up_to_the_budget():
+    """With two prefetch decisions a visit, MoE-Infinity spends both when two experts are likely
+    enough, even while the first copy is under way (demand copies go ahead of it anyway)."""
+    env = MoEOffloadEnv("mixtral", tokens=64, prefetch=2)
+    core = env.make_core("mixtral", 10_000)
+    run_policy(core, POLICIES["heuristic:moe-infinity"]())
+    per_visit = Counter(v for v, kind, _, _ in core.events() if kind == 0)
+    assert per_visit and max(per_visit.values()) == 2
 
 
 def test_lru_per_layer_keeps_fixed_per_layer_caches():
