@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -287,6 +288,17 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     suite = get_suite(args.suite, args.env, score=args.score, env_kwargs=env_kwargs)
     if args.workers < 1:
         raise SchedgymError("--workers must be at least 1")
+    if args.capacity is not None:
+        if suite.env != "batching":
+            raise SchedgymError(
+                f"--capacity is a serving measure: suite {suite.name} is {suite.env}"
+            )
+        if not 0 < args.capacity <= 1:
+            raise SchedgymError(
+                f"--capacity takes an SLO attainment in (0, 1], got {args.capacity}"
+            )
+        keys = tuple(k for k in suite.key_metrics if k != "capacity_rps")
+        suite = replace(suite, capacity_slo=args.capacity, key_metrics=(*keys, "capacity_rps"))
     results = evaluate(
         suite.env,
         args.policy,
@@ -575,6 +587,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--score", metavar="METRIC", help="file:PATH suites: the metric to average")
     s.add_argument("--env-kwargs", metavar="JSON", help="file:PATH suites: env arguments")
+    s.add_argument(
+        "--capacity",
+        nargs="?",
+        type=float,
+        const=0.9,
+        metavar="ATTAINMENT",
+        help="batching: also find each case's capacity at SLO, the highest arrival rate (its "
+        "arrival pattern rescaled, by bisection) at which the policy keeps this SLO attainment "
+        "(default 0.9, as vidur and DistServe)",
+    )
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(fn=cmd_evaluate)
 

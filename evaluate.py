@@ -43,7 +43,7 @@ import numpy as np
 from schedgym import __version__
 from schedgym.episode import check_record, run_episode
 from schedgym.errors import SchedgymError
-from schedgym.policy import Policy, learned_kinds, resolve_policy
+from schedgym.policy import BASELINE_KINDS, Policy, learned_kinds, resolve_policy
 from schedgym.registry import env_entry
 from schedgym.suites import Suite, file_digest
 
@@ -71,8 +71,9 @@ class CaseJob:
     case: str
     seed: int
     env_kwargs: dict[str, Any]
-    case_budget_s: float | None = None  # solver bounds' time limit per case
-    solver_threads: int | None = None  # solver bounds' threads (None: the policy's default)
+    case_budget_s: float | None = None  # solvers' time limit per case
+    solver_threads: int | None = None  # solvers' threads (None: the policy's default)
+    capacity_slo: float | None = None  # batching: also find the capacity at this attainment
 
 
 def is_learned(policy: str) -> bool:
@@ -115,9 +116,10 @@ def _policy_for(job: CaseJob) -> Policy:
 
 def run_case(job: CaseJob) -> dict[str, Any]:
     """Run and validate one case; what a worker process returns (plain data, picklable)."""
-    result = run_episode(
-        job.env, _policy_for(job), case=job.case, seed=job.seed, env_kwargs=job.env_kwargs
-    )
+    policy = _policy_for(job)
+    result = run_episode(job.env, policy, case=job.case, seed=job.seed, env_kwargs=job.env_kwargs)
+    if job.capacity_slo is not None:
+        result.metrics["capacity_rps"] = case_capacity(job, policy, result.record)
     return {
         "case": job.case,
         "seed": job.seed,
@@ -128,6 +130,27 @@ def run_case(job: CaseJob) -> dict[str, Any]:
         "wall_s": result.wall_s,
         "decision_s": np.asarray(result.decision_s, np.float64),
     }
+
+
+def case_capacity(job: CaseJob, policy: Policy, record: dict[str, Any]) -> float:
+    """The case's capacity at SLO (`schedgym.envs.batching.capacity`): its arrival pattern
+    replayed at other rates (``rate`` overrides the case's; each episode validated), starting
+    from the rate of the episode ``record`` (requests over the arrival span)."""
+    from schedgym.envs.batching.capacity import capacity_at_slo
+
+    if job.env != "batching":
+        raise SchedgymError(f"capacity at SLO is a serving measure; env {job.env!r} has none")
+    arrivals = record["requests"]["arrival_s"]
+    span = max(arrivals) - min(arrivals)
+    if len(arrivals) < 2 or span <= 0:
+        raise SchedgymError(f"case {job.case!r}: capacity needs at least two arrival times")
+
+    def attainment(rate: float) -> float:
+        kwargs = {**job.env_kwargs, "rate": rate, "load": None}
+        run = run_episode(job.env, policy, case=job.case, seed=job.seed, env_kwargs=kwargs)
+        return float(run.metrics["slo_attainment"])
+
+    return capacity_at_slo(attainment, (len(arrivals) - 1) / span, target=job.capacity_slo)
 
 
 def make_executor(workers: int) -> cf.ProcessPoolExecutor:
@@ -217,7 +240,8 @@ def plan_jobs(
     if not policy.startswith(("solver:", "bound:")):
         case_budget_s = solver_threads = None
     return [
-        CaseJob(suite.env, policy, c.case, c.seed, env_kwargs, case_budget_s, solver_threads)
+        CaseJob(suite.env, policy, c.case, c.seed, env_kwargs, case_budget_s, solver_threads,
+                suite.capacity_slo)
         for c in suite.cases
     ]
 
@@ -432,7 +456,7 @@ def inputs_of(
         modules.append(learned_kinds()[prefix].module)
         where = Path(rest)
         extra += [where / "model.zip", where / "config.json"] if where.is_dir() else [where]
-    elif rest and prefix not in ("heuristic", "bound"):
+    elif rest and prefix not in BASELINE_KINDS:
         spec = importlib.util.find_spec(prefix)
         if spec is not None and spec.origin:
             extra.append(Path(spec.origin))

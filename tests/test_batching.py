@@ -12,6 +12,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from schedgym.baselines.batching import POLICIES
+from schedgym.envs.batching.capacity import capacity_at_slo
 from schedgym.envs.batching.core import (
     BatchingEngine,
     EngineConfig,
@@ -36,7 +37,10 @@ from schedgym.envs.batching.record import (
 )
 from schedgym.envs.hardware import Batch, load_cost_table, price, step_calls
 from schedgym.episode import run_episode
-from schedgym.errors import IllegalActionError, RecordError, WorkloadError
+from schedgym.errors import IllegalActionError, RecordError, SchedgymError, WorkloadError
+from schedgym.evaluate import evaluate
+from schedgym.suites import Case as SuiteCase
+from schedgym.suites import Suite
 from schedgym.workloads.serving import (
     FAMILIES,
     PUBLISHED,
@@ -560,3 +564,36 @@ def test_goodput_is_distserves_and_the_every_gap_variant_is_stricter():
     assert m["e2e_p50_s"] == pytest.approx(1.9)  # of 1.9, 2.5, 1.4
     # TTFT of 1.0, 2.5, 0.5; TBT over the gaps 0.1, 0.1, 0.7, 0.5, 0.4
     assert m["ttft_p50_s"] == pytest.approx(1.0) and m["tbt_p50_s"] == pytest.approx(0.4)
+
+
+def test_capacity_bisection_brackets_a_known_threshold():
+    """Attainment 1 up to 7.3 requests/s and 0.5 beyond: from below or above, the search
+    returns a rate that met the target, within its 4 % tolerance of 7.3."""
+    def attainment(rate):
+        return 1.0 if rate <= 7.3 else 0.5
+
+    for start in (1.0, 7.3, 100.0):
+        found = capacity_at_slo(attainment, start)
+        assert 7.3 / 1.04 <= found <= 7.3, start
+    assert capacity_at_slo(lambda r: 0.0, 5.0) == 0.0
+    with pytest.raises(SchedgymError, match="no capacity found"):
+        capacity_at_slo(lambda r: 1.0, 5.0)
+
+
+def test_capacity_at_slo_is_where_attainment_crosses_90_percent():
+    """vidur's and DistServe's capacity: the same 150 arrivals replayed at the found rate keep
+    at least 90 % SLO attainment under Sarathi-Serve; half as fast again, they do not."""
+    suite = Suite("batching/capacity-check", 1, (SuiteCase("azure-conv-synth:150", 10_000),),
+                  "goodput_rps", "goodput", lower_is_better=False, capacity_slo=0.9)
+    results = evaluate("batching", "heuristic:sarathi", suite)
+    rate = results["cases"][0]["metrics"]["capacity_rps"]
+    assert rate > 0
+
+    def attainment(r):
+        kwargs = {"rate": r, "load": None}
+        run = run_episode("batching", "heuristic:sarathi", case="azure-conv-synth:150",
+                          seed=10_000, env_kwargs=kwargs)
+        return run.metrics["slo_attainment"]
+
+    assert attainment(rate) >= 0.9
+    assert attainment(1.5 * rate) < 0.9
