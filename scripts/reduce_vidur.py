@@ -4,10 +4,13 @@
 
 For each GPU it keeps every measured shape but only a log-spaced subset of the swept axis
 (tokens, elements, bytes), so the committed table is small and the rows left out stay available
-as held-out measurements (``schedgym profile --check TABLE --against VIDUR_DIR``). Attention and
-host copies were not in vidur's published files: they are priced by the roofline of the device's
-datasheet peaks, derated by the efficiency the same device's measured GEMMs and elementwise ops
-reach, and each entry names that source.
+as held-out measurements (``schedgym profile --check TABLE --against VIDUR_DIR``). Collectives
+come from the node topology the profile claims (`schedgym.envs.hardware.vidur.NETWORK_TOPOLOGY`).
+Attention and host copies were not in vidur's published files: until a table measured on the GPU
+exists, prefill attention is priced at the forward-pass throughput FlashAttention's papers
+measured on that GPU, decode attention at the streaming bandwidth vidur measured on it, and host
+copies at the commonly reported achievable PCIe rate, not the link's peak; each entry names its
+source.
 """
 
 from __future__ import annotations
@@ -32,6 +35,13 @@ DATASHEETS = {
         mem_bandwidth=3.35e12,
         memory=80 * GiB,
         host_bandwidth=64e9,
+        achievable_host_bandwidth=50e9,
+        pcie="PCIe 5.0 x16",
+        # FlashAttention-3 (Shah et al., 2024, arXiv:2407.08608): FP16 forward up to 740 TFLOP/s
+        attention_tflops=740.0,
+        attention_source="FlashAttention-3 (Shah et al., 2024, arXiv:2407.08608), FP16 forward "
+        "pass on H100 SXM5: up to 740 TFLOP/s, 75 % of peak (vLLM v1 runs FlashAttention-3 on "
+        "Hopper); the best figure, reached on long sequences",
         network_bandwidth=450e9,
         source="NVIDIA H100 Tensor Core GPU datasheet (SXM5): 989.4 TFLOP/s dense BF16/FP16, "
         "3.35 TB/s HBM3, NVLink 900 GB/s, PCIe Gen5 x16 128 GB/s (both directions)",
@@ -42,6 +52,12 @@ DATASHEETS = {
         mem_bandwidth=2.039e12,
         memory=80 * GiB,
         host_bandwidth=32e9,
+        achievable_host_bandwidth=25e9,
+        pcie="PCIe 4.0 x16",
+        attention_tflops=0.73 * 312.0,
+        attention_source="FlashAttention-2 (Dao, 2023, arXiv:2307.08691): the forward pass "
+        "reaches up to 73 % of the A100's 312 TFLOP/s (FP16/BF16); the best figure, reached "
+        "on long sequences",
         network_bandwidth=300e9,
         source="NVIDIA A100 Tensor Core GPU datasheet (SXM4 80GB): 312 TFLOP/s dense BF16/FP16, "
         "2,039 GB/s HBM2e, NVLink 600 GB/s, PCIe Gen4 x16 64 GB/s (both directions)",
@@ -61,6 +77,12 @@ DATASHEETS = {
         mem_bandwidth=696e9,
         memory=48 * GiB,
         host_bandwidth=32e9,
+        achievable_host_bandwidth=25e9,
+        pcie="PCIe 4.0 x16",
+        attention_tflops=0.73 * 149.7,
+        attention_source="FlashAttention-2 (Dao, 2023, arXiv:2307.08691) measured up to 73 % of "
+        "peak on the A100; no published A40 figure, so the same share of the A40's 149.7 TFLOP/s "
+        "(same Ampere generation), an assumption",
         network_bandwidth=56.25e9,
         source="NVIDIA A40 datasheet: 149.7 TFLOP/s dense FP16 tensor, 696 GB/s GDDR6, "
         "NVLink bridge 112.5 GB/s, PCIe Gen4 x16 64 GB/s (both directions)",
@@ -70,6 +92,14 @@ DATASHEETS = {
 # follow the steps: every 16 tokens to 256, then every 128.
 TOKEN_GRID = [1, 2, 4, 8, *range(16, 256, 16), *range(256, 4097, 128)]
 LOG_POINTS = 40  # kept points per series on a shape-free axis (elements, bytes)
+# Streaming bandwidth is taken from elementwise ops at least this large: far beyond the L2
+# caches (40-50 MiB), so the rate is HBM's.
+STREAMING_BYTES = 128 * 2**20
+PCIE_SOURCE = (
+    "host copies: commonly reported achievable pinned host-to-device rate on {pcie} (CUDA "
+    "bandwidthTest, about {rate:.0f} GB/s of the link's {peak:.0f} GB/s per direction), an "
+    "estimate until measured with `schedgym profile --device cuda`"
+)
 NCCL_LATENCY_S = 20e-6  # vidur's nccl_cpu_launch_overhead_ms default (0.02 ms)
 
 
@@ -104,6 +134,11 @@ def reduce_device(vidur: Path, gpu: str) -> KernelCostTable:
         for s in kernels["elementwise"]
     )
     launch_s = min(float(s.median_s.min()) for s in kernels["elementwise"])
+    streaming = float(np.median(np.concatenate([
+        (nbytes := ew.work(2, elements=s.axes["elements"])[1])[nbytes >= STREAMING_BYTES]
+        / s.median_s[nbytes >= STREAMING_BYTES]
+        for s in kernels["elementwise"]
+    ])))
     compute_eff = min(1.0, flops_s / sheet["peak_flops"])
     memory_eff = min(1.0, bytes_s / sheet["mem_bandwidth"])
     roofline = Roofline(
@@ -112,7 +147,7 @@ def reduce_device(vidur: Path, gpu: str) -> KernelCostTable:
         launch_s=launch_s,
         compute_efficiency=round(compute_eff, 4),
         memory_efficiency=round(memory_eff, 4),
-        host_bandwidth=sheet["host_bandwidth"],
+        host_bandwidth=sheet["achievable_host_bandwidth"],
         host_latency_s=10e-6,
         network_bandwidth=sheet["network_bandwidth"],
         network_latency_s=NCCL_LATENCY_S,
@@ -124,6 +159,9 @@ def reduce_device(vidur: Path, gpu: str) -> KernelCostTable:
             f"({bytes_s / 1e9:.0f} GB/s) over the datasheet bandwidth",
             "launch_s": "smallest measured elementwise kernel latency",
             "host_latency_s": "typical cudaMemcpyAsync launch latency (10 us), an assumption",
+            "host_bandwidth": PCIE_SOURCE.format(
+                pcie=sheet["pcie"], rate=sheet["achievable_host_bandwidth"] / 1e9,
+                peak=sheet["host_bandwidth"] / 1e9),
             "network_latency_s": "vidur's NCCL CPU launch overhead default (0.02 ms)",
         },
     )
@@ -136,15 +174,25 @@ def reduce_device(vidur: Path, gpu: str) -> KernelCostTable:
         )
         for k, v in kernels.items()
     }
+    pcie = PCIE_SOURCE.format(pcie=sheet["pcie"], rate=sheet["achievable_host_bandwidth"] / 1e9,
+                              peak=sheet["host_bandwidth"] / 1e9) + " + 10 us launch latency"
     derived = {
-        "attention_prefill": "roofline: datasheet peak x measured GEMM efficiency "
-        "(vidur's attention profiles are not in the published files used here)",
-        "attention_decode": "roofline: datasheet bandwidth x measured streaming efficiency",
-        "copy_h2d": "datasheet PCIe bandwidth per direction + 10 us launch latency",
-        "copy_d2h": "datasheet PCIe bandwidth per direction + 10 us launch latency",
+        "attention_prefill": (
+            f"roofline at {sheet['attention_tflops']:.0f} TFLOP/s: {sheet['attention_source']}",
+            sheet["attention_tflops"] * 1e12 / sheet["peak_flops"],
+        ),
+        "attention_decode": (
+            f"roofline at {streaming / 1e9:.0f} GB/s, the median streaming bandwidth vidur "
+            f"measured on this GPU (elementwise ops of {STREAMING_BYTES >> 20} MiB and more): "
+            "a ceiling for paged decode attention, which no published measurement used here "
+            "prices",
+            min(1.0, streaming / sheet["mem_bandwidth"]),
+        ),
+        "copy_h2d": (pcie, None),
+        "copy_d2h": (pcie.replace("host-to-device", "device-to-host"), None),
     }
-    for k, source in derived.items():
-        entries[k] = KernelEntry(KERNELS[k], (), source)
+    for k, (source, eff) in derived.items():
+        entries[k] = KernelEntry(KERNELS[k], (), source, None if eff is None else round(eff, 4))
     device = {
         "name": sheet["name"],
         "kind": "gpu",

@@ -185,6 +185,31 @@ def test_tp8_all_reduce_is_the_nvswitch_measurement(vidur_dir):
     assert got == pytest.approx(0.196e-3, rel=0.1)
 
 
+@pytest.mark.parametrize(("gpu", "tflops"), [("h100", 740.0), ("a100", 0.73 * 312.0)])
+def test_gpu_attention_runs_at_flashattentions_published_throughput(gpu, tflops):
+    """Until a measured table exists, a long prefill's attention runs at the forward-pass
+    throughput FlashAttention's papers measured: FlashAttention-3, up to 740 TFLOP/s on H100
+    SXM5 (Shah et al., 2024); FlashAttention-2, up to 73 % of the A100's 312 TFLOP/s (Dao, 2023).
+    Not the datasheet peaks (989 and 312 TFLOP/s)."""
+    from schedgym.envs.hardware.kernels import KERNELS
+
+    params = {"tokens": 8192, "context": 8192, "heads": 32, "kv_heads": 8, "head_dim": 128}
+    table = load_cost_table(gpu)
+    flops = KERNELS["attention_prefill"].work(2, **params)[0]
+    seconds = table.predict("attention_prefill", **params) - table.roofline.launch_s
+    assert flops / seconds == pytest.approx(tflops * 1e12, rel=0.01)
+    assert "FlashAttention" in table.kernels["attention_prefill"].source
+
+
+@pytest.mark.parametrize(("gpu", "gb_s"), [("h100", 50.0), ("a100", 25.0), ("a40", 25.0)])
+def test_host_copies_run_at_achievable_pcie_rates(gpu, gb_s):
+    """Pinned host-to-device copies at the rates CUDA's bandwidthTest commonly reports (about
+    50 GB/s on PCIe 5.0 x16, 25 GB/s on PCIe 4.0 x16), not the links' 64 and 32 GB/s peaks: a
+    336 MiB Mixtral expert takes 7.0 ms on an H100, 14.1 ms on an A100."""
+    seconds = load_cost_table(gpu).predict("copy_h2d", bytes=336 * 2**20)
+    assert seconds == pytest.approx(336 * 2**20 / (gb_s * 1e9) + 10e-6, rel=1e-3)
+
+
 def test_leave_one_out_of_a_smooth_power_law_is_exact():
     doc = tiny_table()
     tokens = [1, 10, 100, 1000]

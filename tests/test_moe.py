@@ -68,12 +68,13 @@ def test_deepseek_v2_lite_routes_in_26_of_its_27_layers():
 
 
 def test_copy_time_is_the_host_link_of_the_profile():
-    # H100 SXM5: PCIe Gen5 x16, 64 GB/s per direction (datasheet), 10 us launch
+    # H100 SXM5: PCIe Gen5 x16, about 50 GB/s achieved per direction (of the datasheet's 64),
+    # 10 us launch
     env = MoEOffloadEnv("mixtral", tokens=4)
     core = env.make_core("mixtral", 0)
-    assert core.costs.copy_s == pytest.approx(336 * 2**20 / 64e9 + 1e-5, rel=1e-6)
+    assert core.costs.copy_s == pytest.approx(336 * 2**20 / 50e9 + 1e-5, rel=1e-6)
     quarter = MoEOffloadEnv("mixtral", tokens=4, bits=4).make_core("mixtral", 0)
-    assert quarter.costs.copy_s == pytest.approx(84 * 2**20 / 64e9 + 1e-5, rel=1e-6)
+    assert quarter.costs.copy_s == pytest.approx(84 * 2**20 / 50e9 + 1e-5, rel=1e-6)
     # one expert's 3 GEMMs for one token on an H100: memory-bound, its 336 MiB at ~3.35 TB/s
     assert 0.08e-3 < core.costs.gpu_s[1] < 0.3e-3
 

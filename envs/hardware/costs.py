@@ -12,7 +12,9 @@ grid point. A query is priced by, in order of preference:
 3. ``roofline-extrapolated``: an axis lies outside the grid, so the value at the grid's edge is
    carried out by the ratio of roofline times, query over edge;
 4. ``roofline``: the kernel has no measurements at all; max(FLOPs / achieved peak, bytes /
-   achieved bandwidth) + launch latency, from the table's ``roofline`` figures.
+   achieved bandwidth) + launch latency, from the table's ``roofline`` figures, the peaks
+   derated by the kernel's own ``efficiency`` where its entry gives one (a published measured
+   throughput of that kernel on that device) instead of the table-wide efficiencies.
 
 Every table names its provenance (device, libraries, date, method, sources), and each kernel
 names its own source. Tables are JSON files; ``load_table`` refuses a malformed one with the file
@@ -51,7 +53,15 @@ class Roofline:
     network_latency_s: float = 0.0
     sources: dict[str, str] = field(default_factory=dict)
 
-    def time(self, spec: KernelSpec, dtype_bytes: float, params: dict[str, Any]) -> np.ndarray:
+    def time(
+        self,
+        spec: KernelSpec,
+        dtype_bytes: float,
+        params: dict[str, Any],
+        efficiency: float | None = None,
+    ) -> np.ndarray:
+        """Seconds of one call: transfers by their link, kernels by the roofline; a kernel's
+        ``efficiency`` replaces ``compute_efficiency`` and ``memory_efficiency``."""
         flops, nbytes = spec.work(dtype_bytes, **params)
         if spec.transfer is not None:
             bw, lat = (
@@ -67,8 +77,10 @@ class Roofline:
                 * spec.shape_scale(**{k: params[k] for k in spec.shape})
                 / bw
             )
-        compute = np.asarray(flops, float) / (self.peak_flops * self.compute_efficiency)
-        memory = np.asarray(nbytes, float) / (self.mem_bandwidth * self.memory_efficiency)
+        c_eff = self.compute_efficiency if efficiency is None else efficiency
+        m_eff = self.memory_efficiency if efficiency is None else efficiency
+        compute = np.asarray(flops, float) / (self.peak_flops * c_eff)
+        memory = np.asarray(nbytes, float) / (self.mem_bandwidth * m_eff)
         return self.launch_s + np.maximum(compute, memory)
 
 
@@ -104,9 +116,13 @@ class Series:
 
 @dataclass(frozen=True)
 class KernelEntry:
+    """A kernel's measured series, where they come from, and, for a kernel priced by the
+    roofline, the share of the device's peaks it reaches (``efficiency``, in (0, 1])."""
+
     spec: KernelSpec
     series: tuple[Series, ...]
     source: str
+    efficiency: float | None = None
 
 
 class KernelCostTable:
@@ -163,7 +179,8 @@ class KernelCostTable:
         shape = {s: params[s] for s in spec.shape}
         entry = self.kernels.get(kernel)
         if entry is None or not entry.series:
-            return self.roofline.time(spec, self.dtype_bytes, params), "roofline"
+            eff = None if entry is None else entry.efficiency
+            return self.roofline.time(spec, self.dtype_bytes, params, eff), "roofline"
 
         series, how = self._series_for(entry, shape)
         scale = 1.0
@@ -213,6 +230,7 @@ class KernelCostTable:
         for name, entry in self.kernels.items():
             kernels[name] = {
                 "source": entry.source,
+                **({"efficiency": entry.efficiency} if entry.efficiency is not None else {}),
                 "series": [
                     {
                         "shape": s.shape,
@@ -323,7 +341,10 @@ def table_from_json(doc: Any, origin: str = "<table>") -> KernelCostTable:
         shapes = [tuple(sorted(s.shape.items())) for s in series]
         if len(set(shapes)) != len(shapes):
             raise fail(f"kernels.{name}", "two series have the same shape")
-        kernels[name] = KernelEntry(spec, tuple(series), entry["source"])
+        eff = entry.get("efficiency")
+        if eff is not None and not (isinstance(eff, int | float) and 0 < eff <= 1):
+            raise fail(f"kernels.{name}.efficiency", f"must be in (0, 1], got {eff!r}")
+        kernels[name] = KernelEntry(spec, tuple(series), entry["source"], eff)
     return KernelCostTable(doc["name"], doc["device"], prov, roofline, kernels, dtype_bytes)
 
 
