@@ -133,10 +133,10 @@ def run_case(job: CaseJob) -> dict[str, Any]:
 
 
 def case_capacity(job: CaseJob, policy: Policy, record: dict[str, Any]) -> float:
-    """The case's capacity at SLO (`schedgym.envs.batching.capacity`): its arrival pattern
-    replayed at other rates (``rate`` overrides the case's; each episode validated), starting
-    from the rate of the episode ``record`` (requests over the arrival span)."""
-    from schedgym.envs.batching.capacity import capacity_at_slo
+    """The case's capacity at SLO (`schedgym.envs.batching.record.capacity_at_slo`): its arrival
+    pattern replayed at other rates (``rate`` overrides the case's; each episode validated),
+    starting from the rate of the episode ``record`` (requests over the arrival span)."""
+    from schedgym.envs.batching.record import capacity_at_slo
 
     if job.env != "batching":
         raise SchedgymError(f"capacity at SLO is a serving measure; env {job.env!r} has none")

@@ -12,7 +12,6 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from schedgym.baselines.batching import POLICIES
-from schedgym.envs.batching.capacity import capacity_at_slo
 from schedgym.envs.batching.core import (
     BatchingEngine,
     EngineConfig,
@@ -29,6 +28,7 @@ from schedgym.envs.batching.env import (
     resolve_case,
 )
 from schedgym.envs.batching.record import (
+    capacity_at_slo,
     engine_metrics,
     make_record,
     plot_record,

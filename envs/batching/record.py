@@ -1,4 +1,5 @@
-"""Metrics, episode records, the independent record validator and the CDF plot of Batching-v0.
+"""Metrics, episode records, the independent record validator and the CDF plot of Batching-v0,
+and the search for a policy's capacity at SLO (`capacity_at_slo`).
 
 `validate` replays a record's steps from scratch: it knows only the token model (a request with
 ``P`` prompt tokens that has produced ``G`` tokens must compute ``P + G`` tokens to sample the
@@ -8,11 +9,13 @@ tokens), not the engine's scheduler, and recomputes every metric from the token 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from schedgym.errors import RecordError
+from schedgym.errors import RecordError, SchedgymError
 
 RECORD_FORMAT = "schedgym-batching-record/1"
 
@@ -449,3 +452,70 @@ def plot_record(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+DEFAULT_TARGET = 0.9  # DistServe's 90 % SLO attainment
+DEFAULT_REL_TOL = 0.04
+
+
+# Capacity at SLO. vidur (Agrawal et al., MLSys 2024) reports a deployment's capacity as the
+# highest request rate it serves within its scheduling-delay SLO, and DistServe (Zhong et al.,
+# OSDI 2024) its per-GPU goodput as the highest rate at which at least 90 % of requests meet
+# their TTFT and TPOT SLOs; both search over the rate. Here the search scales one trace's arrival
+# pattern (the same requests, arrival times stretched or compressed), bisecting in log space.
+
+
+def capacity_at_slo(
+    attainment: Callable[[float], float],
+    start_rate: float,
+    *,
+    target: float = DEFAULT_TARGET,
+    rel_tol: float = DEFAULT_REL_TOL,
+    max_steps: int = 12,
+) -> float:
+    """The highest rate (requests/s) found at which ``attainment(rate)`` (SLO attainment in
+    [0, 1] of one episode at that arrival rate) is at least ``target``.
+
+    From ``start_rate`` it doubles (or halves) the rate until the target is crossed, then
+    bisects the bracket in log space until its ends are within ``rel_tol`` of each other, and
+    returns the lower end: a rate that was run and met the target. Attainment is assumed to fall
+    as the rate rises; where it does not, this is one crossing. Returns 0.0 when even
+    ``start_rate / 2**max_steps`` misses the target; raises `SchedgymError` when
+    ``start_rate * 2**max_steps`` still meets it (no load found that overloads the server).
+    """
+    if not (start_rate > 0 and 0 < target <= 1 and rel_tol > 0):
+        raise SchedgymError(
+            f"capacity search needs start_rate > 0, 0 < target <= 1 and rel_tol > 0; got "
+            f"{start_rate}, {target}, {rel_tol}"
+        )
+    rate = float(start_rate)
+    if attainment(rate) >= target:
+        lo = rate
+        for _ in range(max_steps):
+            rate *= 2.0
+            if attainment(rate) < target:
+                hi = rate
+                break
+            lo = rate
+        else:
+            raise SchedgymError(
+                f"SLO attainment stays at or above {target} up to {rate:g} requests/s: no "
+                "capacity found"
+            )
+    else:
+        hi = rate
+        for _ in range(max_steps):
+            rate /= 2.0
+            if attainment(rate) >= target:
+                lo = rate
+                break
+            hi = rate
+        else:
+            return 0.0
+    while hi / lo > 1.0 + rel_tol:
+        mid = math.sqrt(lo * hi)
+        if attainment(mid) >= target:
+            lo = mid
+        else:
+            hi = mid
+    return lo
