@@ -70,7 +70,7 @@ def _policy(name: str, order: Order | None, **kw: Any) -> Callable[[], QueuePoli
 POLICIES: dict[str, Callable[[], QueuePolicy]] = {
     # vLLM v0's default scheduler: prefill-first, no chunking, FCFS, 4096-token batches
     "heuristic:fcfs": _policy("heuristic:fcfs", None, prefill_first=True),
-    # vLLM v1's default: decodes first, chunked prefill, FCFS, 8192-token budget
+    # vLLM v1's default: decodes first, chunked prefill, FCFS, the GPU's max_num_batched_tokens
     "heuristic:vllm-v1": _policy("heuristic:vllm-v1", None),
     # Sarathi-Serve: stall-free batching with a small chunk budget
     "heuristic:sarathi": _policy("heuristic:sarathi", None, budget=512),
