@@ -101,24 +101,37 @@ def _replay(record: dict[str, Any]) -> dict[str, Any]:
     clock = stall = late_stall = 0.0
     hits = accesses = loads = prefetches = prefetch_hits = cpu_experts = tokens = late_n = 0
     # the copy engine's order: (expert, issued, is demand); a copy's start is the later of its
-    # issue and the previous copy's end
+    # issue and the previous copy's end. Copies finished by a visit's start can no longer move:
+    # they leave the order, and ``base`` keeps when the last of them ended.
     order: list[tuple[int, float, bool]] = []
+    base = 0.0
 
     def schedule() -> None:
-        end = 0.0
+        end = base
         for g, issued, _ in order:
             end = max(end, issued) + copy_s
             ready[g] = end
 
     def started_before(t: float) -> int:
         """How many copies of the order have started before time ``t``."""
-        end, n = 0.0, 0
+        end, n = base, 0
         for _, issued, _ in order:
             start = max(end, issued)
             if start >= t:
                 break
             end, n = start + copy_s, n + 1
         return n
+
+    def drop_finished(now: float) -> None:
+        nonlocal base
+        end, k = base, 0
+        for _, issued, _ in order:
+            finish = max(end, issued) + copy_s
+            if finish > now:
+                break
+            end, k = finish, k + 1
+        base = end
+        del order[:k]
     layer_hits, layer_acc = [0] * L, [0] * L
     step_end, step_stall = [], []
     ei = 0
@@ -146,6 +159,7 @@ def _replay(record: dict[str, Any]) -> dict[str, Any]:
         stall_before = stall
         for layer in range(L):
             v = s * L + layer
+            drop_finished(clock)
             needed = Counter(layer * E + routing[t][layer][r] for t in active
                              for r in range(len(routing[t][layer])))
             while ei < len(events) and events[ei][0] == v and events[ei][1] == 0:
