@@ -406,8 +406,14 @@ def gap_closed(learned: float, heuristic: float, bound: float, lower_is_better: 
 
 
 def best(rows: list[dict[str, Any]], kind: str, lower_is_better: bool) -> dict[str, Any] | None:
+    """The best-scoring row of ``kind`` (``random`` aside); for bounds the tightest, the one
+    nearest the policies (the largest lower bound where lower is better): every bound is a
+    proven limit, and the tightest leaves the truest gap."""
     mine = [r for r in rows if r["kind"] == kind and r["policy"] != "random"]
-    return ranked(mine, lower_is_better)[0] if mine else None
+    if not mine:
+        return None
+    order = ranked(mine, lower_is_better)
+    return order[-1] if kind == "bound" else order[0]
 
 
 # --- rendering --------------------------------------------------------------------------------
