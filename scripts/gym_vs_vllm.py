@@ -71,6 +71,7 @@ def simulate(
         model="tiny-llama-4l",
         hardware="cpu",
         max_num_seqs=seqs,
+        max_num_batched_tokens=budget,
         budgets=(budget,),
         prefill_first_budget=budget,
         kv_blocks=kv_blocks,
