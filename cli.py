@@ -295,6 +295,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         case_budget_s=args.case_budget,
         solver_threads=args.solver_threads,
         progress=not args.no_progress and sys.stderr.isatty(),
+        ray=args.ray,
     )
     keys = [k for k in suite.key_metrics if any(k in c["metrics"] for c in results["cases"])]
     rows = [
@@ -337,6 +338,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> None:
         rerun=args.rerun,
         run=not args.no_run,
         progress=not args.no_progress and sys.stderr.isatty(),
+        ray=args.ray,
     )
     if report.pairs:
         rows = [(p.suite.name, p.policy, p.status, p.reason[:70]) for p in report.pairs]
@@ -575,6 +577,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--score", metavar="METRIC", help="file:PATH suites: the metric to average")
     s.add_argument("--env-kwargs", metavar="JSON", help="file:PATH suites: env arguments")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="run the cases as Ray tasks: on the cluster at ADDRESS (auto, ray://HOST:10001), or "
+        "on a local Ray instance without one; needs schedgym[ray] (docs/scale.md)",
+    )
     s.set_defaults(fn=cmd_evaluate)
 
     s = sub.add_parser(
@@ -618,6 +628,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-run", action="store_true", help="only rebuild the pages from the files")
     s.add_argument("--root", help="the checkout to write into (default: this package's folder)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="run the cases as Ray tasks: on the cluster at ADDRESS (auto, ray://HOST:10001), or "
+        "on a local Ray instance without one; needs schedgym[ray] (docs/scale.md)",
+    )
     s.set_defaults(fn=cmd_leaderboard)
 
     s = sub.add_parser(
