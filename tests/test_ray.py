@@ -35,7 +35,7 @@ def same_results(a: dict, b: dict) -> None:
 
 @pytest.mark.parametrize(
     "suite, policy",
-    [("jobshop/random-test", "heuristic:mor"), ("moe/tinymoe-test", "ppo:policies/moe-ppo")],
+    [("jobshop/random-test", "heuristic:mor"), ("dag/topcuoglu", "ppo:policies/dag-ppo")],
 )
 def test_evaluation_on_ray_equals_the_local_run(ray_local, suite, policy):
     if policy.startswith("ppo:") and not (ROOT / policy[4:] / "model.zip").is_file():
