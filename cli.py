@@ -275,6 +275,34 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from schedgym.agents.ppo import TrainConfig
+    from schedgym.agents.sweep import SweepConfig, load_space, sweep
+
+    env_kwargs = _env_kwargs(args) or {}
+    if args.generator:
+        mix = args.generator.split(",")
+        env_kwargs["case"] = mix if len(mix) > 1 else mix[0]
+    out = args.out or f"sweeps/{args.env}-{args.algo}"
+    base = TrainConfig(
+        env=args.env,
+        out=out,
+        steps=args.steps,
+        n_envs=args.n_envs,
+        env_kwargs=env_kwargs,
+        val_cases=[c for c in (args.val_cases or "").split(",") if c],
+        eval_every=args.eval_every,
+    )
+    cfg = SweepConfig(base, load_space(args.space), samples=args.samples, out=out, seed=args.seed,
+                      cpus_per_trial=args.cpus_per_trial)
+    best = sweep(cfg, address=args.ray, resume=args.resume, verbose=0 if args.quiet else 1)
+    print(format_table(["trials", "errored", "best score", "at steps"],
+                       [(best["trials"], best["errored"], best["score"], best["timesteps"])]))
+    print(f"best configuration: {json.dumps(best['config'])}")
+    print(f"wrote {out}/best.json and {out}/best (schedgym evaluate --policy {best['policy']}); "
+          f"TensorBoard: tensorboard --logdir runs")
+
+
 # -- evaluate / leaderboard -----------------------------------------------------------------------
 
 
@@ -531,6 +559,43 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--env-kwargs", metavar="JSON", help="extra env constructor arguments")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser(
+        "sweep",
+        help="sample training configurations on Ray Tune, stopping laggards early (ASHA)",
+        description="Sample --samples configurations of the training recipe from the search "
+        "space in --space (JSON: field -> {\"loguniform\"|\"uniform\"|\"randint\": [low, "
+        "high]} or {\"choice\": [values]} or a fixed value) and train each as a Ray Tune trial. "
+        "Every --eval-every steps a trial plays --val-cases greedily and reports the mean "
+        "primary metric; Tune's ASHA scheduler stops trials that trail. Trials log to "
+        "TensorBoard under runs/sweep-NAME; OUT/best holds the best checkpoint (a ppo:OUT/best "
+        "policy), OUT/best.json its configuration and score. Needs schedgym[ray].",
+        epilog="example:\n  schedgym sweep --env jobshop --space space.json --samples 8 "
+        "--generator random:6x6 --val-cases random:6x6,random:6x6 --steps 20000 "
+        "--eval-every 5000 --out sweeps/js6\n  schedgym sweep ... --out sweeps/js6 --resume   "
+        "# continue an interrupted sweep",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s.add_argument("--env", required=True)
+    s.add_argument("--algo", default="ppo", choices=["ppo"])
+    s.add_argument("--space", required=True, metavar="FILE", help="the search space (JSON)")
+    s.add_argument("--samples", type=int, default=4, help="trials to sample (default 4)")
+    s.add_argument("--generator", "--workload", dest="generator",
+                   help="training case generator(s), as for schedgym train")
+    s.add_argument("--val-cases", required=True, help="comma-separated validation cases")
+    s.add_argument("--steps", type=int, default=20_000, help="env steps per trial at most")
+    s.add_argument("--eval-every", type=int, default=5_000,
+                   help="env steps between a trial's reports (ASHA's unit of time)")
+    s.add_argument("--n-envs", type=int, default=1, help="vectorised envs per trial")
+    s.add_argument("--cpus-per-trial", type=float, default=1.0)
+    s.add_argument("--seed", type=int, default=0, help="seeds the sampling of configurations")
+    s.add_argument("--out", help="output folder (default sweeps/ENV-ALGO)")
+    s.add_argument("--resume", action="store_true", help="continue the interrupted sweep in OUT")
+    s.add_argument("--env-kwargs", metavar="JSON", help="extra env constructor arguments")
+    s.add_argument("--ray", metavar="ADDRESS", help="a Ray cluster (auto, ray://HOST:10001); "
+                   "default: a local Ray instance")
+    s.add_argument("--quiet", action="store_true", help="no Tune progress tables")
+    s.set_defaults(fn=cmd_sweep)
 
     s = sub.add_parser(
         "evaluate",

@@ -71,15 +71,25 @@ def test_leaderboard_on_ray_writes_the_files_a_local_build_writes(ray_local, tmp
     roots = {}
     for name, ray in (("local", None), ("ray", "")):
         roots[name] = tmp_path / name
-        report = build(roots[name], catalogue=catalogue, workers=2, case_budget_s=2, ray=ray,
-                       log=lambda _: None)
+        report = build(
+            roots[name],
+            catalogue=catalogue,
+            workers=2,
+            case_budget_s=2,
+            ray=ray,
+            log=lambda _: None,
+        )
         assert {p.status for p in report.pairs} == {"ran"}
     files = sorted(p.name for p in (roots["local"] / "leaderboard" / "results").glob("*.json"))
-    assert files == sorted(p.name for p in (roots["ray"] / "leaderboard" / "results").glob("*.json"))
+    assert files == sorted(
+        p.name for p in (roots["ray"] / "leaderboard" / "results").glob("*.json")
+    )
     assert any("heuristic.heft" in f for f in files)
     for name in files:
-        a, b = (load_results(roots[r] / "leaderboard" / "results" / name, keep_records=True)
-                for r in ("ray", "local"))
+        a, b = (
+            load_results(roots[r] / "leaderboard" / "results" / name, keep_records=True)
+            for r in ("ray", "local")
+        )
         if a["policy"] == "bound:cpsat":  # a time-limited solver: only its proven bound is fixed
             assert json.dumps(a["summary"]["score"]) == json.dumps(b["summary"]["score"])
             continue
