@@ -247,12 +247,15 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from schedgym.agents.ppo import TrainConfig, train
 
-    if args.algo != "ppo":
-        raise SchedgymError(f"--algo {args.algo}: only ppo is built so far")
     env_kwargs = _env_kwargs(args) or {}
     if args.generator:
         mix = args.generator.split(",")
         env_kwargs["case"] = mix if len(mix) > 1 else mix[0]
+    if args.algo == "rllib-ppo":
+        _train_rllib(args, env_kwargs)
+        return
+    if args.env_runners is not None or args.ray is not None:
+        raise SchedgymError("--env-runners and --ray are options of --algo rllib-ppo")
     cfg = TrainConfig(
         env=args.env,
         out=args.out or f"policies/{args.env}-ppo",
@@ -301,6 +304,31 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     print(f"best configuration: {json.dumps(best['config'])}")
     print(f"wrote {out}/best.json and {out}/best (schedgym evaluate --policy {best['policy']}); "
           f"TensorBoard: tensorboard --logdir runs")
+
+
+def _train_rllib(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> None:
+    from schedgym.agents.rllib import RLlibConfig, train_rllib
+
+    unsupported = [f"--{k.replace('_', '-')}" for k in ("imitate", "init_from", "val_cases",
+                   "baseline", "resume", "normalize_reward") if getattr(args, k)]
+    if unsupported:
+        raise SchedgymError(f"--algo rllib-ppo does not take {', '.join(unsupported)}")
+    cfg = RLlibConfig(
+        env=args.env,
+        out=args.out or f"policies/{args.env}-rllib-ppo",
+        steps=args.steps,
+        env_runners=1 if args.env_runners is None else args.env_runners,
+        envs_per_runner=args.n_envs,
+        seed=args.seed,
+        env_kwargs=env_kwargs,
+        learning_rate=args.learning_rate,
+    )
+    rows = train_rllib(cfg, address=args.ray, progress=not args.no_progress)
+    print(format_table(["iteration", "env steps", "steps/s", "mean return"],
+                       [(i + 1, int(r["env_steps"]), r["env_steps_per_s"],
+                         r["episode_return_mean"]) for i, r in enumerate(rows)]))
+    print(f"wrote {cfg.out}/module, algorithm, config.json, training.json (policy "
+          f"rllib:{cfg.out}); TensorBoard: tensorboard --logdir runs")
 
 
 # -- evaluate / leaderboard -----------------------------------------------------------------------
@@ -513,14 +541,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train MaskablePPO with the permutation-equivariant entity network on one "
         "environment. Each reset draws a fresh instance from --generator (the env's case "
         "argument); validation runs greedily on --val-cases; TensorBoard logs go to runs/ with "
-        "the problem's metrics under sched/.",
+        "the problem's metrics under sched/. --algo rllib-ppo trains RLlib's PPO with the same "
+        "network instead, sampling on Ray env runners.",
         epilog="example:\n  schedgym train --env jobshop --generator random:15x15 "
         "--val-cases random:15x15:90001,random:15x15:90002 --baseline heuristic:mor "
         "--steps 200000 --out policies/jobshop-ppo",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s.add_argument("--env", required=True)
-    s.add_argument("--algo", default="ppo", choices=["ppo"])
+    s.add_argument("--algo", default="ppo", choices=["ppo", "rllib-ppo"],
+                   help="ppo: sb3-contrib MaskablePPO here; rllib-ppo: RLlib's PPO, sampling on "
+                   "--env-runners Ray actors (needs schedgym[ray], docs/scale.md)")
+    s.add_argument("--env-runners", type=int, metavar="N",
+                   help="rllib-ppo: env-runner actors (default 1; 0 samples in the driver)")
+    s.add_argument("--ray", metavar="ADDRESS",
+                   help="rllib-ppo: the Ray cluster (auto, ray://HOST:10001); default: local")
     s.add_argument(
         "--generator",
         "--workload",
@@ -548,7 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="scale rewards by the running std of the return (SB3's VecNormalize)",
     )
-    s.add_argument("--n-envs", type=int, default=2)
+    s.add_argument("--n-envs", type=int, default=2,
+                   help="vectorised envs (per env runner with rllib-ppo)")
     s.add_argument("--eval-every", type=int, default=10_000, help="env steps between validations")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="output folder (default policies/ENV-ppo)")

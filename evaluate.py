@@ -80,6 +80,19 @@ def is_learned(policy: str) -> bool:
     return policy.partition(":")[0] in learned_kinds()
 
 
+def checkpoint_files(policy: str) -> list[Path]:
+    """The files a learned policy's results depend on, the one that must exist first: a policy
+    folder's ``model.zip`` and ``config.json``, or, where its ``config.json`` lists them under
+    ``checkpoint_files`` (an RLlib module's many files), those and ``config.json``; a file
+    named directly is itself."""
+    where = Path(policy.partition(":")[2])
+    if not where.is_dir():
+        return [where]
+    config = where / "config.json"
+    listed = json.loads(config.read_text()).get("checkpoint_files") if config.is_file() else None
+    return [*(where / f for f in listed), config] if listed else [where / "model.zip", config]
+
+
 def learned_layout_kwargs(policy: str) -> dict[str, Any]:
     """The padding sizes (``max_*`` env arguments) a learned policy was trained with: its
     network's input shapes. Only these are taken from its ``config.json``; everything that
@@ -408,9 +421,9 @@ def check_policy(env: str, policy: str) -> None:
     """Fail at once, in this process, on an unknown policy name or a missing checkpoint,
     without loading a checkpoint here (the workers do)."""
     if is_learned(policy):
-        where = Path(policy.partition(":")[2])
-        if not (where / "model.zip" if where.is_dir() else where).is_file():
-            raise SchedgymError(f"no checkpoint for {policy!r} ({where}/model.zip)")
+        first = checkpoint_files(policy)[0]
+        if not first.is_file():
+            raise SchedgymError(f"no checkpoint for {policy!r} ({first})")
     else:
         resolve_policy(env, policy)
 
@@ -503,8 +516,7 @@ def inputs_of(
     prefix, _, rest = (spec or policy).partition(":")
     if is_learned(policy):
         modules.append(learned_kinds()[prefix].module)
-        where = Path(rest)
-        extra += [where / "model.zip", where / "config.json"] if where.is_dir() else [where]
+        extra += checkpoint_files(spec or policy)
     elif rest and prefix not in ("heuristic", "bound"):
         spec = importlib.util.find_spec(prefix)
         if spec is not None and spec.origin:

@@ -103,16 +103,20 @@ def results_file(root: Path, suite: Suite, policy: str) -> Path:
 
 def learned_policies(env: str, root: Path) -> list[tuple[str, str]]:
     """``(name, spec)`` of the committed checkpoints ``policies/*/model.zip`` trained on
-    ``env`` (their ``config.json`` names it): ``("ppo:policies/jobshop-ppo", "ppo:/abs/...")``."""
+    ``env`` (their ``config.json`` names it): ``("ppo:policies/jobshop-ppo", "ppo:/abs/...")``,
+    and of RLlib ones (``"algo": "rllib-ppo"`` in their ``config.json``) as ``rllib:``."""
     found = []
-    for model in sorted((root / "policies").glob("*/model.zip")):
-        config = model.parent / "config.json"
+    for config in sorted((root / "policies").glob("*/config.json")):
         try:
-            trained_on = json.loads(config.read_text()).get("env")
+            settings = json.loads(config.read_text())
         except (OSError, json.JSONDecodeError):
             continue
+        kind = "rllib" if settings.get("algo") == "rllib-ppo" else "ppo"
+        if kind == "ppo" and not (config.parent / "model.zip").is_file():
+            continue
+        trained_on = settings.get("env")
         if trained_on and env_entry(trained_on).name == env:
-            found.append((f"ppo:policies/{model.parent.name}", f"ppo:{model.parent}"))
+            found.append((f"{kind}:policies/{config.parent.name}", f"{kind}:{config.parent}"))
     return found
 
 
