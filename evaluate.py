@@ -411,7 +411,7 @@ def evaluate(
     if ray is None:
         outputs = run_jobs(jobs, workers, progress=progress)
     else:
-        with make_executor(workers, ray, num_cpus=solver_threads or 1) as pool:
+        with make_executor(workers, ray, num_cpus=jobs[0].solver_threads or 1) as pool:
             outputs = run_jobs(jobs, workers, executor=pool, progress=progress)
     settings = run_settings(jobs)
     return assemble(suite, policy, [o for o in outputs if o is not None], settings=settings)

@@ -11,6 +11,7 @@ continues an interrupted sweep there (``Tuner.restore``), each unfinished trial 
 checkpoint. Nothing here schedules, queues or retries: Tune does.
 
 Written to ``OUT``: ``tune/`` (Tune's experiment: trials, checkpoints, their results),
+``sweep.json`` (the recipe every trial trains, which ``resume`` reuses),
 ``best/model.zip`` and ``best/config.json`` (the best reported checkpoint of any trial, a
 ``ppo:OUT/best`` policy for ``schedgym evaluate``) and ``best.json`` (its configuration, score,
 steps and trial). Each trial's TensorBoard logs go to ``RUNS/sweep-NAME/TRIAL/ENV``.
@@ -166,14 +167,16 @@ def sweep(
         raise SchedgymError(
             f"sweeps need Ray Tune, which is not installed ({exc}): pip install 'schedgym[ray]'"
         ) from None
-    base = cfg.base
+    out = Path(cfg.out).resolve()
+    saved = out / "sweep.json"
+    # a resumed sweep trains what it started with, whatever the resuming command says
+    base = TrainConfig(**json.loads(saved.read_text())) if resume and saved.is_file() else cfg.base
     if not base.val_cases:
         raise SchedgymError("a sweep needs validation cases (--val-cases) to score its trials")
     if cfg.samples < 1 or base.eval_every < 1 or base.steps < 1:
         raise SchedgymError("--samples, --steps and --eval-every must be at least 1")
     entry = env_entry(base.env)
     mode = "min" if entry.lower_is_better else "max"
-    out = Path(cfg.out).resolve()
     runs = Path(cfg.runs).resolve() / f"sweep-{out.name}"
     if not ray.is_initialized():
         ray.init(address=address or None, include_dashboard=False, log_to_driver=verbose > 1)
@@ -191,6 +194,8 @@ def sweep(
             raise SchedgymError(
                 f"{experiment} holds a sweep already: --resume continues it, or choose --out"
             )
+        out.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(asdict(base), indent=1) + "\n")
         rounds = math.ceil(base.steps / base.eval_every)
         tuner = tune.Tuner(
             trainable,

@@ -148,9 +148,9 @@ def test_a_killed_sweep_resumes_from_its_checkpoints(ray_local, tmp_path):
     driver.wait()
     before = {name: len(rows) for name, rows in reported(out).items()}
     assert not (out / "best.json").exists()
-    # the trials' TrainConfig comes from Tune's saved experiment, not from these arguments
+    # the recipe comes from the sweep's own sweep.json, not from these arguments
     best = sweep(
-        SweepConfig(base(192), {}, out=str(out), runs=str(tmp_path / "runs")),
+        SweepConfig(base(64), {}, out=str(out), runs=str(tmp_path / "runs")),
         resume=True,
         verbose=0,
     )
