@@ -7,8 +7,8 @@ and reports their mean primary metric (the registry's, e.g. makespan) as ``score
 round's checkpoint. Tune's ``ASHAScheduler`` (Li et al., "A System for Massively Parallel
 Hyperparameter Tuning", MLSys 2020) stops the trials that trail at a rung; Ray places the trials
 on the cluster's CPUs, persists their checkpoints under ``OUT/tune`` and, with ``resume``,
-continues an interrupted sweep there (``Tuner.restore``), each unfinished trial from its last
-checkpoint. Nothing here schedules, queues or retries: Tune does.
+continues an interrupted sweep there (``Tuner.restore``), each unfinished trial from the last
+checkpoint Tune's experiment state recorded. Nothing here schedules, queues or retries: Tune does.
 
 Written to ``OUT``: ``tune/`` (Tune's experiment: trials, checkpoints, their results),
 ``sweep.json`` (the recipe every trial trains, which ``resume`` reuses),
