@@ -178,22 +178,22 @@ def sweep(
     entry = env_entry(base.env)
     mode = "min" if entry.lower_is_better else "max"
     runs = Path(cfg.runs).resolve() / f"sweep-{out.name}"
+    experiment = out / "tune"
+    if resume:
+        _check_restorable(experiment)
+    elif experiment.exists():
+        raise SchedgymError(
+            f"{experiment} holds a sweep already: --resume continues it, or choose --out"
+        )
     if not ray.is_initialized():
         ray.init(address=address or None, include_dashboard=False, log_to_driver=verbose > 1)
     trainable = tune.with_resources(
         tune.with_parameters(_trial, base=asdict(base), runs=str(runs)),
         {"cpu": cfg.cpus_per_trial},
     )
-    experiment = out / "tune"
     if resume:
-        if not tune.Tuner.can_restore(str(experiment)):
-            raise SchedgymError(f"--resume: no sweep to continue in {experiment}")
         tuner = tune.Tuner.restore(str(experiment), trainable, resume_errored=True)
     else:
-        if experiment.exists():
-            raise SchedgymError(
-                f"{experiment} holds a sweep already: --resume continues it, or choose --out"
-            )
         out.mkdir(parents=True, exist_ok=True)
         saved.write_text(json.dumps(asdict(base), indent=1) + "\n")
         rounds = math.ceil(base.steps / base.eval_every)
@@ -217,6 +217,24 @@ def sweep(
         )
     results = tuner.fit()
     return _write_best(results, out, mode, entry.primary_metric)
+
+
+def _check_restorable(experiment: Path) -> None:
+    """Raise ``SchedgymError`` unless Tune can continue the sweep in ``experiment``. Tune
+    restores from its newest state file; on one it cannot read it starts the whole sweep
+    afresh with only a logged error, which a resumed sweep must not do quietly."""
+    from ray import tune
+
+    states = sorted(experiment.glob("experiment_state-*.json"))
+    if not tune.Tuner.can_restore(str(experiment)) or not states:
+        raise SchedgymError(f"--resume: no sweep to continue in {experiment}")
+    try:
+        json.loads(states[-1].read_text())
+    except (OSError, ValueError) as exc:
+        raise SchedgymError(
+            f"--resume: {states[-1]} is unreadable ({exc}; the sweep was stopped while Tune "
+            "wrote it), so the sweep cannot be continued; start it again with a new --out"
+        ) from None
 
 
 def _seeded_search(seed: int) -> Any:

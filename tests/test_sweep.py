@@ -57,6 +57,18 @@ def reported(out: Path) -> dict[str, list[dict]]:
     }
 
 
+def fresh_state(out: Path, since: float) -> bool:
+    """Whether Tune's newest experiment state file was written after ``since`` and reads."""
+    states = sorted((out / "tune").glob("experiment_state-*.json"))
+    if not states or states[-1].stat().st_mtime <= since:
+        return False
+    try:
+        json.loads(states[-1].read_text())
+    except ValueError:
+        return False
+    return True
+
+
 def test_space_files_are_checked(tmp_path):
     bad = tmp_path / "space.json"
     bad.write_text(json.dumps({"learning_rat": {"uniform": [0, 1]}}))
@@ -138,9 +150,8 @@ def test_a_killed_sweep_resumes_from_its_checkpoints(ray_local, tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
-        # Tune snapshots its experiment state after every result rather than every few
-        # seconds, so the first round's checkpoint is on record when the driver dies
-        env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "0"},
+        # Tune snapshots its experiment state every second rather than every ten or more
+        env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"},
     )
     deadline = time.monotonic() + 600
     # the trial's second checkpoint (its result.json may be mid-write; the folder is not)
@@ -148,6 +159,12 @@ def test_a_killed_sweep_resumes_from_its_checkpoints(ray_local, tmp_path):
         assert driver.poll() is None, "the sweep ended before it could be interrupted"
         assert time.monotonic() < deadline
         time.sleep(0.2)
+    # kill it just after a snapshot that knows of a checkpoint (a kill in the midst of Tune's
+    # write leaves a state file that cannot be resumed; see the test below)
+    second = next((out / "tune").glob("*/checkpoint_000001")).stat().st_mtime
+    while not fresh_state(out, second):
+        assert driver.poll() is None, "the sweep ended before it could be interrupted"
+        time.sleep(0.05)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
     ((name, rows),) = reported(out).items()
@@ -170,3 +187,12 @@ def test_a_killed_sweep_resumes_from_its_checkpoints(ray_local, tmp_path):
     assert again == list(range(again[0], 257, 64)), steps
     assert again[0] - 64 in done, steps
     assert (out / "best" / "model.zip").is_file()
+
+
+def test_a_sweep_whose_state_file_was_cut_short_is_not_restarted_silently(tmp_path):
+    experiment = tmp_path / "sweep" / "tune"
+    experiment.mkdir(parents=True)
+    (experiment / "experiment_state-2026-01-01_00-00-00.json").write_text("")
+    (experiment / "tuner.pkl").write_bytes(b"")
+    with pytest.raises(SchedgymError, match=r"experiment_state-.*\.json is unreadable"):
+        sweep(SweepConfig(base(), {}, out=str(tmp_path / "sweep")), resume=True, verbose=0)
