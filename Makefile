@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench vllm clean
+.PHONY: run test lint bench vllm ray clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The optional extra schedgym[ray]: `--ray`, `schedgym sweep`, `train --algo rllib-ppo`
+# (docs/scale.md). RLlib pins gymnasium (1.2.2 for Ray 2.60); CI installs it before `make test`.
+ray: $(STAMP)
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,ray]"
 
 # The job-shop speed comparison runs JSSEnv and job-shop-lib side by side; JSSEnv's own
 # requirements pull rendering packages it does not need, hence --no-deps.

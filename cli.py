@@ -248,12 +248,15 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from schedgym.agents.ppo import TrainConfig, train
 
-    if args.algo != "ppo":
-        raise SchedgymError(f"--algo {args.algo}: only ppo is built so far")
     env_kwargs = _env_kwargs(args) or {}
     if args.generator:
         mix = args.generator.split(",")
         env_kwargs["case"] = mix if len(mix) > 1 else mix[0]
+    if args.algo == "rllib-ppo":
+        _train_rllib(args, env_kwargs)
+        return
+    if args.env_runners is not None or args.ray is not None:
+        raise SchedgymError("--env-runners and --ray are options of --algo rllib-ppo")
     cfg = TrainConfig(
         env=args.env,
         out=args.out or f"policies/{args.env}-ppo",
@@ -274,6 +277,59 @@ def cmd_train(args: argparse.Namespace) -> None:
         f"wrote {cfg.out}/model.zip, config.json, training.json"
         f"{', curve.png' if cfg.val_cases else ''}; TensorBoard: tensorboard --logdir runs"
     )
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from schedgym.agents.ppo import TrainConfig
+    from schedgym.agents.sweep import SweepConfig, load_space, sweep
+
+    env_kwargs = _env_kwargs(args) or {}
+    if args.generator:
+        mix = args.generator.split(",")
+        env_kwargs["case"] = mix if len(mix) > 1 else mix[0]
+    out = args.out or f"sweeps/{args.env}-{args.algo}"
+    base = TrainConfig(
+        env=args.env,
+        out=out,
+        steps=args.steps,
+        n_envs=args.n_envs,
+        env_kwargs=env_kwargs,
+        val_cases=[c for c in (args.val_cases or "").split(",") if c],
+        eval_every=args.eval_every,
+    )
+    cfg = SweepConfig(base, load_space(args.space), samples=args.samples, out=out, seed=args.seed,
+                      cpus_per_trial=args.cpus_per_trial)
+    best = sweep(cfg, address=args.ray, resume=args.resume, verbose=0 if args.quiet else 1)
+    print(format_table(["trials", "errored", "best score", "at steps"],
+                       [(best["trials"], best["errored"], best["score"], best["timesteps"])]))
+    print(f"best configuration: {json.dumps(best['config'])}")
+    print(f"wrote {out}/best.json and {out}/best (schedgym evaluate --policy {best['policy']}); "
+          f"TensorBoard: tensorboard --logdir runs")
+
+
+def _train_rllib(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> None:
+    from schedgym.agents.rllib import RLlibConfig, train_rllib
+
+    unsupported = [f"--{k.replace('_', '-')}" for k in ("imitate", "init_from", "val_cases",
+                   "baseline", "resume", "normalize_reward") if getattr(args, k)]
+    if unsupported:
+        raise SchedgymError(f"--algo rllib-ppo does not take {', '.join(unsupported)}")
+    cfg = RLlibConfig(
+        env=args.env,
+        out=args.out or f"policies/{args.env}-rllib-ppo",
+        steps=args.steps,
+        env_runners=1 if args.env_runners is None else args.env_runners,
+        envs_per_runner=args.n_envs,
+        seed=args.seed,
+        env_kwargs=env_kwargs,
+        learning_rate=args.learning_rate,
+    )
+    rows = train_rllib(cfg, address=args.ray, progress=not args.no_progress)
+    print(format_table(["iteration", "env steps", "steps/s", "mean return"],
+                       [(i + 1, int(r["env_steps"]), r["env_steps_per_s"],
+                         r["episode_return_mean"]) for i, r in enumerate(rows)]))
+    print(f"wrote {cfg.out}/module, algorithm, config.json, training.json (policy "
+          f"rllib:{cfg.out}); TensorBoard: tensorboard --logdir runs")
 
 
 # -- evaluate / leaderboard -----------------------------------------------------------------------
@@ -307,6 +363,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         case_budget_s=args.case_budget,
         solver_threads=args.solver_threads,
         progress=not args.no_progress and sys.stderr.isatty(),
+        ray=args.ray,
     )
     keys = [k for k in suite.key_metrics if any(k in c["metrics"] for c in results["cases"])]
     rows = [
@@ -349,6 +406,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> None:
         rerun=args.rerun,
         run=not args.no_run,
         progress=not args.no_progress and sys.stderr.isatty(),
+        ray=args.ray,
     )
     if report.pairs:
         rows = [(p.suite.name, p.policy, p.status, p.reason[:70]) for p in report.pairs]
@@ -496,14 +554,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train MaskablePPO with the permutation-equivariant entity network on one "
         "environment. Each reset draws a fresh instance from --generator (the env's case "
         "argument); validation runs greedily on --val-cases; TensorBoard logs go to runs/ with "
-        "the problem's metrics under sched/.",
+        "the problem's metrics under sched/. --algo rllib-ppo trains RLlib's PPO with the same "
+        "network instead, sampling on Ray env runners.",
         epilog="example:\n  schedgym train --env jobshop --generator random:15x15 "
         "--val-cases random:15x15:90001,random:15x15:90002 --baseline heuristic:mor "
         "--steps 200000 --out policies/jobshop-ppo",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s.add_argument("--env", required=True)
-    s.add_argument("--algo", default="ppo", choices=["ppo"])
+    s.add_argument("--algo", default="ppo", choices=["ppo", "rllib-ppo"],
+                   help="ppo: sb3-contrib MaskablePPO here; rllib-ppo: RLlib's PPO, sampling on "
+                   "--env-runners Ray actors (needs schedgym[ray], docs/scale.md)")
+    s.add_argument("--env-runners", type=int, metavar="N",
+                   help="rllib-ppo: env-runner actors (default 1; 0 samples in the driver)")
+    s.add_argument("--ray", metavar="ADDRESS",
+                   help="rllib-ppo: the Ray cluster (auto, ray://HOST:10001); default: local")
     s.add_argument(
         "--generator",
         "--workload",
@@ -531,7 +596,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="scale rewards by the running std of the return (SB3's VecNormalize)",
     )
-    s.add_argument("--n-envs", type=int, default=2)
+    s.add_argument("--n-envs", type=int, default=2,
+                   help="vectorised envs (per env runner with rllib-ppo)")
     s.add_argument("--eval-every", type=int, default=10_000, help="env steps between validations")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="output folder (default policies/ENV-ppo)")
@@ -542,6 +608,43 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--env-kwargs", metavar="JSON", help="extra env constructor arguments")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser(
+        "sweep",
+        help="sample training configurations on Ray Tune, stopping laggards early (ASHA)",
+        description="Sample --samples configurations of the training recipe from the search "
+        "space in --space (JSON: field -> {\"loguniform\"|\"uniform\"|\"randint\": [low, "
+        "high]} or {\"choice\": [values]} or a fixed value) and train each as a Ray Tune trial. "
+        "Every --eval-every steps a trial plays --val-cases greedily and reports the mean "
+        "primary metric; Tune's ASHA scheduler stops trials that trail. Trials log to "
+        "TensorBoard under runs/sweep-NAME; OUT/best holds the best checkpoint (a ppo:OUT/best "
+        "policy), OUT/best.json its configuration and score. Needs schedgym[ray].",
+        epilog="example:\n  schedgym sweep --env jobshop --space space.json --samples 8 "
+        "--generator random:6x6 --val-cases random:6x6,random:6x6 --steps 20000 "
+        "--eval-every 5000 --out sweeps/js6\n  schedgym sweep ... --out sweeps/js6 --resume   "
+        "# continue an interrupted sweep",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s.add_argument("--env", required=True)
+    s.add_argument("--algo", default="ppo", choices=["ppo"])
+    s.add_argument("--space", required=True, metavar="FILE", help="the search space (JSON)")
+    s.add_argument("--samples", type=int, default=4, help="trials to sample (default 4)")
+    s.add_argument("--generator", "--workload", dest="generator",
+                   help="training case generator(s), as for schedgym train")
+    s.add_argument("--val-cases", required=True, help="comma-separated validation cases")
+    s.add_argument("--steps", type=int, default=20_000, help="env steps per trial at most")
+    s.add_argument("--eval-every", type=int, default=5_000,
+                   help="env steps between a trial's reports (ASHA's unit of time)")
+    s.add_argument("--n-envs", type=int, default=1, help="vectorised envs per trial")
+    s.add_argument("--cpus-per-trial", type=float, default=1.0)
+    s.add_argument("--seed", type=int, default=0, help="seeds the sampling of configurations")
+    s.add_argument("--out", help="output folder (default sweeps/ENV-ALGO)")
+    s.add_argument("--resume", action="store_true", help="continue the interrupted sweep in OUT")
+    s.add_argument("--env-kwargs", metavar="JSON", help="extra env constructor arguments")
+    s.add_argument("--ray", metavar="ADDRESS", help="a Ray cluster (auto, ray://HOST:10001); "
+                   "default: a local Ray instance")
+    s.add_argument("--quiet", action="store_true", help="no Tune progress tables")
+    s.set_defaults(fn=cmd_sweep)
 
     s = sub.add_parser(
         "evaluate",
@@ -598,6 +701,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 0.9, as vidur and DistServe)",
     )
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="run the cases as Ray tasks: on the cluster at ADDRESS (auto, ray://HOST:10001), or "
+        "on a local Ray instance without one; needs schedgym[ray] (docs/scale.md)",
+    )
     s.set_defaults(fn=cmd_evaluate)
 
     s = sub.add_parser(
@@ -641,6 +752,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-run", action="store_true", help="only rebuild the pages from the files")
     s.add_argument("--root", help="the checkout to write into (default: this package's folder)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="run the cases as Ray tasks: on the cluster at ADDRESS (auto, ray://HOST:10001), or "
+        "on a local Ray instance without one; needs schedgym[ray] (docs/scale.md)",
+    )
     s.set_defaults(fn=cmd_leaderboard)
 
     s = sub.add_parser(

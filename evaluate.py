@@ -16,8 +16,9 @@ A ``solver``, ``oracle`` or ``bound`` policy may instead provide ``solve(env, ca
 every episode record is validated before its case counts. ``save_results`` writes it (the records
 go to a compressed file beside it) and ``load_results`` reads one back, refusing, with the
 reason, a file from another schedgym version, of another suite version, or whose records do not
-validate or do not give its metrics. DESIGN.md §6 sends independent cases to Ray when a cluster
-address is given; that is not built yet, so cases always run in local processes.
+validate or do not give its metrics. With ``ray=ADDRESS`` (``""``: a local Ray instance) the
+cases run as Ray tasks instead (DESIGN.md §6, ``RayExecutor``); Ray retries a case whose worker
+died, and the results are those of a local run.
 """
 
 from __future__ import annotations
@@ -79,6 +80,19 @@ class CaseJob:
 def is_learned(policy: str) -> bool:
     """Whether ``policy`` names a checkpoint of a registered learned kind (``ppo:PATH``)."""
     return policy.partition(":")[0] in learned_kinds()
+
+
+def checkpoint_files(policy: str) -> list[Path]:
+    """The files a learned policy's results depend on, the one that must exist first: a policy
+    folder's ``model.zip`` and ``config.json``, or, where its ``config.json`` lists them under
+    ``checkpoint_files`` (an RLlib module's many files), those and ``config.json``; a file
+    named directly is itself."""
+    where = Path(policy.partition(":")[2])
+    if not where.is_dir():
+        return [where]
+    config = where / "config.json"
+    listed = json.loads(config.read_text()).get("checkpoint_files") if config.is_file() else None
+    return [*(where / f for f in listed), config] if listed else [where / "model.zip", config]
 
 
 def learned_layout_kwargs(policy: str) -> dict[str, Any]:
@@ -153,12 +167,78 @@ def case_capacity(job: CaseJob, policy: Policy, record: dict[str, Any]) -> float
     return capacity_at_slo(attainment, (len(arrivals) - 1) / span, target=job.capacity_slo)
 
 
-def make_executor(workers: int) -> cf.ProcessPoolExecutor:
+def make_process_pool(workers: int) -> cf.ProcessPoolExecutor:
     """Forked worker processes: they start at once with the parent's imports, and a user's
     script needs no ``if __name__ == "__main__"`` guard. The parent never loads a learned
     checkpoint itself (``evaluate`` leaves that to the workers), so no torch thread pool is
     forked mid-state."""
     return cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+
+
+class RayExecutor(cf.Executor):
+    """A ``concurrent.futures`` face on Ray tasks: each ``submit`` is one Ray task, and the
+    future it returns is Ray's (``ObjectRef.future()``). Ray places the tasks on the cluster's
+    CPUs and reruns a task whose worker process or node died, up to ``max_retries`` times
+    (Ray's task fault tolerance); a task that raises is not rerun, and its future raises the
+    task's own exception. Connects to the cluster at ``address`` (``""``: start or join a local
+    Ray instance as ``ray.init()`` does; ``"auto"``: the cluster ``ray start`` made here; or
+    ``ray://HOST:10001``) unless Ray is already initialised in this process, and disconnects
+    on shutdown only if it connected. Raises ``SchedgymError`` when Ray is not installed.
+
+    Every node needs the same schedgym installed (one container image, or a Ray
+    ``runtime_env``): a task imports ``schedgym.evaluate`` there and reads checkpoints and
+    suite files by the paths given here."""
+
+    def __init__(self, address: str = "", num_cpus: float = 1, max_retries: int = 3):
+        try:
+            import ray
+        except ImportError as exc:
+            raise SchedgymError(
+                f"--ray needs Ray, which is not installed ({exc}): pip install 'schedgym[ray]'"
+            ) from None
+        self._ray = ray
+        self._own = not ray.is_initialized()
+        if self._own:
+            ray.init(address=address or None, include_dashboard=False, log_to_driver=False)
+        self._options = {"num_cpus": num_cpus, "max_retries": max_retries}
+        self._remote: dict[Callable[..., Any], Any] = {}
+        self._refs: list[Any] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:
+        if fn not in self._remote:
+            self._remote[fn] = self._ray.remote(**self._options)(fn)
+        ref = self._remote[fn].remote(*args, **kwargs)
+        self._refs.append(ref)
+        inner = ref.future()
+        outer: cf.Future = cf.Future()
+
+        def relay(done: cf.Future) -> None:
+            exc = done.exception()
+            if exc is None:
+                outer.set_result(done.result())
+            else:  # the task's own exception, not Ray's wrapper with its remote traceback
+                cause = getattr(exc, "cause", None)
+                outer.set_exception(cause if isinstance(cause, BaseException) else exc)
+
+        inner.add_done_callback(relay)
+        return outer
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if cancel_futures:
+            for ref in self._refs:
+                self._ray.cancel(ref, force=True)
+        self._refs = []
+        if self._own and self._ray.is_initialized():
+            self._ray.shutdown()
+            self._own = False
+
+
+def make_executor(workers: int, ray: str | None = None, num_cpus: float = 1) -> cf.Executor:
+    """Local forked processes (``make_process_pool``), or with ``ray`` (an address, ``""`` for
+    a local instance) Ray tasks of ``num_cpus`` CPUs each (``RayExecutor``)."""
+    if ray is not None:
+        return RayExecutor(ray, num_cpus=num_cpus)
+    return make_process_pool(workers)
 
 
 def run_jobs(
@@ -334,9 +414,12 @@ def evaluate(
     case_budget_s: float | None = None,
     solver_threads: int | None = None,
     progress: bool = False,
+    ray: str | None = None,
 ) -> dict[str, Any]:
     """Run ``policy`` on every case of ``suite`` (validating each record) and return the results
-    dict: DESIGN.md §3's JSON plus, under ``"records"``, the episode records."""
+    dict: DESIGN.md §3's JSON plus, under ``"records"``, the episode records. With ``ray`` (a
+    cluster address, ``""`` for a local instance) the cases are Ray tasks and ``workers`` is
+    left to Ray; the results are the same."""
     from schedgym.suites import get_suite
 
     entry = env_entry(env)
@@ -350,7 +433,11 @@ def evaluate(
         raise SchedgymError(f"{policy} is not run on {suite.name}: {suite.skip[policy]}")
     check_policy(entry.name, policy)
     jobs = plan_jobs(suite, policy, case_budget_s=case_budget_s, solver_threads=solver_threads)
-    outputs = run_jobs(jobs, workers, progress=progress)
+    if ray is None:
+        outputs = run_jobs(jobs, workers, progress=progress)
+    else:
+        with make_executor(workers, ray, num_cpus=jobs[0].solver_threads or 1) as pool:
+            outputs = run_jobs(jobs, workers, executor=pool, progress=progress)
     settings = run_settings(jobs)
     return assemble(suite, policy, [o for o in outputs if o is not None], settings=settings)
 
@@ -359,9 +446,9 @@ def check_policy(env: str, policy: str) -> None:
     """Fail at once, in this process, on an unknown policy name or a missing checkpoint,
     without loading a checkpoint here (the workers do)."""
     if is_learned(policy):
-        where = Path(policy.partition(":")[2])
-        if not (where / "model.zip" if where.is_dir() else where).is_file():
-            raise SchedgymError(f"no checkpoint for {policy!r} ({where}/model.zip)")
+        first = checkpoint_files(policy)[0]
+        if not first.is_file():
+            raise SchedgymError(f"no checkpoint for {policy!r} ({first})")
     else:
         resolve_policy(env, policy)
 
@@ -454,8 +541,7 @@ def inputs_of(
     prefix, _, rest = (spec or policy).partition(":")
     if is_learned(policy):
         modules.append(learned_kinds()[prefix].module)
-        where = Path(rest)
-        extra += [where / "model.zip", where / "config.json"] if where.is_dir() else [where]
+        extra += checkpoint_files(spec or policy)
     elif rest and prefix not in BASELINE_KINDS:
         spec = importlib.util.find_spec(prefix)
         if spec is not None and spec.origin:

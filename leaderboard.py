@@ -105,16 +105,20 @@ def results_file(root: Path, suite: Suite, policy: str) -> Path:
 
 def learned_policies(env: str, root: Path) -> list[tuple[str, str]]:
     """``(name, spec)`` of the committed checkpoints ``policies/*/model.zip`` trained on
-    ``env`` (their ``config.json`` names it): ``("ppo:policies/jobshop-ppo", "ppo:/abs/...")``."""
+    ``env`` (their ``config.json`` names it): ``("ppo:policies/jobshop-ppo", "ppo:/abs/...")``,
+    and of RLlib ones (``"algo": "rllib-ppo"`` in their ``config.json``) as ``rllib:``."""
     found = []
-    for model in sorted((root / "policies").glob("*/model.zip")):
-        config = model.parent / "config.json"
+    for config in sorted((root / "policies").glob("*/config.json")):
         try:
-            trained_on = json.loads(config.read_text()).get("env")
+            settings = json.loads(config.read_text())
         except (OSError, json.JSONDecodeError):
             continue
+        kind = "rllib" if settings.get("algo") == "rllib-ppo" else "ppo"
+        if kind == "ppo" and not (config.parent / "model.zip").is_file():
+            continue
+        trained_on = settings.get("env")
         if trained_on and env_entry(trained_on).name == env:
-            found.append((f"ppo:policies/{model.parent.name}", f"ppo:{model.parent}"))
+            found.append((f"{kind}:policies/{config.parent.name}", f"{kind}:{config.parent}"))
     return found
 
 
@@ -152,10 +156,13 @@ def build(
     run: bool = True,
     progress: bool = False,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+    ray: str | None = None,
 ) -> BuildReport:
     """Bring the results of the selected suites (all by default, or those of ``envs``, or the
     named ``suites``) up to date, then write LEADERBOARD.md and leaderboard/index.html from every
-    results file under ``root/leaderboard/results``. ``run=False`` only renders."""
+    results file under ``root/leaderboard/results``. ``run=False`` only renders. With ``ray``
+    (a cluster address, ``""`` for a local instance) every case is a Ray task of
+    ``solver_threads`` CPUs instead of a job for ``workers`` local processes."""
     start = time.perf_counter()
     report = BuildReport()
     selected = [
@@ -171,8 +178,9 @@ def build(
         pairs = plan(root, selected, report)
         report.pairs = pairs
         todo = _reuse(pairs, loaded, rerun, case_budget_s, solver_threads, log)
-        with make_executor(workers) as pool:
-            _run(todo, pool, workers, case_budget_s, solver_threads, progress, loaded, log)
+        with make_executor(workers, ray, num_cpus=solver_threads) as pool:
+            where = "as Ray tasks" if ray is not None else f"{workers} workers"
+            _run(todo, pool, where, case_budget_s, solver_threads, progress, loaded, log)
         _prune(root, selected, pairs, log)
     listed = _load_all(root, catalogue, loaded, report, log)
     for name, why in report.skipped_suites.items():
@@ -220,7 +228,7 @@ def _reuse(
 def _run(
     todo: list[Pair],
     pool: cf.Executor,
-    workers: int,
+    where: str,
     case_budget_s: float,
     solver_threads: int,
     progress: bool,
@@ -276,8 +284,8 @@ def _run(
                 stale.unlink(missing_ok=True)
         slots[k] = []
 
-    log(f"running {len(todo)} policy x suite results, {len(jobs)} episodes, {workers} workers")
-    run_jobs(jobs, workers, executor=pool, progress=progress, on_error=on_error,
+    log(f"running {len(todo)} policy x suite results, {len(jobs)} episodes, {where}")
+    run_jobs(jobs, executor=pool, progress=progress, on_error=on_error,
              on_result=on_result)
 
 

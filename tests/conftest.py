@@ -38,3 +38,24 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile("schedgym")
+
+
+@pytest.fixture(scope="session")
+def ray_local(tmp_path_factory):
+    """A local Ray instance of 2 CPUs for the session, shut down after it. Its workers import
+    ``tests/ray_helpers.py`` by name and read the kill marker and the starts log from the
+    environment variables named there."""
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'schedgym[ray]'")
+    import ray_helpers
+
+    scratch = tmp_path_factory.mktemp("ray")
+    env = {
+        "PYTHONPATH": str(Path(__file__).resolve().parent),
+        ray_helpers.KILL_MARKER: str(scratch / "kill-marker"),
+        ray_helpers.STARTS_LOG: str(scratch / "starts.log"),
+    }
+    ray.init(
+        num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env}
+    )
+    yield {k: Path(v) for k, v in env.items() if k != "PYTHONPATH"}
+    ray.shutdown()
