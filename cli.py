@@ -297,21 +297,36 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         val_cases=[c for c in (args.val_cases or "").split(",") if c],
         eval_every=args.eval_every,
     )
-    cfg = SweepConfig(base, load_space(args.space), samples=args.samples, out=out, seed=args.seed,
-                      cpus_per_trial=args.cpus_per_trial)
+    cfg = SweepConfig(
+        base,
+        load_space(args.space),
+        samples=args.samples,
+        out=out,
+        seed=args.seed,
+        cpus_per_trial=args.cpus_per_trial,
+    )
     best = sweep(cfg, address=args.ray, resume=args.resume, verbose=0 if args.quiet else 1)
-    print(format_table(["trials", "errored", "best score", "at steps"],
-                       [(best["trials"], best["errored"], best["score"], best["timesteps"])]))
+    print(
+        format_table(
+            ["trials", "errored", "best score", "at steps"],
+            [(best["trials"], best["errored"], best["score"], best["timesteps"])],
+        )
+    )
     print(f"best configuration: {json.dumps(best['config'])}")
-    print(f"wrote {out}/best.json and {out}/best (schedgym evaluate --policy {best['policy']}); "
-          f"TensorBoard: tensorboard --logdir runs")
+    print(
+        f"wrote {out}/best.json and {out}/best (schedgym evaluate --policy {best['policy']}); "
+        f"TensorBoard: tensorboard --logdir runs"
+    )
 
 
 def _train_rllib(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> None:
     from schedgym.agents.rllib import RLlibConfig, train_rllib
 
-    unsupported = [f"--{k.replace('_', '-')}" for k in ("imitate", "init_from", "val_cases",
-                   "baseline", "resume", "normalize_reward") if getattr(args, k)]
+    unsupported = [
+        f"--{k.replace('_', '-')}"
+        for k in ("imitate", "init_from", "val_cases", "baseline", "resume", "normalize_reward")
+        if getattr(args, k)
+    ]
     if unsupported:
         raise SchedgymError(f"--algo rllib-ppo does not take {', '.join(unsupported)}")
     cfg = RLlibConfig(
@@ -325,11 +340,19 @@ def _train_rllib(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> None:
         learning_rate=args.learning_rate,
     )
     rows = train_rllib(cfg, address=args.ray, progress=not args.no_progress)
-    print(format_table(["iteration", "env steps", "steps/s", "mean return"],
-                       [(i + 1, int(r["env_steps"]), r["env_steps_per_s"],
-                         r["episode_return_mean"]) for i, r in enumerate(rows)]))
-    print(f"wrote {cfg.out}/module, algorithm, config.json, training.json (policy "
-          f"rllib:{cfg.out}); TensorBoard: tensorboard --logdir runs")
+    print(
+        format_table(
+            ["iteration", "env steps", "steps/s", "mean return"],
+            [
+                (i + 1, int(r["env_steps"]), r["env_steps_per_s"], r["episode_return_mean"])
+                for i, r in enumerate(rows)
+            ],
+        )
+    )
+    print(
+        f"wrote {cfg.out}/module, algorithm, config.json, training.json (policy "
+        f"rllib:{cfg.out}); TensorBoard: tensorboard --logdir runs"
+    )
 
 
 # -- evaluate / leaderboard -----------------------------------------------------------------------
@@ -562,13 +585,24 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s.add_argument("--env", required=True)
-    s.add_argument("--algo", default="ppo", choices=["ppo", "rllib-ppo"],
-                   help="ppo: sb3-contrib MaskablePPO here; rllib-ppo: RLlib's PPO, sampling on "
-                   "--env-runners Ray actors (needs schedgym[ray], docs/scale.md)")
-    s.add_argument("--env-runners", type=int, metavar="N",
-                   help="rllib-ppo: env-runner actors (default 1; 0 samples in the driver)")
-    s.add_argument("--ray", metavar="ADDRESS",
-                   help="rllib-ppo: the Ray cluster (auto, ray://HOST:10001); default: local")
+    s.add_argument(
+        "--algo",
+        default="ppo",
+        choices=["ppo", "rllib-ppo"],
+        help="ppo: sb3-contrib MaskablePPO here; rllib-ppo: RLlib's PPO, sampling on "
+        "--env-runners Ray actors (needs schedgym[ray], docs/scale.md)",
+    )
+    s.add_argument(
+        "--env-runners",
+        type=int,
+        metavar="N",
+        help="rllib-ppo: env-runner actors (default 1; 0 samples in the driver)",
+    )
+    s.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="rllib-ppo: the Ray cluster (auto, ray://HOST:10001); default: local",
+    )
     s.add_argument(
         "--generator",
         "--workload",
@@ -596,8 +630,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="scale rewards by the running std of the return (SB3's VecNormalize)",
     )
-    s.add_argument("--n-envs", type=int, default=2,
-                   help="vectorised envs (per env runner with rllib-ppo)")
+    s.add_argument(
+        "--n-envs", type=int, default=2, help="vectorised envs (per env runner with rllib-ppo)"
+    )
     s.add_argument("--eval-every", type=int, default=10_000, help="env steps between validations")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="output folder (default policies/ENV-ppo)")
@@ -613,8 +648,8 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep",
         help="sample training configurations on Ray Tune, stopping laggards early (ASHA)",
         description="Sample --samples configurations of the training recipe from the search "
-        "space in --space (JSON: field -> {\"loguniform\"|\"uniform\"|\"randint\": [low, "
-        "high]} or {\"choice\": [values]} or a fixed value) and train each as a Ray Tune trial. "
+        'space in --space (JSON: field -> {"loguniform"|"uniform"|"randint": [low, '
+        'high]} or {"choice": [values]} or a fixed value) and train each as a Ray Tune trial. '
         "Every --eval-every steps a trial plays --val-cases greedily and reports the mean "
         "primary metric; Tune's ASHA scheduler stops trials that trail. Trials log to "
         "TensorBoard under runs/sweep-NAME; OUT/best holds the best checkpoint (a ppo:OUT/best "
@@ -629,20 +664,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--algo", default="ppo", choices=["ppo"])
     s.add_argument("--space", required=True, metavar="FILE", help="the search space (JSON)")
     s.add_argument("--samples", type=int, default=4, help="trials to sample (default 4)")
-    s.add_argument("--generator", "--workload", dest="generator",
-                   help="training case generator(s), as for schedgym train")
+    s.add_argument(
+        "--generator",
+        "--workload",
+        dest="generator",
+        help="training case generator(s), as for schedgym train",
+    )
     s.add_argument("--val-cases", required=True, help="comma-separated validation cases")
     s.add_argument("--steps", type=int, default=20_000, help="env steps per trial at most")
-    s.add_argument("--eval-every", type=int, default=5_000,
-                   help="env steps between a trial's reports (ASHA's unit of time)")
+    s.add_argument(
+        "--eval-every",
+        type=int,
+        default=5_000,
+        help="env steps between a trial's reports (ASHA's unit of time)",
+    )
     s.add_argument("--n-envs", type=int, default=1, help="vectorised envs per trial")
     s.add_argument("--cpus-per-trial", type=float, default=1.0)
     s.add_argument("--seed", type=int, default=0, help="seeds the sampling of configurations")
     s.add_argument("--out", help="output folder (default sweeps/ENV-ALGO)")
     s.add_argument("--resume", action="store_true", help="continue the interrupted sweep in OUT")
     s.add_argument("--env-kwargs", metavar="JSON", help="extra env constructor arguments")
-    s.add_argument("--ray", metavar="ADDRESS", help="a Ray cluster (auto, ray://HOST:10001); "
-                   "default: a local Ray instance")
+    s.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="a Ray cluster (auto, ray://HOST:10001); default: a local Ray instance",
+    )
     s.add_argument("--quiet", action="store_true", help="no Tune progress tables")
     s.set_defaults(fn=cmd_sweep)
 

@@ -315,13 +315,23 @@ def plan_jobs(
 ) -> list[CaseJob]:
     """The suite's cases as jobs for ``policy``. The solver budget and threads go to ``solver:``
     and ``bound:`` policies only, so a heuristic's results do not depend on them."""
-    env_kwargs = {**(learned_layout_kwargs(policy) if is_learned(policy) else {}),
-                  **dict(suite.env_kwargs)}
+    env_kwargs = {
+        **(learned_layout_kwargs(policy) if is_learned(policy) else {}),
+        **dict(suite.env_kwargs),
+    }
     if not policy.startswith(("solver:", "bound:")):
         case_budget_s = solver_threads = None
     return [
-        CaseJob(suite.env, policy, c.case, c.seed, env_kwargs, case_budget_s, solver_threads,
-                suite.capacity_slo)
+        CaseJob(
+            suite.env,
+            policy,
+            c.case,
+            c.seed,
+            env_kwargs,
+            case_budget_s,
+            solver_threads,
+            suite.capacity_slo,
+        )
         for c in suite.cases
     ]
 
@@ -519,8 +529,10 @@ def _package_data_digest() -> str:
     """Cost tables and shipped workload data: every env prices or reads some of them."""
     files = sorted(
         p
-        for folder in (PACKAGE_ROOT / "envs" / "hardware" / "tables", PACKAGE_ROOT / "workloads"
-                       / "data")
+        for folder in (
+            PACKAGE_ROOT / "envs" / "hardware" / "tables",
+            PACKAGE_ROOT / "workloads" / "data",
+        )
         for p in folder.rglob("*")
         if p.is_file() and p.suffix != ".py" and "__pycache__" not in p.parts
     )
@@ -535,8 +547,14 @@ def inputs_of(
     baselines and the runner import, the shipped tables and data, the suite's reference data
     and files, and a learned policy's checkpoint or a user callable's source."""
     entry = env_entry(suite.env)
-    modules = [entry.entry_point.partition(":")[0], f"schedgym.envs.{entry.package}.record",
-               entry.baselines, "schedgym.evaluate", "schedgym.episode", "schedgym.policy"]
+    modules = [
+        entry.entry_point.partition(":")[0],
+        f"schedgym.envs.{entry.package}.record",
+        entry.baselines,
+        "schedgym.evaluate",
+        "schedgym.episode",
+        "schedgym.policy",
+    ]
     extra: list[Path] = [*suite.data_paths(), *map(Path, suite.files)]
     prefix, _, rest = (spec or policy).partition(":")
     if is_learned(policy):
@@ -558,8 +576,11 @@ def inputs_of(
         "files": _digest(tuple(extra)) if extra else "",
     }
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-    return {**parts, "code_files": [str(p.relative_to(PACKAGE_ROOT)) for p in code],
-            "digest": digest}
+    return {
+        **parts,
+        "code_files": [str(p.relative_to(PACKAGE_ROOT)) for p in code],
+        "digest": digest,
+    }
 
 
 @functools.cache
@@ -569,12 +590,20 @@ def git_commit(files: tuple[str, ...] = (".",)) -> tuple[str, bool]:
     Read-only git calls."""
     try:
         head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=PACKAGE_ROOT, capture_output=True,
-            text=True, timeout=10, check=True,
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=PACKAGE_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--", *files], cwd=PACKAGE_ROOT,
-            capture_output=True, text=True, timeout=30, check=True,
+            ["git", "status", "--porcelain", "--", *files],
+            cwd=PACKAGE_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return "-", False
@@ -632,8 +661,18 @@ def load_results(
         raise refuse(f"not readable as JSON ({exc})") from None
     if not isinstance(results, dict) or results.get("format") != RESULTS_FORMAT:
         raise refuse(f"not a schedgym results file (format {RESULTS_FORMAT!r} expected)")
-    missing = {"env", "suite", "suite_version", "policy", "kind", "version", "cases",
-               "summary", "inputs", "settings"} - set(results)
+    missing = {
+        "env",
+        "suite",
+        "suite_version",
+        "policy",
+        "kind",
+        "version",
+        "cases",
+        "summary",
+        "inputs",
+        "settings",
+    } - set(results)
     if missing:
         raise refuse(f"missing {', '.join(sorted(missing))}")
     if results["version"] != __version__:
@@ -658,10 +697,14 @@ def load_results(
         raise refuse(f"its cases are not those of {suite.name} v{suite.version}")
     summary = summarise(suite, cases)
     claimed = results["summary"].get("score")
-    if not (isinstance(claimed, int | float) and math.isclose(claimed, summary["score"],
-                                                               rel_tol=1e-9, abs_tol=1e-12)):
-        raise refuse(f"its score {claimed} is not the mean of its cases' "
-                     f"{suite.score_metric} ({summary['score']})")
+    if not (
+        isinstance(claimed, int | float)
+        and math.isclose(claimed, summary["score"], rel_tol=1e-9, abs_tol=1e-12)
+    ):
+        raise refuse(
+            f"its score {claimed} is not the mean of its cases' "
+            f"{suite.score_metric} ({summary['score']})"
+        )
     rec = path.with_name(str(results.get("records_file") or records_path(path).name))
     if rec.parent != path.parent:
         raise refuse("its records file must sit beside it")
@@ -685,8 +728,9 @@ def load_results(
             try:
                 check_record(entry, record, case["metrics"])
             except (SchedgymError, ValueError, KeyError, TypeError, IndexError) as exc:
-                raise refuse(f"case {case['case']!r} (seed {case['seed']}): invalid record: "
-                             f"{exc}") from None
+                raise refuse(
+                    f"case {case['case']!r} (seed {case['seed']}): invalid record: {exc}"
+                ) from None
     results["records_checked"] = check_records
     if keep_records:
         results["records"] = records
@@ -695,8 +739,11 @@ def load_results(
 
 def changed_inputs(old: dict[str, Any], new: dict[str, Any]) -> str:
     """Which parts of two ``inputs_of`` dicts differ, in words."""
-    parts = [k for k in ("version", "suite", "policy", "settings", "code", "data", "files")
-             if old.get(k) != new.get(k)]
+    parts = [
+        k
+        for k in ("version", "suite", "policy", "settings", "code", "data", "files")
+        if old.get(k) != new.get(k)
+    ]
     return ", ".join(parts) or "inputs"
 
 

@@ -166,7 +166,8 @@ def build(
     start = time.perf_counter()
     report = BuildReport()
     selected = [
-        s for s in catalogue.values()
+        s
+        for s in catalogue.values()
         if (not envs or s.env in {env_entry(e).name for e in envs})
         and (not suites or s.name in suites)
     ]
@@ -205,14 +206,17 @@ def _reuse(
         if rerun or not pair.path.exists():
             todo.append(pair)
             continue
-        jobs = plan_jobs(pair.suite, pair.spec, case_budget_s=case_budget_s,
-                         solver_threads=solver_threads)
+        jobs = plan_jobs(
+            pair.suite, pair.spec, case_budget_s=case_budget_s, solver_threads=solver_threads
+        )
         want = inputs_of(pair.suite, pair.policy, run_settings(jobs), spec=pair.spec)
         try:
             had = json.loads(pair.path.read_text()).get("inputs", {})
             if had.get("digest") != want["digest"]:
-                log(f"{pair.suite.name} {pair.policy}: {changed_inputs(had, want)} changed; "
-                    "running it again")
+                log(
+                    f"{pair.suite.name} {pair.policy}: {changed_inputs(had, want)} changed; "
+                    "running it again"
+                )
                 todo.append(pair)
                 continue
             results = load_results(pair.path, suite=pair.suite, spec=pair.spec)
@@ -244,8 +248,9 @@ def _run(
     jobs: list[CaseJob] = []
     owner: list[int] = []  # job index -> index into todo
     for k, pair in enumerate(todo):
-        mine = plan_jobs(pair.suite, pair.spec, case_budget_s=case_budget_s,
-                         solver_threads=solver_threads)
+        mine = plan_jobs(
+            pair.suite, pair.spec, case_budget_s=case_budget_s, solver_threads=solver_threads
+        )
         jobs += mine
         owner += [k] * len(mine)
     slots: list[list[dict[str, Any] | None]] = [[None] * len(p.suite.cases) for p in todo]
@@ -256,7 +261,7 @@ def _run(
         pair = todo[k]
         if pair.status == "failed":
             return
-        settings = run_settings(jobs[first[k]: first[k] + len(pair.suite.cases)])
+        settings = run_settings(jobs[first[k] : first[k] + len(pair.suite.cases)])
         results = assemble(pair.suite, pair.policy, slots[k], settings=settings, spec=pair.spec)
         slots[k] = []
         save_results(results, pair.path)
@@ -285,12 +290,12 @@ def _run(
         slots[k] = []
 
     log(f"running {len(todo)} policy x suite results, {len(jobs)} episodes, {where}")
-    run_jobs(jobs, executor=pool, progress=progress, on_error=on_error,
-             on_result=on_result)
+    run_jobs(jobs, executor=pool, progress=progress, on_error=on_error, on_result=on_result)
 
 
-def _prune(root: Path, selected: list[Suite], pairs: list[Pair], log: Callable[[str], None]
-           ) -> None:
+def _prune(
+    root: Path, selected: list[Suite], pairs: list[Pair], log: Callable[[str], None]
+) -> None:
     """Remove results of the selected suites that no planned policy owns any more (a policy
     renamed or deleted, a checkpoint removed)."""
     owned = {p.path for p in pairs}
@@ -330,10 +335,12 @@ def _load_all(
                 continue
             try:
                 if suite is None:
-                    raise ResultsError(f"{path}: refused: not a suite of this leaderboard "
-                                       f"({suite_name!r})")
+                    raise ResultsError(
+                        f"{path}: refused: not a suite of this leaderboard ({suite_name!r})"
+                    )
                 spec = dict(learned_policies(suite.env, root)).get(
-                    json.loads(path.read_text()).get("policy", ""))
+                    json.loads(path.read_text()).get("policy", "")
+                )
                 results = load_results(path, suite=suite, spec=spec)
             except ResultsError as exc:
                 report.refused.append(str(exc))
@@ -373,8 +380,13 @@ def proven_bound_row(results: dict[str, Any]) -> dict[str, Any] | None:
         "policy": f"bound:{name}-lb",
         "kind": "bound",
         "derived_from": results["policy"],
-        "summary": {**summary, "score": score, "means": means, "decision_median_s": None,
-                    "decision_p99_s": None},
+        "summary": {
+            **summary,
+            "score": score,
+            "means": means,
+            "decision_median_s": None,
+            "decision_p99_s": None,
+        },
     }
 
 
@@ -400,8 +412,9 @@ def ranked(rows: list[dict[str, Any]], lower_is_better: bool) -> list[dict[str, 
 GAP_TOLERANCE = 1e-3
 
 
-def gap_closed(learned: float, heuristic: float, bound: float, lower_is_better: bool
-               ) -> float | None:
+def gap_closed(
+    learned: float, heuristic: float, bound: float, lower_is_better: bool
+) -> float | None:
     """Share of the gap between the best heuristic and the best bound that ``learned``
     closes: 1 reaches the bound, 0 the heuristic, negative is worse than the heuristic. None
     when the bound is not better than the heuristic by more than 0.1 % of the larger (no gap to
@@ -441,8 +454,9 @@ def _commit(results: dict[str, Any]) -> str:
     return f"{results.get('commit', '-')}{'+' if results.get('dirty') else ''}"
 
 
-def suite_table(suite: Suite, rows: list[dict[str, Any]], stale: set[Path]
-                ) -> tuple[list[str], list[list[Any]]]:
+def suite_table(
+    suite: Suite, rows: list[dict[str, Any]], stale: set[Path]
+) -> tuple[list[str], list[list[Any]]]:
     """Headers and rows of a suite's table (policies ranked, then bounds)."""
     lib = suite.lower_is_better
     order = ranked(rows, lib)
@@ -468,11 +482,15 @@ def suite_table(suite: Suite, rows: list[dict[str, Any]], stale: set[Path]
         if learned:
             share = (
                 gap_closed(r["summary"]["score"], h["summary"]["score"], b["summary"]["score"], lib)
-                if r["kind"] == "learned" and h and b else None
+                if r["kind"] == "learned" and h and b
+                else None
             )
             row.append("-" if share is None else f"{share:.1%}")
-        row += [format_duration(r["summary"].get("decision_median_s")), _commit(r),
-                r.get("date", "-")]
+        row += [
+            format_duration(r["summary"].get("decision_median_s")),
+            _commit(r),
+            r.get("date", "-"),
+        ]
         table.append(row)
     return headers, table
 
@@ -483,7 +501,8 @@ def _commands(suite: Suite, results: list[dict[str, Any]]) -> list[str]:
     budget = s.get("case_budget_s")
     threads = s.get("solver_threads")
     opts = (f" --case-budget {fmt(budget)}" if budget is not None else "") + (
-        f" --solver-threads {threads}" if threads is not None else "")
+        f" --solver-threads {threads}" if threads is not None else ""
+    )
     return [
         f"schedgym leaderboard --suite {suite.name} --rerun{opts}",
         f"schedgym evaluate --suite {suite.name} --policy POLICY{opts} --workers 2",
@@ -495,13 +514,17 @@ def _gap_lines(suite: Suite, rows: list[dict[str, Any]]) -> list[str]:
     h, b = best(rows, "heuristic", lib), best(rows, "bound", lib)
     if h is None or b is None:
         return []
-    line = (f"Best heuristic {h['policy']} {fmt(h['summary']['score'])}, best bound "
-            f"{b['policy']} {fmt(b['summary']['score'])}")
+    line = (
+        f"Best heuristic {h['policy']} {fmt(h['summary']['score'])}, best bound "
+        f"{b['policy']} {fmt(b['summary']['score'])}"
+    )
     if gap_closed(h["summary"]["score"], h["summary"]["score"], b["summary"]["score"], lib) is None:
         line += " (the bound is not better here: no gap to close)"
     if not any(r["kind"] == "learned" for r in rows):
-        line += (". No learned policy for this env is committed yet (policies/*/model.zip); "
-                 "when one is, its row shows the share of this gap it closes")
+        line += (
+            ". No learned policy for this env is committed yet (policies/*/model.zip); "
+            "when one is, its row shows the share of this gap it closes"
+        )
     return [line + "."]
 
 
@@ -521,11 +544,13 @@ def render(
     md = _markdown(catalogue, listed, report, stale)
     (root / "LEADERBOARD.md").write_text(md)
     (root / "leaderboard" / "index.html").write_text(
-        _html(catalogue, listed, report, stale, images))
+        _html(catalogue, listed, report, stale, images)
+    )
 
 
-def _stale(root: Path, catalogue: Mapping[str, Suite], listed: dict[str, list[dict[str, Any]]]
-           ) -> set[Path]:
+def _stale(
+    root: Path, catalogue: Mapping[str, Suite], listed: dict[str, list[dict[str, Any]]]
+) -> set[Path]:
     """Listed results whose inputs differ from what a run now would have (marked †)."""
     out = set()
     for name, rows in listed.items():
@@ -540,8 +565,9 @@ def _stale(root: Path, catalogue: Mapping[str, Suite], listed: dict[str, list[di
     return out
 
 
-def headline(catalogue: Mapping[str, Suite], listed: dict[str, list[dict[str, Any]]]
-             ) -> tuple[list[str], list[list[Any]]]:
+def headline(
+    catalogue: Mapping[str, Suite], listed: dict[str, list[dict[str, Any]]]
+) -> tuple[list[str], list[list[Any]]]:
     """One row per listed suite: its best heuristic, best bound and best learned policy."""
     rows = []
     for name, suite in catalogue.items():
@@ -554,15 +580,32 @@ def headline(catalogue: Mapping[str, Suite], listed: dict[str, list[dict[str, An
         def cell(r: dict[str, Any] | None) -> str:
             return "-" if r is None else f"{r['policy']} ({fmt(r['summary']['score'])})"
 
-        share = (gap_closed(learned["summary"]["score"], h["summary"]["score"],
-                            b["summary"]["score"], lib) if learned and h and b else None)
-        rows.append([name, suite.score_metric + (" ↓" if lib else " ↑"), cell(h), cell(b),
-                     cell(learned), "-" if share is None else f"{share:.1%}"])
+        share = (
+            gap_closed(
+                learned["summary"]["score"], h["summary"]["score"], b["summary"]["score"], lib
+            )
+            if learned and h and b
+            else None
+        )
+        rows.append(
+            [
+                name,
+                suite.score_metric + (" ↓" if lib else " ↑"),
+                cell(h),
+                cell(b),
+                cell(learned),
+                "-" if share is None else f"{share:.1%}",
+            ]
+        )
     return ["suite", "score", "best heuristic", "best bound", "best learned", "gap closed"], rows
 
 
-def _markdown(catalogue: Mapping[str, Suite], listed: dict[str, list[dict[str, Any]]],
-              report: BuildReport, stale: set[Path]) -> str:
+def _markdown(
+    catalogue: Mapping[str, Suite],
+    listed: dict[str, list[dict[str, Any]]],
+    report: BuildReport,
+    stale: set[Path],
+) -> str:
     out = [
         "# schedgym leaderboard",
         "",
@@ -602,14 +645,18 @@ def _markdown(catalogue: Mapping[str, Suite], listed: dict[str, list[dict[str, A
         ]
         out += [f"{line}" for line in _gap_lines(suite, rows)]
         notes = report.notes.get(name, []) + [
-            f"{p.policy}: failed ({p.reason})" for p in report.pairs
+            f"{p.policy}: failed ({p.reason})"
+            for p in report.pairs
             if p.suite.name == name and p.status == "failed"
         ]
         if notes:
             out += ["", "Not listed: " + "; ".join(notes) + "."]
         if any(r["_path"] in stale for r in rows):
-            out += ["", "†: its inputs changed since it was run; `schedgym leaderboard --suite "
-                        f"{name}` runs it again."]
+            out += [
+                "",
+                "†: its inputs changed since it was run; `schedgym leaderboard --suite "
+                f"{name}` runs it again.",
+            ]
         out += ["", "Reproduce:", "", "```", *_commands(suite, rows), "```", ""]
     return "\n".join(out).rstrip() + "\n"
 
@@ -617,9 +664,13 @@ def _markdown(catalogue: Mapping[str, Suite], listed: dict[str, list[dict[str, A
 # --- pictures ---------------------------------------------------------------------------------
 
 
-def _pictures(root: Path, catalogue: Mapping[str, Suite],
-              listed: dict[str, list[dict[str, Any]]], img: Path, log: Callable[[str], None]
-              ) -> dict[str, list[tuple[str, str]]]:
+def _pictures(
+    root: Path,
+    catalogue: Mapping[str, Suite],
+    listed: dict[str, list[dict[str, Any]]],
+    img: Path,
+    log: Callable[[str], None],
+) -> dict[str, list[tuple[str, str]]]:
     """``{suite: [(relative path, caption), ...]}``; an image is redrawn only when the results
     it shows changed (``img/manifest.json`` keeps their digests)."""
     manifest_path = img / "manifest.json"
@@ -632,10 +683,13 @@ def _pictures(root: Path, catalogue: Mapping[str, Suite],
     for name, rows in listed.items():
         suite = catalogue[name]
         digest = hashlib.sha256(
-            "|".join(sorted(r["inputs"]["digest"] for r in rows)).encode()).hexdigest()[:16]
+            "|".join(sorted(r["inputs"]["digest"] for r in rows)).encode()
+        ).hexdigest()[:16]
         base = slug(name)
-        images = [(f"{base}-scores.png", f"{name}: scores"),
-                  (f"{base}-picture.png", f"{name}: {PICTURES.get(suite.env, 'picture')}")]
+        images = [
+            (f"{base}-scores.png", f"{name}: scores"),
+            (f"{base}-picture.png", f"{name}: {PICTURES.get(suite.env, 'picture')}"),
+        ]
         if manifest.get(base) != digest or not all((img / f).is_file() for f, _ in images):
             _score_bars(suite, rows, img / images[0][0])
             drawn = _picture(suite, rows, img / images[1][0], log)
@@ -660,8 +714,9 @@ def shrink_png(path: Path, max_width: int = 1000, colours: int = 64) -> None:
     with Image.open(path) as im:
         im = im.convert("RGB")
         if im.width > max_width:
-            im = im.resize((max_width, round(im.height * max_width / im.width)),
-                           Image.Resampling.LANCZOS)
+            im = im.resize(
+                (max_width, round(im.height * max_width / im.width)), Image.Resampling.LANCZOS
+            )
         im = im.quantize(colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
         im.save(path, optimize=True)
 
@@ -673,8 +728,13 @@ def _score_bars(suite: Suite, rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     order = ranked(rows, suite.lower_is_better)
-    colour = {"heuristic": "tab:blue", "learned": "tab:green", "solver": "tab:orange",
-              "oracle": "tab:red", "bound": "0.6"}
+    colour = {
+        "heuristic": "tab:blue",
+        "learned": "tab:green",
+        "solver": "tab:orange",
+        "oracle": "tab:red",
+        "bound": "0.6",
+    }
     fig, ax = plt.subplots(figsize=(6.4, 0.32 * len(order) + 1.1))
     y = range(len(order))[::-1]
     scores = [r["summary"]["score"] for r in order]
@@ -700,8 +760,9 @@ def _call_plot(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
     fn(*args, **{k: v for k, v in kwargs.items() if k in accepted})
 
 
-def _picture(suite: Suite, rows: list[dict[str, Any]], path: Path,
-             log: Callable[[str], None]) -> bool:
+def _picture(
+    suite: Suite, rows: list[dict[str, Any]], path: Path, log: Callable[[str], None]
+) -> bool:
     """Draw the env's picture of the suite's first case; False (and why, to ``log``) when none
     could be drawn, e.g. when the records it needs are not here."""
     import matplotlib
@@ -718,12 +779,20 @@ def _picture(suite: Suite, rows: list[dict[str, Any]], path: Path,
             _hit_rate_picture(entry.module("env"), suite, order, path)
         elif suite.env == "batching":
             chosen = [r for r in order if r["policy"] != "random"]
-            _call_plot(module.plot_record, [_first_record(suite, r) for r in chosen], str(path),
-                       labels=[r["policy"] for r in chosen])
+            _call_plot(
+                module.plot_record,
+                [_first_record(suite, r) for r in chosen],
+                str(path),
+                labels=[r["policy"] for r in chosen],
+            )
         else:  # the best policy's schedule or placement (bound records may hold none)
             top = next(r for r in order if r["kind"] != "bound")
-            _call_plot(module.plot_record, _first_record(suite, top), str(path),
-                       title=f"{suite.name}: {top['policy']} on {first.case}")
+            _call_plot(
+                module.plot_record,
+                _first_record(suite, top),
+                str(path),
+                title=f"{suite.name}: {top['policy']} on {first.case}",
+            )
     except (SchedgymError, ValueError, KeyError, StopIteration) as exc:
         log(f"{suite.name}: no {PICTURES.get(suite.env, 'picture')} drawn ({exc})")
         return False
@@ -733,16 +802,17 @@ def _picture(suite: Suite, rows: list[dict[str, Any]], path: Path,
     return True
 
 
-def _hit_rate_picture(module: Any, suite: Suite, order: list[dict[str, Any]], path: Path
-                      ) -> None:
+def _hit_rate_picture(module: Any, suite: Suite, order: list[dict[str, Any]], path: Path) -> None:
     # The curve reruns policies on the simulator's fast path, which learned policies (they read
     # observations) do not take; the three best heuristics and Belady's MIN are drawn.
-    heuristics = [r["policy"] for r in order if r["kind"] == "heuristic"
-                  and r["policy"] != "random"][:3]
+    heuristics = [
+        r["policy"] for r in order if r["kind"] == "heuristic" and r["policy"] != "random"
+    ][:3]
     bounds = [r["policy"] for r in order if r["policy"] == "oracle:belady"]
     first = suite.cases[0]
-    module.plot_hit_rate_curve(heuristics + bounds, path, first.case, first.seed,
-                               **dict(suite.env_kwargs))
+    module.plot_hit_rate_curve(
+        heuristics + bounds, path, first.case, first.seed, **dict(suite.env_kwargs)
+    )
 
 
 def _first_record(suite: Suite, results: dict[str, Any]) -> dict[str, Any]:
@@ -796,16 +866,22 @@ def _html_table(headers: list[str], rows: list[list[Any]], kinds: list[str] | No
     for i, row in enumerate(rows):
         cls = f' class="{kinds[i]}"' if kinds else ""
         cells = "".join(
-            f'<td class="num">{esc(fmt(v))}</td>' if isinstance(v, int | float)
-            and not isinstance(v, bool) else f"<td>{esc(fmt(v))}</td>"
+            f'<td class="num">{esc(fmt(v))}</td>'
+            if isinstance(v, int | float) and not isinstance(v, bool)
+            else f"<td>{esc(fmt(v))}</td>"
             for v in row
         )
         body.append(f"<tr{cls}>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _html(catalogue: Mapping[str, Suite], listed: dict[str, list[dict[str, Any]]],
-          report: BuildReport, stale: set[Path], images: dict[str, list[tuple[str, str]]]) -> str:
+def _html(
+    catalogue: Mapping[str, Suite],
+    listed: dict[str, list[dict[str, Any]]],
+    report: BuildReport,
+    stale: set[Path],
+    images: dict[str, list[tuple[str, str]]],
+) -> str:
     esc = html.escape
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
@@ -826,8 +902,10 @@ def _html(catalogue: Mapping[str, Suite], listed: dict[str, list[dict[str, Any]]
         rows = listed.get(name)
         anchor = slug(name)
         if name in report.skipped_suites and not rows:
-            parts.append(f"<section id='{anchor}'><h2>{esc(name)}</h2><p><em>Not run here: "
-                         f"{esc(report.skipped_suites[name])}.</em></p></section>")
+            parts.append(
+                f"<section id='{anchor}'><h2>{esc(name)}</h2><p><em>Not run here: "
+                f"{esc(report.skipped_suites[name])}.</em></p></section>"
+            )
             continue
         if not rows:
             continue
@@ -840,11 +918,12 @@ def _html(catalogue: Mapping[str, Suite], listed: dict[str, list[dict[str, Any]]
             _html_table(headers, table, kinds),
             *(f"<p>{esc(line)}</p>" for line in _gap_lines(suite, rows)),
             "<pre>" + esc("\n".join(_commands(suite, rows))) + "</pre>",
-            *(f"<figure><img src='{esc(src)}' alt='{esc(cap)}' loading=eager>"
-              f"<figcaption>{esc(cap)}</figcaption></figure>"
-              for src, cap in images.get(name, [])),
+            *(
+                f"<figure><img src='{esc(src)}' alt='{esc(cap)}' loading=eager>"
+                f"<figcaption>{esc(cap)}</figcaption></figure>"
+                for src, cap in images.get(name, [])
+            ),
             "</section>",
         ]
     parts.append("</body></html>\n")
     return "\n".join(parts)
-

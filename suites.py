@@ -195,8 +195,14 @@ def _batching() -> list[Suite]:
             "mean goodput: requests/s meeting their TTFT and mean-TPOT SLOs, DistServe's "
             "definition (higher is better)",
             lower_is_better=False,
-            key_metrics=("slo_attainment", "strict_goodput_rps", "capacity_rps", "ttft_p99_s",
-                         "tpot_p99_s", "tbt_p99_s"),
+            key_metrics=(
+                "slo_attainment",
+                "strict_goodput_rps",
+                "capacity_rps",
+                "ttft_p99_s",
+                "tpot_p99_s",
+                "tbt_p99_s",
+            ),
             about="Batching-v0's azure-conv-synth case: Poisson arrivals with Azure-2023 "
             "conversation lengths, sized to the replica's measured capacity, half interactive "
             "and half relaxed SLOs; 3 seeds. capacity_rps: the highest arrival rate (the same "
@@ -211,8 +217,13 @@ def _batching() -> list[Suite]:
             "mean goodput: requests/s meeting their TTFT and mean-TPOT SLOs, DistServe's "
             "definition (higher is better)",
             lower_is_better=False,
-            key_metrics=("slo_attainment", "strict_goodput_rps", "ttft_p99_s", "tpot_p99_s",
-                         "tbt_p99_s"),
+            key_metrics=(
+                "slo_attainment",
+                "strict_goodput_rps",
+                "ttft_p99_s",
+                "tpot_p99_s",
+                "tbt_p99_s",
+            ),
             about="the first 1,000 requests of the real Azure 2023 conversation trace at their "
             "recorded arrival times; the seed assigns SLO classes",
             data=("traces/azure-llm-2023/AzureLLMInferenceTrace_conv.csv",),
@@ -288,9 +299,11 @@ def _memmap() -> list[Suite]:
             about="XLA's memory-space assignment task on ResNet-18's activation buffers (batch 8, "
             "H100 costs), a fast tier of 10 % of the peak live bytes beside HBM: the size where "
             "the LP bound lies furthest below the greedies among the zoo models tried",
-            skip={"bound:peak-live": "it bounds the pack task only",
-                  "solver:cpsat": "it solves the map and pack tasks, not msa",
-                  "ppo:policies/memmap-ppo": "it was trained on the map task's observations"},
+            skip={
+                "bound:peak-live": "it bounds the pack task only",
+                "solver:cpsat": "it solves the map and pack tasks, not msa",
+                "ppo:policies/memmap-ppo": "it was trained on the map task's observations",
+            },
         ),
         Suite(
             "memmap/minimalloc",
@@ -301,8 +314,10 @@ def _memmap() -> list[Suite]:
             key_metrics=("solved", "height_over_peak"),
             env_kwargs={"task": "pack"},
             about="MiniMalloc's hard production instances A-F, capacity 1,048,576",
-            skip={"bound:knapsack": "it bounds the map task only",
-                  "heuristic:all-slow": "it is a map-task baseline (pack has no slow memory)"},
+            skip={
+                "bound:knapsack": "it bounds the map task only",
+                "heuristic:all-slow": "it is a map-task baseline (pack has no slow memory)",
+            },
             data=tuple(f"memory/minimalloc/{x}.1048576.csv" for x in "ABCDEF"),
         ),
     ]

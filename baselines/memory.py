@@ -117,8 +117,9 @@ class AllSlowPolicy:
         return env.unwrapped.core.slow_action
 
 
-def run_in_order(policy: Any, env: Any, case: Any, seed: int, order: str
-                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_in_order(
+    policy: Any, env: Any, case: Any, seed: int, order: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """One episode of ``policy`` through ``env`` with the buffers in ``order``."""
     env = env.unwrapped
     options: dict[str, Any] = {"order": order}
@@ -159,14 +160,20 @@ class PeakLiveBound(_Solver):
     def solve(self, env: Any, case: Any, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
         core = _episode_core(env, case, seed)
         if core.task != "pack":
-            raise SchedgymError(f"{self.name} bounds the pack task; the map task has "
-                                "bound:knapsack")
+            raise SchedgymError(
+                f"{self.name} bounds the pack task; the map task has bound:knapsack"
+            )
         record = core.record()
         record["bound"] = "peak-live"
         record.pop("offset")
         peak = core.buffers.peak_live_bytes()
-        return {"height": peak, "capacity": core.capacity, "height_over_capacity":
-                peak / core.capacity, "peak_live": peak, "height_over_peak": 1.0}, record
+        return {
+            "height": peak,
+            "capacity": core.capacity,
+            "height_over_capacity": peak / core.capacity,
+            "peak_live": peak,
+            "height_over_peak": 1.0,
+        }, record
 
 
 class KnapsackBound(_Solver):
@@ -177,15 +184,20 @@ class KnapsackBound(_Solver):
     def solve(self, env: Any, case: Any, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
         core = _episode_core(env, case, seed)
         if core.task == "pack":
-            raise SchedgymError(f"{self.name} bounds the map and msa tasks; the pack task has "
-                                "bound:peak-live")
+            raise SchedgymError(
+                f"{self.name} bounds the map and msa tasks; the pack task has bound:peak-live"
+            )
         lower = knapsack_time_bound(core) if core.task == "map" else msa_time_bound(core)
         record = core.record()
         record["bound"] = "knapsack"
         record.pop("offset")
         slow = core.all_slow
-        return {"modelled_time_s": lower, "all_slow_time_s": slow,
-                "speedup": slow / lower if lower > 0 else 1.0, "capacity": core.capacity}, record
+        return {
+            "modelled_time_s": lower,
+            "all_slow_time_s": slow,
+            "speedup": slow / lower if lower > 0 else 1.0,
+            "capacity": core.capacity,
+        }, record
 
 
 def knapsack_time_bound(core: MemoryMapCore) -> float:
@@ -202,22 +214,33 @@ def knapsack_time_bound(core: MemoryMapCore) -> float:
     owner = np.repeat(np.arange(n), np.diff(cost.ptr))
     gain = cost.acc_bytes * (1.0 / cost.slow_bandwidth - 1.0 / cost.fast_bandwidth) / unit
     # op rows: -T_j - sum_b gain_jb x_b <= -(all-slow memory time of op j)
-    op_rows = coo_matrix((np.concatenate([-gain, -np.ones(m)]),
-                          (np.concatenate([cost.acc_op, np.arange(m)]),
-                           np.concatenate([owner, n + np.arange(m)]))), shape=(m, n + m))
+    op_rows = coo_matrix(
+        (
+            np.concatenate([-gain, -np.ones(m)]),
+            (
+                np.concatenate([cost.acc_op, np.arange(m)]),
+                np.concatenate([owner, n + np.arange(m)]),
+            ),
+        ),
+        shape=(m, n + m),
+    )
     # capacity rows, one per distinct start time t: sum over b live at t of size_b x_b <= C
     times = np.unique(bs.start)
     lo, hi = np.searchsorted(times, bs.start), np.searchsorted(times, bs.end)
     count = hi - lo
     row = np.repeat(lo - np.cumsum(count) + count, count) + np.arange(count.sum())
     col = np.repeat(np.arange(n), count)
-    cap_rows = coo_matrix((bs.size[col] / core.capacity, (row, col)),
-                          shape=(times.size, n + m))
+    cap_rows = coo_matrix((bs.size[col] / core.capacity, (row, col)), shape=(times.size, n + m))
     a_ub = vstack([op_rows, cap_rows]).tocsr()
     b_ub = np.concatenate([-cost.total_bytes / cost.slow_bandwidth / unit, np.ones(times.size)])
     bounds = [(0.0, 1.0)] * n + [(c / unit, None) for c in cost.compute]
-    res = linprog(np.concatenate([np.zeros(n), np.ones(m)]), A_ub=a_ub, b_ub=b_ub,
-                  bounds=bounds, method="highs")
+    res = linprog(
+        np.concatenate([np.zeros(n), np.ones(m)]),
+        A_ub=a_ub,
+        b_ub=b_ub,
+        bounds=bounds,
+        method="highs",
+    )
     if res.status != 0:
         raise SchedgymError(f"bound:knapsack: the LP solver failed ({res.message})")
     return float(res.fun) * unit
@@ -255,41 +278,78 @@ def msa_time_bound(core: Any) -> float:
     gain = cost.acc_bytes * (1.0 / cost.slow_bandwidth - 1.0 / cost.fast_bandwidth) / unit
     rows = []
     # op rows: -T_j - sum gain y <= -(all-slow memory time of op j)
-    rows.append(coo_matrix((np.concatenate([-gain, -np.ones(m)]),
-                            (np.concatenate([cost.acc_op, np.arange(m)]),
-                             np.concatenate([ycol + np.arange(na), tcol + np.arange(m)]))),
-                           shape=(m, ncol)))
+    rows.append(
+        coo_matrix(
+            (
+                np.concatenate([-gain, -np.ones(m)]),
+                (
+                    np.concatenate([cost.acc_op, np.arange(m)]),
+                    np.concatenate([ycol + np.arange(na), tcol + np.arange(m)]),
+                ),
+            ),
+            shape=(m, ncol),
+        )
+    )
     k = np.arange(nl)
     later_idx = np.flatnonzero(later)
     # y_a - h_a - q_a <= 0 and h_a - y_prev <= 0
-    rows.append(coo_matrix((np.concatenate([np.ones(nl), -np.ones(nl), -np.ones(nl)]),
-                            (np.concatenate([k, k, k]),
-                             np.concatenate([ycol + later_idx, hcol + k, qcol + k]))),
-                           shape=(nl, ncol)))
-    rows.append(coo_matrix((np.concatenate([np.ones(nl), -np.ones(nl)]),
-                            (np.concatenate([k, k]), np.concatenate([hcol + k, ycol + prev]))),
-                           shape=(nl, ncol)))
+    rows.append(
+        coo_matrix(
+            (
+                np.concatenate([np.ones(nl), -np.ones(nl), -np.ones(nl)]),
+                (np.concatenate([k, k, k]), np.concatenate([ycol + later_idx, hcol + k, qcol + k])),
+            ),
+            shape=(nl, ncol),
+        )
+    )
+    rows.append(
+        coo_matrix(
+            (
+                np.concatenate([np.ones(nl), -np.ones(nl)]),
+                (np.concatenate([k, k]), np.concatenate([hcol + k, ycol + prev])),
+            ),
+            shape=(nl, ncol),
+        )
+    )
     # space at every op: the accesses there, and the holds over the ops strictly between
     lo, hi = cost.acc_op[prev] + 1, cost.acc_op[later_idx]
     count = np.maximum(hi - lo, 0)
     hold_op = np.repeat(lo - np.cumsum(count) + count, count) + np.arange(count.sum())
     hold_var = np.repeat(k, count)
-    rows.append(coo_matrix((np.concatenate([size, size[later_idx][hold_var]]) / core.capacity,
-                            (np.concatenate([cost.acc_op, hold_op]),
-                             np.concatenate([ycol + np.arange(na), hcol + hold_var]))),
-                           shape=(m, ncol)))
+    rows.append(
+        coo_matrix(
+            (
+                np.concatenate([size, size[later_idx][hold_var]]) / core.capacity,
+                (
+                    np.concatenate([cost.acc_op, hold_op]),
+                    np.concatenate([ycol + np.arange(na), hcol + hold_var]),
+                ),
+            ),
+            shape=(m, ncol),
+        )
+    )
     # one copy engine: sum size q / copy_bw - sum T <= 0
-    rows.append(coo_matrix((np.concatenate([size[later_idx] / core.copy_bandwidth / unit,
-                                            -np.ones(m)]),
-                            (np.zeros(nl + m, np.int64),
-                             np.concatenate([qcol + k, tcol + np.arange(m)]))),
-                           shape=(1, ncol)))
+    rows.append(
+        coo_matrix(
+            (
+                np.concatenate([size[later_idx] / core.copy_bandwidth / unit, -np.ones(m)]),
+                (np.zeros(nl + m, np.int64), np.concatenate([qcol + k, tcol + np.arange(m)])),
+            ),
+            shape=(1, ncol),
+        )
+    )
     a_ub = vstack(rows).tocsr()
-    b_ub = np.concatenate([-cost.total_bytes / cost.slow_bandwidth / unit, np.zeros(2 * nl),
-                           np.ones(m), [0.0]])
+    b_ub = np.concatenate(
+        [-cost.total_bytes / cost.slow_bandwidth / unit, np.zeros(2 * nl), np.ones(m), [0.0]]
+    )
     bounds = [(0.0, 1.0)] * (na + 2 * nl) + [(c / unit, None) for c in cost.compute]
-    res = linprog(np.concatenate([np.zeros(na + 2 * nl), np.ones(m)]), A_ub=a_ub, b_ub=b_ub,
-                  bounds=bounds, method="highs")
+    res = linprog(
+        np.concatenate([np.zeros(na + 2 * nl), np.ones(m)]),
+        A_ub=a_ub,
+        b_ub=b_ub,
+        bounds=bounds,
+        method="highs",
+    )
     if res.status != 0:
         raise SchedgymError(f"bound:knapsack: the msa LP solver failed ({res.message})")
     return float(res.fun) * unit
@@ -312,8 +372,9 @@ class CpSatPolicy(_Solver):
             raise SchedgymError(f"{self.name} solves the map and pack tasks, not msa")
         n = core.buffers.n
         if n > CPSAT_MAX_BUFFERS:
-            raise SchedgymError(f"{self.name}: {n} buffers; exact search is offered up to "
-                                f"{CPSAT_MAX_BUFFERS}")
+            raise SchedgymError(
+                f"{self.name}: {n} buffers; exact search is offered up to {CPSAT_MAX_BUFFERS}"
+            )
         hint_metrics, hint = _best_greedy(env, case, seed)
         core = env.unwrapped.core
         bs = core.buffers
@@ -325,10 +386,14 @@ class CpSatPolicy(_Solver):
             top = int(hint_metrics["height"])
             peak = bs.peak_live_bytes()
             offs = [model.new_int_var(0, top - z, f"o{i}") for i, z in enumerate(size)]
-            xs = [model.new_fixed_size_interval_var(s, e - s, f"t{i}")
-                  for i, (s, e) in enumerate(zip(start, end, strict=True))]
-            ys = [model.new_fixed_size_interval_var(o, z, f"a{i}")
-                  for i, (o, z) in enumerate(zip(offs, size, strict=True))]
+            xs = [
+                model.new_fixed_size_interval_var(s, e - s, f"t{i}")
+                for i, (s, e) in enumerate(zip(start, end, strict=True))
+            ]
+            ys = [
+                model.new_fixed_size_interval_var(o, z, f"a{i}")
+                for i, (o, z) in enumerate(zip(offs, size, strict=True))
+            ]
             model.add_no_overlap_2d(xs, ys)
             height = model.new_int_var(peak, top, "height")
             for o, z in zip(offs, size, strict=True):
@@ -338,15 +403,23 @@ class CpSatPolicy(_Solver):
             cap = core.capacity
             fits = [z <= cap for z in size]
             fast = [model.new_bool_var(f"f{i}") if ok else None for i, ok in enumerate(fits)]
-            offs = [model.new_int_var(0, cap - z, f"o{i}") if ok else None
-                    for i, (z, ok) in enumerate(zip(size, fits, strict=True))]
+            offs = [
+                model.new_int_var(0, cap - z, f"o{i}") if ok else None
+                for i, (z, ok) in enumerate(zip(size, fits, strict=True))
+            ]
             xs, ys = [], []
             for i, ok in enumerate(fits):
                 if ok:
-                    xs.append(model.new_optional_fixed_size_interval_var(
-                        start[i], end[i] - start[i], fast[i], f"t{i}"))
-                    ys.append(model.new_optional_fixed_size_interval_var(
-                        offs[i], size[i], fast[i], f"a{i}"))
+                    xs.append(
+                        model.new_optional_fixed_size_interval_var(
+                            start[i], end[i] - start[i], fast[i], f"t{i}"
+                        )
+                    )
+                    ys.append(
+                        model.new_optional_fixed_size_interval_var(
+                            offs[i], size[i], fast[i], f"a{i}"
+                        )
+                    )
             model.add_no_overlap_2d(xs, ys)
             model.minimize(_map_objective(model, core, fast))
         _add_hint(model, offs, hint_offset, fast if core.task == "map" else None)
@@ -357,17 +430,30 @@ class CpSatPolicy(_Solver):
         status = solver.solve(model)
         wall = time.perf_counter() - t0
         if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            raise SchedgymError(f"{self.name}: no solution within {self.time_limit_s} s "
-                                f"({solver.status_name(status)})")
-        offset = np.array([
-            -1 if (core.task == "map" and (fast[i] is None or not solver.value(fast[i])))
-            else int(solver.value(offs[i])) for i in range(bs.n)], np.int64)
+            raise SchedgymError(
+                f"{self.name}: no solution within {self.time_limit_s} s "
+                f"({solver.status_name(status)})"
+            )
+        offset = np.array(
+            [
+                -1
+                if (core.task == "map" and (fast[i] is None or not solver.value(fast[i])))
+                else int(solver.value(offs[i]))
+                for i in range(bs.n)
+            ],
+            np.int64,
+        )
         metrics = placement_metrics(core.task, bs, core.capacity, offset, core.cost)
-        record = placement_record(core.task, bs, core.capacity, offset, core.cost,
-                                  "cpsat", np.arange(bs.n))
+        record = placement_record(
+            core.task, bs, core.capacity, offset, core.cost, "cpsat", np.arange(bs.n)
+        )
         optimal = status == cp_model.OPTIMAL
-        record["solver"] = {"name": "cp-sat", "status": solver.status_name(status),
-                            "wall_s": wall, "time_limit_s": self.time_limit_s}
+        record["solver"] = {
+            "name": "cp-sat",
+            "status": solver.status_name(status),
+            "wall_s": wall,
+            "time_limit_s": self.time_limit_s,
+        }
         metrics.update({"optimal": int(optimal), "solve_s": wall})
         return metrics, record
 
@@ -428,8 +514,11 @@ def _greedy(order: str, rule: str) -> Callable[[], GreedyPolicy]:
 
 POLICIES: dict[str, Callable[[], Any]] = {
     "heuristic:msa": MsaPolicy,
-    **{f"heuristic:{rule.replace('_', '-')}-{order}": _greedy(order, rule)
-       for rule in ("best_fit", "first_fit") for order in ("start", "size", "area")},
+    **{
+        f"heuristic:{rule.replace('_', '-')}-{order}": _greedy(order, rule)
+        for rule in ("best_fit", "first_fit")
+        for order in ("start", "size", "area")
+    },
     "heuristic:all-slow": AllSlowPolicy,
     "bound:peak-live": PeakLiveBound,
     "bound:knapsack": KnapsackBound,
@@ -474,8 +563,9 @@ class _MiniMalloc:
       turns under a node budget that doubles each round, as MiniMalloc's round robin does.
     """
 
-    def __init__(self, start: np.ndarray, end: np.ndarray, size: np.ndarray, capacity: int,
-                 deadline: float):
+    def __init__(
+        self, start: np.ndarray, end: np.ndarray, size: np.ndarray, capacity: int, deadline: float
+    ):
         self.start, self.end, self.size = start, end, size.astype(np.int64)
         self.capacity, self.deadline = int(capacity), deadline
         n = size.size
@@ -521,7 +611,7 @@ class _MiniMalloc:
                 # cuts[s]: unplaced buffers live across the border of sections s and s + 1
                 self.cuts = np.zeros(self.total0.size, np.int64)
                 for lo, hi in zip(self.sec_lo.tolist(), self.sec_hi.tolist(), strict=True):
-                    self.cuts[lo:hi - 1] += 1
+                    self.cuts[lo : hi - 1] += 1
                 try:
                     for part in self.partitions():
                         secs = (int(self.sec_lo[part].min()), int(self.sec_hi[part].max()))
@@ -536,7 +626,7 @@ class _MiniMalloc:
         """Rank the part's buffers by the preordering (section totals as they stand now), then
         search it from the bottom."""
         width = self.end[part] - self.start[part]
-        total = np.array([self.total[self.sec_lo[b]:self.sec_hi[b]].max() for b in part])
+        total = np.array([self.total[self.sec_lo[b] : self.sec_hi[b]].max() for b in part])
         keys = {"W": width, "A": width * self.size[part], "T": total}
         # lexsort sorts by its last key first: each key descending, ties by buffer index
         order = np.lexsort((part, *(-keys[c] for c in reversed(self.heuristic))))
@@ -544,8 +634,14 @@ class _MiniMalloc:
         pre[part[order]] = np.arange(part.size)
         return self._dfs(part, secs, pre, -1, -1)
 
-    def _dfs(self, part: np.ndarray, secs: tuple[int, int], pre: np.ndarray, last_offset: int,
-             last_rank: int) -> bool:
+    def _dfs(
+        self,
+        part: np.ndarray,
+        secs: tuple[int, int],
+        pre: np.ndarray,
+        last_offset: int,
+        last_rank: int,
+    ) -> bool:
         if self.nodes_left <= 0:
             raise _Aborted
         self.nodes_left -= 1
@@ -561,7 +657,8 @@ class _MiniMalloc:
         min_height = int((lows + self.size[free]).min())
         # canonical (not below the last placement in (offset, rank) order) and undominated
         keep = ((lows > last_offset) | ((lows == last_offset) & (ranks >= last_rank))) & (
-            lows < min_height)
+            lows < min_height
+        )
         cand = np.flatnonzero(keep)
         cand = cand[np.lexsort((ranks[cand], lows[cand]))]
         size, cap = self.size, self.capacity
@@ -591,8 +688,9 @@ class _MiniMalloc:
                 least = np.where(self.live[rest, f0:f1], self.min_off[rest, None], _BIG)
                 if least.size:
                     least = least.min(axis=0)
-                    np.maximum(self.floor[f0:f1], np.where(least < _BIG, least, 0),
-                               out=self.floor[f0:f1])
+                    np.maximum(
+                        self.floor[f0:f1], np.where(least < _BIG, least, 0), out=self.floor[f0:f1]
+                    )
                     ok = (np.maximum(self.floor[f0:f1], o) + self.total[f0:f1] <= cap).all()
             found = False
             if ok:
@@ -608,12 +706,20 @@ class _MiniMalloc:
                 break  # hatless: nothing sits above it, so no sibling does better
         return False
 
-    def _decompose(self, part: np.ndarray, secs: tuple[int, int], pre: np.ndarray, o: int,
-                   r: int, lo: int, hi: int) -> bool:
+    def _decompose(
+        self,
+        part: np.ndarray,
+        secs: tuple[int, int],
+        pre: np.ndarray,
+        o: int,
+        r: int,
+        lo: int,
+        hi: int,
+    ) -> bool:
         """Continue after placing a buffer over sections ``[lo, hi)``: where no unplaced buffer
         crosses a section border any more, the rest splits into parts searched apart, and the
         first that fails fails them all (MiniMalloc's dynamic decomposition)."""
-        self.cuts[lo:hi - 1] -= 1
+        self.cuts[lo : hi - 1] -= 1
         try:
             inner = np.arange(max(lo, secs[0]), min(hi - 1, secs[1] - 1))
             borders = (inner[self.cuts[inner] == 0] + 1).tolist()
@@ -627,7 +733,7 @@ class _MiniMalloc:
                     return False
             return True
         finally:
-            self.cuts[lo:hi - 1] += 1
+            self.cuts[lo : hi - 1] += 1
 
 
 class MiniMallocSolver(_Solver):
@@ -663,11 +769,16 @@ class MiniMallocSolver(_Solver):
             _, greedy = _best_greedy(env, case, seed)
             offset = np.asarray(greedy["offset"], np.int64)
         metrics = placement_metrics("pack", bs, core.capacity, offset, None)
-        record = placement_record("pack", bs, core.capacity, offset, None, "minimalloc",
-                                  np.arange(bs.n))
+        record = placement_record(
+            "pack", bs, core.capacity, offset, None, "minimalloc", np.arange(bs.n)
+        )
         # no wall time in the record: a search that ends within its limit replays exactly
-        record["solver"] = {"name": "minimalloc-search", "status": status,
-                            "nodes": search.nodes, "time_limit_s": self.time_limit_s}
+        record["solver"] = {
+            "name": "minimalloc-search",
+            "status": status,
+            "nodes": search.nodes,
+            "time_limit_s": self.time_limit_s,
+        }
         metrics.update({"solve_s": wall, "nodes": search.nodes})
         return metrics, record
 

@@ -60,23 +60,39 @@ def memmap(capacities: list[float], markdown: bool) -> str:
 def msa(capacities: list[float], markdown: bool) -> str:
     from schedgym.baselines.memory import POLICIES
 
-    greedies = [n for n in POLICIES if n.startswith("heuristic:") and n not in (
-        "heuristic:msa", "heuristic:all-slow")]
+    greedies = [
+        n
+        for n in POLICIES
+        if n.startswith("heuristic:") and n not in ("heuristic:msa", "heuristic:all-slow")
+    ]
     rows = []
     for case in ("gpt2-tiny", "gpt2-small", "resnet-tiny", "resnet18", "mlp"):
         for capacity in capacities:
             kwargs = {"task": "msa", "fast_capacity": capacity}
 
             def time_of(policy: str, case: str = case, kwargs: dict = kwargs) -> float:
-                return run_episode("memmap", policy, case=case, seed=10000,
-                                   env_kwargs=kwargs).metrics["modelled_time_s"]
+                return run_episode(
+                    "memmap", policy, case=case, seed=10000, env_kwargs=kwargs
+                ).metrics["modelled_time_s"]
 
-            slow, xla, bound = (time_of(p) for p in ("heuristic:all-slow", "heuristic:msa",
-                                                     "bound:knapsack"))
+            slow, xla, bound = (
+                time_of(p) for p in ("heuristic:all-slow", "heuristic:msa", "bound:knapsack")
+            )
             best = min(time_of(p) for p in greedies)
             rows.append([case, capacity, slow, xla, best, bound, bound / min(xla, best)])
-    return format_table(["model", "fast capacity", "all-slow", "heuristic:msa", "best other greedy",
-                         "bound:knapsack", "bound / best greedy"], rows, markdown)
+    return format_table(
+        [
+            "model",
+            "fast capacity",
+            "all-slow",
+            "heuristic:msa",
+            "best other greedy",
+            "bound:knapsack",
+            "bound / best greedy",
+        ],
+        rows,
+        markdown,
+    )
 
 
 def batching(markdown: bool) -> str:

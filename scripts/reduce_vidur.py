@@ -134,11 +134,19 @@ def reduce_device(vidur: Path, gpu: str) -> KernelCostTable:
         for s in kernels["elementwise"]
     )
     launch_s = min(float(s.median_s.min()) for s in kernels["elementwise"])
-    streaming = float(np.median(np.concatenate([
-        (nbytes := ew.work(2, elements=s.axes["elements"])[1])[nbytes >= STREAMING_BYTES]
-        / s.median_s[nbytes >= STREAMING_BYTES]
-        for s in kernels["elementwise"]
-    ])))
+    streaming = float(
+        np.median(
+            np.concatenate(
+                [
+                    (nbytes := ew.work(2, elements=s.axes["elements"])[1])[
+                        nbytes >= STREAMING_BYTES
+                    ]
+                    / s.median_s[nbytes >= STREAMING_BYTES]
+                    for s in kernels["elementwise"]
+                ]
+            )
+        )
+    )
     compute_eff = min(1.0, flops_s / sheet["peak_flops"])
     memory_eff = min(1.0, bytes_s / sheet["mem_bandwidth"])
     roofline = Roofline(
@@ -160,8 +168,10 @@ def reduce_device(vidur: Path, gpu: str) -> KernelCostTable:
             "launch_s": "smallest measured elementwise kernel latency",
             "host_latency_s": "typical cudaMemcpyAsync launch latency (10 us), an assumption",
             "host_bandwidth": PCIE_SOURCE.format(
-                pcie=sheet["pcie"], rate=sheet["achievable_host_bandwidth"] / 1e9,
-                peak=sheet["host_bandwidth"] / 1e9),
+                pcie=sheet["pcie"],
+                rate=sheet["achievable_host_bandwidth"] / 1e9,
+                peak=sheet["host_bandwidth"] / 1e9,
+            ),
             "network_latency_s": "vidur's NCCL CPU launch overhead default (0.02 ms)",
         },
     )
@@ -174,8 +184,14 @@ def reduce_device(vidur: Path, gpu: str) -> KernelCostTable:
         )
         for k, v in kernels.items()
     }
-    pcie = PCIE_SOURCE.format(pcie=sheet["pcie"], rate=sheet["achievable_host_bandwidth"] / 1e9,
-                              peak=sheet["host_bandwidth"] / 1e9) + " + 10 us launch latency"
+    pcie = (
+        PCIE_SOURCE.format(
+            pcie=sheet["pcie"],
+            rate=sheet["achievable_host_bandwidth"] / 1e9,
+            peak=sheet["host_bandwidth"] / 1e9,
+        )
+        + " + 10 us launch latency"
+    )
     derived = {
         "attention_prefill": (
             f"roofline at {sheet['attention_tflops']:.0f} TFLOP/s: {sheet['attention_source']}",

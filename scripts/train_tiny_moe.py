@@ -102,8 +102,9 @@ class Block(nn.Module):
 
 
 class TinyMoE(nn.Module):
-    def __init__(self, layers: int, d: int, heads: int, hidden: int, experts: int, k: int,
-                 context: int):
+    def __init__(
+        self, layers: int, d: int, heads: int, hidden: int, experts: int, k: int, context: int
+    ):
         super().__init__()
         self.embed = nn.Embedding(256, d)
         self.pos = nn.Parameter(torch.randn(context, d) * 0.02)
@@ -170,8 +171,9 @@ def main(argv: list[str] | None = None) -> None:
         name: tuple(np.frombuffer(b"\n".join(part), np.uint8) for part in parts)
         for name, parts in texts.items()
     }
-    model = TinyMoE(args.layers, args.d_model, 4, 2 * args.d_model, args.experts, args.top_k,
-                    args.context)
+    model = TinyMoE(
+        args.layers, args.d_model, 4, 2 * args.d_model, args.experts, args.top_k, args.context
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 30) * 0.5 * (1 + math.cos(math.pi * s / args.steps))
@@ -180,8 +182,10 @@ def main(argv: list[str] | None = None) -> None:
     start = time.time()
     for step in range(args.steps):
         # half of each batch from each domain, so the router sees both
-        xs, ys = zip(*(sample_batch(streams[n][0], rng, args.batch // 2, args.context)
-                       for n in names), strict=True)
+        xs, ys = zip(
+            *(sample_batch(streams[n][0], rng, args.batch // 2, args.context) for n in names),
+            strict=True,
+        )
         logits, _, aux = model(torch.cat(xs))
         loss = F.cross_entropy(logits.reshape(-1, 256), torch.cat(ys).reshape(-1))
         opt.zero_grad()
@@ -189,31 +193,42 @@ def main(argv: list[str] | None = None) -> None:
         opt.step()
         sched.step()
         if step % 50 == 0 or step == args.steps - 1:
-            print(f"step {step:4d}  loss {loss.item() / math.log(2):.3f} bits/byte  "
-                  f"aux {float(aux.detach()):.3f}  {time.time() - start:.0f}s", flush=True)
+            print(
+                f"step {step:4d}  loss {loss.item() / math.log(2):.3f} bits/byte  "
+                f"aux {float(aux.detach()):.3f}  {time.time() - start:.0f}s",
+                flush=True,
+            )
 
     model.eval()
     args.out.mkdir(parents=True, exist_ok=True)
-    settings = (f"{args.layers} layers, d_model {args.d_model}, {args.experts} experts top-"
-                f"{args.top_k}, {args.steps} steps of {args.batch}x{args.context} bytes, seed "
-                f"{args.seed}; Python {platform.python_version()}, torch {torch.__version__}")
+    settings = (
+        f"{args.layers} layers, d_model {args.d_model}, {args.experts} experts top-"
+        f"{args.top_k}, {args.steps} steps of {args.batch}x{args.context} bytes, seed "
+        f"{args.seed}; Python {platform.python_version()}, torch {torch.__version__}"
+    )
     for name in names:
         held, bpb = record(model, windows(streams[name][1], args.held_out_seqs, args.context))
         calib, _ = record(model, windows(streams[name][0], args.calibration_seqs, args.context))
         trace = RoutingTrace(
-            held, args.experts, np.arange(0, held.shape[0], args.context),
+            held,
+            args.experts,
+            np.arange(0, held.shape[0], args.context),
             name=f"tinymoe-{name}",
-            source=(f"scripts/train_tiny_moe.py: routing on held-out {name} text "
-                    f"({bpb:.2f} bits/byte); {settings}"),
+            source=(
+                f"scripts/train_tiny_moe.py: routing on held-out {name} text "
+                f"({bpb:.2f} bits/byte); {settings}"
+            ),
             calibration=calib,
         )
         save_npz(trace, args.out / f"{name}.npz")
         first, either = repetition_rates(trace)
         hottest, top = skew_stats(trace, top=2)
-        print(f"{name}: held-out {bpb:.3f} bits/byte; first-choice repeat "
-              f"{np.round(first, 3).tolist()}, first-or-second {np.round(either, 3).tolist()}, "
-              f"hottest/uniform {np.round(hottest, 2).tolist()}, "
-              f"layer predictability {np.round(layer_predictability(trace), 2).tolist()}")
+        print(
+            f"{name}: held-out {bpb:.3f} bits/byte; first-choice repeat "
+            f"{np.round(first, 3).tolist()}, first-or-second {np.round(either, 3).tolist()}, "
+            f"hottest/uniform {np.round(hottest, 2).tolist()}, "
+            f"layer predictability {np.round(layer_predictability(trace), 2).tolist()}"
+        )
     print(f"wrote {args.out} in {time.time() - start:.0f}s ({sys.executable})")
 
 

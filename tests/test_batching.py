@@ -569,6 +569,7 @@ def test_goodput_is_distserves_and_the_every_gap_variant_is_stricter():
 def test_capacity_bisection_brackets_a_known_threshold():
     """Attainment 1 up to 7.3 requests/s and 0.5 beyond: from below or above, the search
     returns a rate that met the target, within its 4 % tolerance of 7.3."""
+
     def attainment(rate):
         return 1.0 if rate <= 7.3 else 0.5
 
@@ -583,16 +584,28 @@ def test_capacity_bisection_brackets_a_known_threshold():
 def test_capacity_at_slo_is_where_attainment_crosses_90_percent():
     """vidur's and DistServe's capacity: the same 150 arrivals replayed at the found rate keep
     at least 90 % SLO attainment under Sarathi-Serve; half as fast again, they do not."""
-    suite = Suite("batching/capacity-check", 1, (SuiteCase("azure-conv-synth:150", 10_000),),
-                  "goodput_rps", "goodput", lower_is_better=False, capacity_slo=0.9)
+    suite = Suite(
+        "batching/capacity-check",
+        1,
+        (SuiteCase("azure-conv-synth:150", 10_000),),
+        "goodput_rps",
+        "goodput",
+        lower_is_better=False,
+        capacity_slo=0.9,
+    )
     results = evaluate("batching", "heuristic:sarathi", suite)
     rate = results["cases"][0]["metrics"]["capacity_rps"]
     assert rate > 0
 
     def attainment(r):
         kwargs = {"rate": r, "load": None}
-        run = run_episode("batching", "heuristic:sarathi", case="azure-conv-synth:150",
-                          seed=10_000, env_kwargs=kwargs)
+        run = run_episode(
+            "batching",
+            "heuristic:sarathi",
+            case="azure-conv-synth:150",
+            seed=10_000,
+            env_kwargs=kwargs,
+        )
         return run.metrics["slo_attainment"]
 
     assert attainment(rate) >= 0.9

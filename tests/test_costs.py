@@ -165,8 +165,12 @@ def test_sxm_collectives_follow_the_nvswitch_node_measurements(vidur_dir, gpu):
                         for s in entry.series)
         ]  # fmt: skip
         assert len(held) > 100, workers
-        ape = np.array([abs(table.predict("all_reduce", bytes=m.axis, workers=workers)
-                            / m.median_s - 1) for m in held])
+        ape = np.array(
+            [
+                abs(table.predict("all_reduce", bytes=m.axis, workers=workers) / m.median_s - 1)
+                for m in held
+            ]
+        )
         assert np.median(ape) < 0.05 and np.quantile(ape, 0.9) < 0.2, (workers, ape)
 
 
@@ -177,9 +181,11 @@ def test_tp8_all_reduce_is_the_nvswitch_measurement(vidur_dir):
     csv = (vidur_dir / "network" / "h100_dgx" / "all_reduce.csv").read_text().splitlines()
     header = csv[0].split(",")
     col = {k: header.index(k) for k in ("num_workers", "size", "time_stats.all_reduce.median")}
-    measured = [float(r[col["time_stats.all_reduce.median"]]) * 1e-3 for r in map(
-        lambda line: line.split(","), csv[1:])
-        if r[col["num_workers"]] == "8" and float(r[col["size"]]) == 32 * 2**20]
+    measured = [
+        float(r[col["time_stats.all_reduce.median"]]) * 1e-3
+        for r in map(lambda line: line.split(","), csv[1:])
+        if r[col["num_workers"]] == "8" and float(r[col["size"]]) == 32 * 2**20
+    ]
     assert measured and measured[0] == pytest.approx(0.196e-3)
     got = load_cost_table("h100").predict("all_reduce", bytes=32 * 2**20, workers=8)
     assert got == pytest.approx(0.196e-3, rel=0.1)

@@ -44,9 +44,17 @@ def _topcuoglu_instance():
 
 def _abstract_graph(costs, edges, devices=("P1", "P2"), name="hand"):
     n = len(costs)
-    return TaskGraph(name, tuple("abcdefgh"[:n]), (ABSTRACT,) * n, ({},) * n, (1,) * n,
-                     tuple((s, d) for s, d, _ in edges), tuple(float(c) for *_, c in edges),
-                     tuple(tuple(row) for row in costs), devices)
+    return TaskGraph(
+        name,
+        tuple("abcdefgh"[:n]),
+        (ABSTRACT,) * n,
+        ({},) * n,
+        (1,) * n,
+        tuple((s, d) for s, d, _ in edges),
+        tuple(float(c) for *_, c in edges),
+        tuple(tuple(row) for row in costs),
+        devices,
+    )
 
 
 # -- Topcuoglu, Hariri & Wu (2002): the paper's own figures ---------------------------------------
@@ -62,13 +70,23 @@ def test_heft_schedules_the_example_in_80_as_in_fig_4a():
     result = run_episode("dag", "heuristic:heft", case="topcuoglu")
     assert result.metrics["makespan"] == 80.0
     # Fig. 4(a): processor and time slot of every task
-    fig4a = {"n1": ("P3", 0, 9), "n3": ("P3", 9, 28), "n4": ("P2", 18, 26),
-             "n2": ("P1", 27, 40), "n5": ("P3", 28, 38), "n6": ("P2", 26, 42),
-             "n9": ("P2", 56, 68), "n7": ("P3", 38, 49), "n8": ("P1", 57, 62),
-             "n10": ("P2", 73, 80)}
+    fig4a = {
+        "n1": ("P3", 0, 9),
+        "n3": ("P3", 9, 28),
+        "n4": ("P2", 18, 26),
+        "n2": ("P1", 27, 40),
+        "n5": ("P3", 28, 38),
+        "n6": ("P2", 26, 42),
+        "n9": ("P2", 56, 68),
+        "n7": ("P3", 38, 49),
+        "n8": ("P1", 57, 62),
+        "n10": ("P2", 73, 80),
+    }
     rec = result.record
-    got = {rec["tasks"][r["task"]]["name"]: (rec["devices"][r["device"]]["name"], r["start"],
-                                             r["end"]) for r in rec["schedule"]}
+    got = {
+        rec["tasks"][r["task"]]["name"]: (rec["devices"][r["device"]]["name"], r["start"], r["end"])
+        for r in rec["schedule"]
+    }
     assert got == fig4a
 
 
@@ -130,7 +148,8 @@ def test_transfers_follow_the_links_on_hardware():
     # an H100 and a CPU joined by a link of 1 GB/s and 1 ms: a 1e6-byte edge across costs 2 ms
     gpu, cpu = (device_from_table(load_cost_table(n), n) for n in ("h100", "cpu"))
     platform = Platform.from_profile(
-        HardwareProfile("pair", (gpu, cpu), (Link("h100", "cpu", 1e9, 1e-3),)))
+        HardwareProfile("pair", (gpu, cpu), (Link("h100", "cpu", 1e9, 1e-3),))
+    )
     g = traced_graph("mlp")
     inst = compile_instance([g], platform, np.random.default_rng(0))
     assert inst.transfer(0, 1, 1e6) == pytest.approx(2e-3)
@@ -152,18 +171,25 @@ def _row(record, name):
     return next(r for r in record["schedule"] if r["task"] == i)
 
 
-@pytest.mark.parametrize("tamper, message", [
-    # n10 needs n8's output from P1: 62 + 11 = 73 is the earliest start on P2
-    (lambda r: _row(r, "n10").update(start=72.0, end=79.0, planned_start=72.0,
-                                     planned_end=79.0), "before its input"),
-    # n5 (28-38 on P3) onto P2, where n6 runs 26-42; its input from n1 still arrives in time
-    (lambda r: _row(r, "n5").update(device=1, end=41.0, planned_end=41.0), "overlap"),
-    (lambda r: _row(r, "n7").update(end=50.0), "ran for"),
-    (lambda r: r["tasks"][0].update(factor=1.5), "noise factor"),
-    (lambda r: r["schedule"].pop(), "schedule rows"),
-    (lambda r: r["links"][0].update(bandwidth=0.5), "before its input"),
-    (lambda r: r["edges"].append([9, 0, 1.0]), "cycle"),
-])
+@pytest.mark.parametrize(
+    "tamper, message",
+    [
+        # n10 needs n8's output from P1: 62 + 11 = 73 is the earliest start on P2
+        (
+            lambda r: _row(r, "n10").update(
+                start=72.0, end=79.0, planned_start=72.0, planned_end=79.0
+            ),
+            "before its input",
+        ),
+        # n5 (28-38 on P3) onto P2, where n6 runs 26-42; its input from n1 still arrives in time
+        (lambda r: _row(r, "n5").update(device=1, end=41.0, planned_end=41.0), "overlap"),
+        (lambda r: _row(r, "n7").update(end=50.0), "ran for"),
+        (lambda r: r["tasks"][0].update(factor=1.5), "noise factor"),
+        (lambda r: r["schedule"].pop(), "schedule rows"),
+        (lambda r: r["links"][0].update(bandwidth=0.5), "before its input"),
+        (lambda r: r["edges"].append([9, 0, 1.0]), "cycle"),
+    ],
+)
 def test_validate_catches_tampering(heft_record, tamper, message):
     bad = copy.deepcopy(heft_record)
     tamper(bad)
@@ -193,19 +219,26 @@ def test_a_cycle_is_refused_naming_a_task_on_it():
 
 def test_a_device_set_that_cannot_run_an_op_is_refused():
     npu = device_from_table(load_cost_table("a40"), "npu")
-    platform = Platform.from_profile(HardwareProfile("npu-only", (npu,)),
-                                     ops={"npu": ["linear", "elementwise"]})
-    with pytest.raises(WorkloadError, match=r"task 'blocks_0_ln1' \(op kind 'layernorm'\) can "
-                                            r"run on no device.*runs only elementwise, linear"):
+    platform = Platform.from_profile(
+        HardwareProfile("npu-only", (npu,)), ops={"npu": ["linear", "elementwise"]}
+    )
+    with pytest.raises(
+        WorkloadError,
+        match=r"task 'blocks_0_ln1' \(op kind 'layernorm'\) can "
+        r"run on no device.*runs only elementwise, linear",
+    ):
         compile_instance([traced_graph("gpt2-tiny")], platform, np.random.default_rng(0))
 
 
 def test_a_restricted_device_is_masked_and_refused():
-    h100, npu = (device_from_table(load_cost_table(n), name)
-                 for n, name in (("h100", "h100"), ("a40", "npu")))
+    h100, npu = (
+        device_from_table(load_cost_table(n), name)
+        for n, name in (("h100", "h100"), ("a40", "npu"))
+    )
     platform = Platform.from_profile(
         HardwareProfile("gpu-npu", (h100, npu), (Link("h100", "npu", 32e9, 1e-5),)),
-        ops={"npu": ["linear", "elementwise"]})
+        ops={"npu": ["linear", "elementwise"]},
+    )
     env = DagSchedEnv(case="gpt2-tiny", platform=platform)
     env.reset(seed=0)
     while True:  # walk to the first layernorm
@@ -226,12 +259,16 @@ def test_malformed_files_are_refused_with_file_and_place(tmp_path):
     bad.write_text('{"tasks": [\n {"name": "a"},\n oops\n]}')
     with pytest.raises(WorkloadError, match=r"bad\.json:3: not valid JSON"):
         load_graph(bad)
-    bad.write_text(json.dumps({"devices": ["P1"], "tasks": [{"name": "a", "costs": [1]}],
-                               "edges": [["a", "z", 1]]}))
+    bad.write_text(
+        json.dumps(
+            {"devices": ["P1"], "tasks": [{"name": "a", "costs": [1]}], "edges": [["a", "z", 1]]}
+        )
+    )
     with pytest.raises(WorkloadError, match=r"bad\.json: edges\[0\]: unknown task 'z'"):
         load_graph(bad)
-    bad.write_text(json.dumps({"tasks": [{"name": "a", "kind": "linear",
-                                          "params": {"tokens": 4}}]}))
+    bad.write_text(
+        json.dumps({"tasks": [{"name": "a", "kind": "linear", "params": {"tokens": 4}}]})
+    )
     with pytest.raises(WorkloadError, match=r"bad\.json: task 'a': linear takes"):
         load_graph(bad)
     with pytest.raises(WorkloadError, match="no such file"):
@@ -298,10 +335,13 @@ def test_check_env_passes():
     # action is legal at the start (topcuoglu: one entry task, three processors)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the unbounded Box warnings of the shared layout
-        check_env(DagSchedEnv(case="topcuoglu", max_ready=1, max_devices=3),
-                  skip_render_check=True)
-        check_env(DagSchedEnv(case="topcuoglu", mode="online", jobs=3, sigma=0.2, max_ready=1,
-                              max_devices=3), skip_render_check=True)
+        check_env(DagSchedEnv(case="topcuoglu", max_ready=1, max_devices=3), skip_render_check=True)
+        check_env(
+            DagSchedEnv(
+                case="topcuoglu", mode="online", jobs=3, sigma=0.2, max_ready=1, max_devices=3
+            ),
+            skip_render_check=True,
+        )
 
 
 def _random_episode(env, seed, case):
@@ -317,10 +357,15 @@ def _random_episode(env, seed, case):
     return total, info
 
 
-@pytest.mark.parametrize("kwargs, case", [({}, "random:25"), ({"sigma": 0.4}, "daggen:20"),
-                                          ({"mode": "online", "jobs": 4}, "daggen:12"),
-                                          ({"mode": "online", "jobs": 3, "sigma": 0.3},
-                                           "gpt2-tiny")])
+@pytest.mark.parametrize(
+    "kwargs, case",
+    [
+        ({}, "random:25"),
+        ({"sigma": 0.4}, "daggen:20"),
+        ({"mode": "online", "jobs": 4}, "daggen:12"),
+        ({"mode": "online", "jobs": 3, "sigma": 0.3}, "gpt2-tiny"),
+    ],
+)
 def test_random_episodes_are_valid_and_returns_are_the_metric(kwargs, case):
     env = DagSchedEnv(**kwargs)
     total, info = _random_episode(env, 3, case)
@@ -347,10 +392,14 @@ def test_online_jobs_are_revealed_only_when_they_arrive():
 
 
 def test_every_policy_runs_end_to_end_and_validates():
-    for case, kwargs in (("daggen:12", {}), ("daggen:8", {"mode": "online", "jobs": 3}),
-                         ("random:15", {"sigma": 0.3})):
-        lower = run_episode("dag", "bound:critical-path", case=case, seed=1,
-                            env_kwargs=kwargs).metrics
+    for case, kwargs in (
+        ("daggen:12", {}),
+        ("daggen:8", {"mode": "online", "jobs": 3}),
+        ("random:15", {"sigma": 0.3}),
+    ):
+        lower = run_episode(
+            "dag", "bound:critical-path", case=case, seed=1, env_kwargs=kwargs
+        ).metrics
         key = "makespan" if "mode" not in kwargs else "mean_slowdown"
         for name in [*POLICIES, "random"]:
             result = run_episode("dag", name, case=case, seed=1, env_kwargs=kwargs)
@@ -374,8 +423,11 @@ def test_snapshots_replay_identically():
         obs = env.set_state(state)
         done, taken = False, []
         while not done:
-            a = actions[len(taken)] if actions else int(
-                rng.choice(np.flatnonzero(env.action_masks())))
+            a = (
+                actions[len(taken)]
+                if actions
+                else int(rng.choice(np.flatnonzero(env.action_masks())))
+            )
             taken.append(a)
             obs, _, done, _, info = env.step(a)
         actions = taken
@@ -395,8 +447,12 @@ def test_traced_models_schedule_on_the_default_platform():
 def test_plot_record_writes_a_png(tmp_path, heft_record):
     out = plot_record(heft_record, tmp_path / "gantt.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    online = run_episode("dag", "heuristic:heft", case="daggen:8",
-                         env_kwargs={"mode": "online", "jobs": 3, "sigma": 0.3}).record
+    online = run_episode(
+        "dag",
+        "heuristic:heft",
+        case="daggen:8",
+        env_kwargs={"mode": "online", "jobs": 3, "sigma": 0.3},
+    ).record
     assert plot_record(online, tmp_path / "online.png").stat().st_size > 0
 
 

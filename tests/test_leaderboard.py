@@ -49,7 +49,10 @@ CATALOGUE = {"jobshop/tiny": TINY_JOBSHOP, "dag/topcuoglu": SUITES["dag/topcuogl
 
 def schedgym(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "schedgym", *args], capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "schedgym", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
         cwd=cwd,
     )
 
@@ -74,10 +77,17 @@ def test_suites_are_named_versioned_and_seeded_apart_from_training():
 
 def test_issue_suites_exist_and_docs_list_every_suite():
     wanted = {
-        "jobshop/taillard-15x15", "jobshop/taillard-100x20", "jobshop/random-test",
-        "dag/topcuoglu", "dag/transformer-hetero", "dag/random-noisy",
-        "batching/azure-conv-synth", "moe/tinymoe-test", "moe/mixtral-synth",
-        "memmap/torch-models", "memmap/minimalloc",
+        "jobshop/taillard-15x15",
+        "jobshop/taillard-100x20",
+        "jobshop/random-test",
+        "dag/topcuoglu",
+        "dag/transformer-hetero",
+        "dag/random-noisy",
+        "batching/azure-conv-synth",
+        "moe/tinymoe-test",
+        "moe/mixtral-synth",
+        "memmap/torch-models",
+        "memmap/minimalloc",
     }
     assert wanted <= set(SUITES)
     docs = (ROOT / "docs" / "leaderboard.md").read_text()
@@ -89,19 +99,30 @@ def test_issue_suites_exist_and_docs_list_every_suite():
 
 
 def test_evaluate_writes_designs_results_json_with_literature_values(tmp_path):
-    suite = Suite("jobshop/ta01", 1, (Case("ta01", 10_000), Case("ft06", 10_000)), "gap",
-                  "mean gap", key_metrics=("makespan",))
+    suite = Suite(
+        "jobshop/ta01",
+        1,
+        (Case("ta01", 10_000), Case("ft06", 10_000)),
+        "gap",
+        "mean gap",
+        key_metrics=("makespan",),
+    )
     results = evaluate("jobshop", "heuristic:mor", suite, workers=2)
     assert {"env", "suite", "policy", "kind", "version", "cases", "summary"} <= set(results)
     assert (results["env"], results["policy"], results["kind"], results["version"]) == (
-        "jobshop", "heuristic:mor", "heuristic", __version__)
+        "jobshop",
+        "heuristic:mor",
+        "heuristic",
+        __version__,
+    )
     ta01, ft06 = results["cases"]
     assert ta01["case"] == "ta01" and ta01["metrics"]["makespan"] == 1438  # DESIGN.md §3
     assert ta01["metrics"]["gap"] == pytest.approx(1438 / 1231 - 1)
     assert ft06["metrics"]["makespan"] >= 55  # ft06's optimum
     assert ta01["decisions"] == 225 and ta01["wall_s"] > 0
     assert results["summary"]["score"] == pytest.approx(
-        (ta01["metrics"]["gap"] + ft06["metrics"]["gap"]) / 2)
+        (ta01["metrics"]["gap"] + ft06["metrics"]["gap"]) / 2
+    )
     assert results["summary"]["decision_median_s"] > 0
     out = tmp_path / "r.json"
     save_results(results, out)
@@ -123,8 +144,9 @@ def test_a_record_that_fails_validation_never_counts(monkeypatch):
 
     monkeypatch.setattr(jobshop, "make_record", overlapping)
     with pytest.raises(SchedgymError, match=r"heuristic:mor on jobshop case 'ft06'.*job 0"):
-        evaluate("jobshop", "heuristic:mor", Suite("jobshop/x", 1, (Case("ft06", 10_000),),
-                                                   "gap", "gap"))
+        evaluate(
+            "jobshop", "heuristic:mor", Suite("jobshop/x", 1, (Case("ft06", 10_000),), "gap", "gap")
+        )
 
 
 def test_every_policy_kind_runs_through_the_same_runner(tmp_path, monkeypatch):
@@ -136,8 +158,13 @@ def test_every_policy_kind_runs_through_the_same_runner(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     suite = SUITES["dag/topcuoglu"]
     seen = {}
-    for policy in ("heuristic:heft", "heuristic:cpop", "solver:cpsat", "random",
-                   "my_rule:first_legal"):
+    for policy in (
+        "heuristic:heft",
+        "heuristic:cpop",
+        "solver:cpsat",
+        "random",
+        "my_rule:first_legal",
+    ):
         r = evaluate("dag", policy, suite, case_budget_s=5, solver_threads=1)
         seen[policy] = (r["kind"], r["summary"]["score"])
     assert seen["heuristic:heft"] == ("heuristic", 80)  # Topcuoglu et al. 2002, Fig. 4(a)
@@ -155,15 +182,27 @@ def test_file_suite_from_the_command_line(tmp_path):
     for name in ("a.txt", "b.txt"):
         (folder / name).write_text("2 2\n0 3 1 2\n1 2 0 4\n")
     out = tmp_path / "out.json"
-    done = schedgym("evaluate", "--env", "jobshop", "--suite", f"file:{folder}", "--policy",
-                    "heuristic:mor", "--score", "lb_gap", "--json", str(out))
+    done = schedgym(
+        "evaluate",
+        "--env",
+        "jobshop",
+        "--suite",
+        f"file:{folder}",
+        "--policy",
+        "heuristic:mor",
+        "--score",
+        "lb_gap",
+        "--json",
+        str(out),
+    )
     assert done.returncode == 0, done.stderr
     results = json.loads(out.read_text())
     assert [c["metrics"]["makespan"] for c in results["cases"]] == [7, 7]
     assert results["summary"]["score"] == 0.0
     (folder / "c.txt").write_text("2 2\n0 3 1\n")
-    bad = schedgym("evaluate", "--env", "jobshop", "--suite", f"file:{folder}", "--policy",
-                   "heuristic:mor")
+    bad = schedgym(
+        "evaluate", "--env", "jobshop", "--suite", f"file:{folder}", "--policy", "heuristic:mor"
+    )
     lines = bad.stderr.strip().splitlines()
     assert bad.returncode == 2 and len(lines) == 1 and "c.txt" in lines[0]
 
@@ -199,6 +238,7 @@ def _set(*keys, value):
         for k in keys[:-1]:
             target = target[k]
         target[keys[-1]] = value
+
     return edit
 
 
@@ -208,24 +248,34 @@ def _set(*keys, value):
         (_set("version", value="0.0.1"), None, "made by schedgym 0.0.1"),
         (_set("suite_version", value=99), None, "version 99, current version is 1"),
         (_set("summary", "score", value=79.0), None, "is not the mean"),
-        (lambda d: (_set("cases", 0, "metrics", "makespan", value=79)(d),
-                    _set("summary", "score", value=79)(d)), None,
-         "invalid record: dag: metric makespan reported 79 but the record gives 80"),
+        (
+            lambda d: (
+                _set("cases", 0, "metrics", "makespan", value=79)(d),
+                _set("summary", "score", value=79)(d),
+            ),
+            None,
+            "invalid record: dag: metric makespan reported 79 but the record gives 80",
+        ),
         (None, lambda rec: [{**rec[0], "case": "other"}], "is not the one it was run with"),
-        (_set("inputs", "digest", value="0" * 64), lambda rec: False,
-         "is not here to check, and its inputs changed"),
+        (
+            _set("inputs", "digest", value="0" * 64),
+            lambda rec: False,
+            "is not here to check, and its inputs changed",
+        ),
         (_set("format", value="something-else"), None, "not a schedgym results file"),
     ],
 )
-def test_bad_results_files_are_refused_with_the_reason(heft_results, tmp_path, edit, records,
-                                                       reason):
+def test_bad_results_files_are_refused_with_the_reason(
+    heft_results, tmp_path, edit, records, reason
+):
     path = _variant(heft_results, tmp_path, edit, records)
     with pytest.raises(ResultsError, match=re.escape(reason)):
         load_results(path)
 
 
-def test_results_without_records_are_listed_only_while_their_inputs_are_current(heft_results,
-                                                                                tmp_path):
+def test_results_without_records_are_listed_only_while_their_inputs_are_current(
+    heft_results, tmp_path
+):
     path = _variant(heft_results, tmp_path, records=lambda rec: False)
     assert load_results(path)["records_checked"] is False
 
@@ -245,9 +295,15 @@ def test_gap_closed_by_hand():
 def test_the_gap_is_measured_against_the_tightest_bound():
     """Topcuoglu et al.'s DAG: the critical path bounds the makespan at 41, CP-SAT proves 73
     (the optimum); MinMin makes 76. The gap to close is 76 - 73, not 76 - 41."""
-    rows = [{"policy": p, "kind": k, "summary": {"score": s}}
-            for p, k, s in (("heuristic:minmin", "heuristic", 76), ("random", "heuristic", 130),
-                            ("bound:critical-path", "bound", 41), ("bound:cpsat-lb", "bound", 73))]
+    rows = [
+        {"policy": p, "kind": k, "summary": {"score": s}}
+        for p, k, s in (
+            ("heuristic:minmin", "heuristic", 76),
+            ("random", "heuristic", 130),
+            ("bound:critical-path", "bound", 41),
+            ("bound:cpsat-lb", "bound", 73),
+        )
+    ]
     assert best(rows, "bound", True)["policy"] == "bound:cpsat-lb"
     assert best(rows, "heuristic", True)["policy"] == "heuristic:minmin"
     flipped = [{**r, "summary": {"score": -r["summary"]["score"]}} for r in rows]
@@ -261,10 +317,18 @@ def board(tmp_path_factory):
     from schedgym.agents.ppo import TrainConfig, train
 
     root = tmp_path_factory.mktemp("checkout")
-    cfg = TrainConfig(env="dag", out=str(root / "policies" / "dag-ppo"), steps=128, n_envs=1,
-                      n_steps=64, batch_size=64, n_epochs=1, tensorboard=None,
-                      eval_every=10**9, env_kwargs={"case": "topcuoglu", "max_ready": 16,
-                                                    "max_devices": 4})
+    cfg = TrainConfig(
+        env="dag",
+        out=str(root / "policies" / "dag-ppo"),
+        steps=128,
+        n_envs=1,
+        n_steps=64,
+        batch_size=64,
+        n_epochs=1,
+        tensorboard=None,
+        eval_every=10**9,
+        env_kwargs={"case": "topcuoglu", "max_ready": 16, "max_devices": 4},
+    )
     train(cfg, progress=False)
     first = build(root, catalogue=CATALOGUE, workers=2, case_budget_s=5, log=lambda _: None)
     return root, first
@@ -299,11 +363,18 @@ def test_leaderboard_reuses_results_whose_inputs_have_not_changed(board):
     root, _ = board
     again = build(root, catalogue=CATALOGUE, workers=2, case_budget_s=5, log=lambda _: None)
     assert {p.status for p in again.pairs} == {"reused"}
-    changed = build(root, catalogue=CATALOGUE, suites=["jobshop/tiny"], workers=2,
-                    case_budget_s=4, log=lambda _: None)
+    changed = build(
+        root,
+        catalogue=CATALOGUE,
+        suites=["jobshop/tiny"],
+        workers=2,
+        case_budget_s=4,
+        log=lambda _: None,
+    )
     # the solver budget is an input of the solver's results only
     assert {p.policy: p.status for p in changed.pairs} == {
-        p.policy: "ran" if p.policy == "solver:cpsat" else "reused" for p in changed.pairs}
+        p.policy: "ran" if p.policy == "solver:cpsat" else "reused" for p in changed.pairs
+    }
 
 
 class _Page(HTMLParser):
@@ -325,15 +396,28 @@ def test_page_renders_in_headless_chromium_with_tables_and_images(board, tmp_pat
     root, _ = board
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        pytest.skip("chromium not installed (Debian: apt-get install -y chromium; .ci/run "
-                    "installs it)")
+        pytest.skip(
+            "chromium not installed (Debian: apt-get install -y chromium; .ci/run installs it)"
+        )
     page = root / "leaderboard" / "index.html"
     done = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-         "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=120,
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     dom = _Page()
@@ -372,10 +456,21 @@ def test_a_suite_that_cannot_run_here_is_shown_as_such(board, tmp_path):
     root, _ = board
     scratch = tmp_path / "checkout"
     shutil.copytree(root, scratch)
-    needs = Suite("jobshop/needs-data", 1, (Case("ft06", 10_000),), "gap", "gap",
-                  data=("no/such/instances.txt",))
-    report = build(scratch, catalogue={**CATALOGUE, needs.name: needs}, workers=2,
-                   case_budget_s=5, log=lambda _: None)
+    needs = Suite(
+        "jobshop/needs-data",
+        1,
+        (Case("ft06", 10_000),),
+        "gap",
+        "gap",
+        data=("no/such/instances.txt",),
+    )
+    report = build(
+        scratch,
+        catalogue={**CATALOGUE, needs.name: needs},
+        workers=2,
+        case_budget_s=5,
+        log=lambda _: None,
+    )
     assert not report.refused and "reference data not found" in report.skipped_suites[needs.name]
     md = (scratch / "LEADERBOARD.md").read_text()
     assert "## jobshop/needs-data\n\n*Not run here: reference data not found" in md
@@ -428,10 +523,16 @@ def test_no_committed_policy_beats_a_bound():
 def test_proven_bound_row_from_a_solver_by_hand():
     """A solver file whose cases carry proven bounds 50 and 60 on makespans 55 and 66 makes the
     row bound:cpsat-lb scoring their mean, 55; a heuristic's file makes none."""
-    cases = [{"case": c, "metrics": {"makespan": m, "bound_makespan": b}}
-             for c, m, b in (("a", 55, 50), ("b", 66, 60))]
-    solver = {"policy": "solver:cpsat", "kind": "solver", "cases": cases,
-              "summary": {"score": 60.5, "score_metric": "makespan", "means": {"makespan": 60.5}}}
+    cases = [
+        {"case": c, "metrics": {"makespan": m, "bound_makespan": b}}
+        for c, m, b in (("a", 55, 50), ("b", 66, 60))
+    ]
+    solver = {
+        "policy": "solver:cpsat",
+        "kind": "solver",
+        "cases": cases,
+        "summary": {"score": 60.5, "score_metric": "makespan", "means": {"makespan": 60.5}},
+    }
     row = proven_bound_row(solver)
     assert row["policy"] == "bound:cpsat-lb" and row["kind"] == "bound"
     assert row["summary"]["score"] == 55 and row["summary"]["means"] == {"makespan": 55}

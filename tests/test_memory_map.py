@@ -116,8 +116,9 @@ def test_op_seconds_keeps_measured_compute_bound_and_prices_traffic_otherwise():
     from schedgym.envs.hardware import load_cost_table
 
     table = load_cost_table("h100")
-    big = SimpleNamespace(kernel="linear", params={"tokens": 8192, "d_in": 4096, "d_out": 4096},
-                          count=2)
+    big = SimpleNamespace(
+        kernel="linear", params={"tokens": 8192, "d_in": 4096, "d_out": 4096}, count=2
+    )
     assert op_seconds(table, big) == pytest.approx(2 * table.predict("linear", **big.params))
     add = SimpleNamespace(kernel="elementwise", params={"elements": 2**24}, count=1)
     r = table.roofline
@@ -143,8 +144,11 @@ def test_pack_candidates_by_hand():
     # C overlaps B ([2,3)) but not A (ended at 2): the gap [0, 2) under B and the top at 3
     assert env.core.cand_offset.tolist() == [0, 3]
     assert env.action_masks().tolist() == [True, True, False, False]  # pack: no slow memory
-    with pytest.raises(IllegalActionError, match=r"action 2: buffer 12 has 2 candidate offsets "
-                       r"\(actions 0..1\)$"):
+    with pytest.raises(
+        IllegalActionError,
+        match=r"action 2: buffer 12 has 2 candidate offsets "
+        r"\(actions 0..1\)$",
+    ):
         env.step(2)
     _, _, done, _, info = env.step(env.core.best_fit())
     assert done and info["metrics"]["height"] == 3 and info["metrics"]["solved"] == 1
@@ -186,8 +190,9 @@ def test_a_table_with_an_on_chip_tier_sets_the_fast_defaults(tmp_path):
     from importlib import resources
 
     doc = json.loads((resources.files("schedgym.envs.hardware.tables") / "h100.json").read_text())
-    doc["device"]["memory"].append({"name": "l2", "capacity_bytes": 1000, "bandwidth": 2e13,
-                                    "source": "test"})
+    doc["device"]["memory"].append(
+        {"name": "l2", "capacity_bytes": 1000, "bandwidth": 2e13, "source": "test"}
+    )
     path = tmp_path / "h100-l2.json"
     path.write_text(json.dumps(doc))
     env = MemoryMapEnv(hardware=str(path))
@@ -202,8 +207,9 @@ def test_candidate_cap_keeps_the_lowest_and_the_topmost():
     start = [0] * 7 + [1]
     end = [3, 1, 3, 1, 3, 1, 3, 2]
     for k, expected in ((8, [1, 3, 5, 7]), (2, [1, 7])):
-        core = MemoryMapCore(BufferSet("holes", ids, start, end, [1] * 8), "pack", 8,
-                             max_candidates=k)
+        core = MemoryMapCore(
+            BufferSet("holes", ids, start, end, [1] * 8), "pack", 8, max_candidates=k
+        )
         for _ in range(7):
             core.step(core.cand_offset.size - 1)
         assert core.offset[:7].tolist() == list(range(7))
@@ -213,8 +219,14 @@ def test_candidate_cap_keeps_the_lowest_and_the_topmost():
 def _two_op_set() -> BufferSet:
     """op 0 (1 s compute, 2 B of weights) writes b0 (10 B); op 1 (0.5 s) reads b0 and writes
     b1 (6 B). Bandwidths: slow 1 B/s, fast 4 B/s."""
-    ops = OpTable(time=[0, 1], compute_s=[1.0, 0.5], fixed_bytes=[2.0, 0.0],
-                  access_op=[0, 1, 1], access_buf=[0, 0, 1], access_bytes=[10.0, 10.0, 6.0])
+    ops = OpTable(
+        time=[0, 1],
+        compute_s=[1.0, 0.5],
+        fixed_bytes=[2.0, 0.0],
+        access_op=[0, 1, 1],
+        access_buf=[0, 0, 1],
+        access_bytes=[10.0, 10.0, 6.0],
+    )
     return BufferSet("two-op", [0, 1], [0, 1], [2, 2], [10, 6], ops=ops)
 
 
@@ -239,8 +251,14 @@ def test_map_time_model_by_hand():
 def test_xla_memory_boundedness_by_hand():
     """XLA: positive benefits add up, otherwise the largest one counts; then / sqrt(size).
     Op 0 is memory-bound (compute 1 s < 12 s of traffic), op 1 compute-bound (20 s > 16 s)."""
-    ops = OpTable(time=[0, 1], compute_s=[1.0, 20.0], fixed_bytes=[2.0, 0.0],
-                  access_op=[0, 1, 1], access_buf=[0, 0, 1], access_bytes=[10.0, 10.0, 6.0])
+    ops = OpTable(
+        time=[0, 1],
+        compute_s=[1.0, 20.0],
+        fixed_bytes=[2.0, 0.0],
+        access_op=[0, 1, 1],
+        access_buf=[0, 0, 1],
+        access_bytes=[10.0, 10.0, 6.0],
+    )
     bs = BufferSet("xla", [0, 1], [0, 1], [2, 2], [4, 9], ops=ops)
     core = MemoryMapCore(bs, "map", 100, fast_bandwidth=4.0, slow_bandwidth=1.0)
     got = core.cost.memory_boundedness(bs.size)
@@ -289,8 +307,9 @@ def test_same_seed_same_episode_and_snapshots_restore():
 
     env = MemoryMapEnv()
     a, b = roll(env, 5), roll(env, 5)
-    assert len(a) == len(b) and all(x[0] == y[0] and np.array_equal(x[1], y[1])
-                                    for x, y in zip(a, b, strict=True))
+    assert len(a) == len(b) and all(
+        x[0] == y[0] and np.array_equal(x[1], y[1]) for x, y in zip(a, b, strict=True)
+    )
     env.reset(seed=9)
     for _ in range(20):
         env.step(env.core.first_fit())
@@ -340,16 +359,19 @@ def test_validate_refuses_tampered_records():
 
 @pytest.mark.parametrize("task", ["map", "pack"])
 def test_every_policy_runs_validated(task):
-    applies = {"map": {"bound:peak-live", "solver:minimalloc"},
-               "pack": {"bound:knapsack", "heuristic:all-slow"}}
+    applies = {
+        "map": {"bound:peak-live", "solver:minimalloc"},
+        "pack": {"bound:knapsack", "heuristic:all-slow"},
+    }
     results = {}
     for name in POLICIES:
         if name in applies[task]:
             with pytest.raises(SchedgymError, match="task"):
                 run_episode("memmap", name, case="random:16:3", env_kwargs={"task": task})
             continue
-        results[name] = run_episode("memmap", name, case="random:16:3",
-                                    env_kwargs={"task": task}).metrics
+        results[name] = run_episode(
+            "memmap", name, case="random:16:3", env_kwargs={"task": task}
+        ).metrics
     if task == "map":
         best = results["solver:cpsat"]["modelled_time_s"]
         assert results["solver:cpsat"]["optimal"] == 1
@@ -373,9 +395,13 @@ def _brute_force_pack(bs: BufferSet) -> int:
     offsets = [0] * bs.n
 
     def clash(i: int, x: int) -> bool:
-        return any(bs.start[i] < bs.end[j] and bs.start[j] < bs.end[i]
-                   and x < offsets[j] + bs.size[j] and offsets[j] < x + bs.size[i]
-                   for j in range(i))
+        return any(
+            bs.start[i] < bs.end[j]
+            and bs.start[j] < bs.end[i]
+            and x < offsets[j] + bs.size[j]
+            and offsets[j] < x + bs.size[i]
+            for j in range(i)
+        )
 
     def place(i: int, height: int) -> None:
         nonlocal best
@@ -406,11 +432,15 @@ def test_cpsat_matches_brute_force_on_a_tiny_pack():
 
 def test_cpsat_matches_brute_force_on_a_tiny_map():
     """Every assignment of fast offsets or slow memory to five buffers, scored by validate()."""
-    ops = OpTable(time=range(5), compute_s=[0.0, 0.0, 0.0, 0.0, 2e-11],
-                  fixed_bytes=[5.0, 0.0, 2.0, 9.0, 9.0], access_op=[2, 3, 3, 0, 3],
-                  access_buf=[0, 1, 2, 3, 4], access_bytes=[28, 22, 19, 7, 23])
-    bs = BufferSet("tiny-map", range(5), [2, 3, 3, 0, 3], [3, 4, 4, 1, 4], [3, 3, 1, 2, 1],
-                   ops=ops)
+    ops = OpTable(
+        time=range(5),
+        compute_s=[0.0, 0.0, 0.0, 0.0, 2e-11],
+        fixed_bytes=[5.0, 0.0, 2.0, 9.0, 9.0],
+        access_op=[2, 3, 3, 0, 3],
+        access_buf=[0, 1, 2, 3, 4],
+        access_bytes=[28, 22, 19, 7, 23],
+    )
+    bs = BufferSet("tiny-map", range(5), [2, 3, 3, 0, 3], [3, 4, 4, 1, 4], [3, 3, 1, 2, 1], ops=ops)
     env = MemoryMapEnv(task="map", case=bs, fast_capacity=4)
     metrics, _ = POLICIES["solver:cpsat"]().solve(env, None, 0)
     record = env.core.record()
@@ -435,8 +465,9 @@ def test_first_fit_greedies_overshoot_minimalloc_capacities(shared_data):
         for policy in POLICIES:
             if not policy.startswith("heuristic:") or policy == "heuristic:all-slow":
                 continue
-            m = run_episode("memmap", policy, case=f"minimalloc:{name}",
-                            env_kwargs={"task": "pack"}).metrics
+            m = run_episode(
+                "memmap", policy, case=f"minimalloc:{name}", env_kwargs={"task": "pack"}
+            ).metrics
             assert m["height"] >= m["peak_live"]
             if policy.startswith("heuristic:first-fit"):
                 assert 1.17 <= m["height_over_capacity"] <= 2.33, (name, policy)
@@ -453,8 +484,9 @@ def test_bench_rows_are_well_formed():
 
 def test_plot_record_writes_pictures(tmp_path: Path):
     for task in ("map", "pack"):
-        result = run_episode("memmap", "heuristic:best-fit-size", case="random:60:1",
-                             env_kwargs={"task": task})
+        result = run_episode(
+            "memmap", "heuristic:best-fit-size", case="random:60:1", env_kwargs={"task": task}
+        )
         path = tmp_path / f"{task}.png"
         plot_record(result.record, path)
         assert path.stat().st_size > 10_000

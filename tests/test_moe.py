@@ -151,8 +151,11 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def _rows(tokens=2, layers=2, bad=None):
-    rows = [{"layer": la, "token_idx": t, "experts": [0, 1]}
-            for t in range(tokens) for la in range(layers)]
+    rows = [
+        {"layer": la, "token_idx": t, "experts": [0, 1]}
+        for t in range(tokens)
+        for la in range(layers)
+    ]
     if bad:
         rows[-1].update(bad)
     return rows
@@ -220,8 +223,9 @@ def _core(sequence, capacity, prefetch=0, cpu_offload=False, E=3):
     0.4 s, attention and the rest 0.5 s per layer."""
     trace = RoutingTrace(np.array(sequence).reshape(-1, 1, 1), E)
     episode = build_episode(trace)
-    costs = MoECosts(1000, 1.0, np.array([0.0, 0.1]), np.array([0.0, 0.4]),
-                     np.full(episode.n_steps, 0.5))
+    costs = MoECosts(
+        1000, 1.0, np.array([0.0, 0.1]), np.array([0.0, 0.4]), np.full(episode.n_steps, 0.5)
+    )
     return MoECore(episode, costs, capacity, prefetch=prefetch, cpu_offload=cpu_offload)
 
 
@@ -298,8 +302,9 @@ def test_stall_is_never_negative_with_a_fast_cpu():
     stall, where the all-resident reference alone gave -0.05 s (a positive reward)."""
     trace = RoutingTrace(np.array([0, 1]).reshape(-1, 1, 1), 3)
     episode = build_episode(trace)
-    costs = MoECosts(1000, 1.0, np.array([0.0, 0.1]), np.array([0.0, 0.05]),
-                     np.full(episode.n_steps, 0.5))
+    costs = MoECosts(
+        1000, 1.0, np.array([0.0, 0.1]), np.array([0.0, 0.05]), np.full(episode.n_steps, 0.5)
+    )
     core = MoECore(episode, costs, 1, prefetch=0, cpu_offload=True)
     core.apply(core.skip)
     m = _checked(core)
@@ -321,8 +326,15 @@ def _best_hits(core, memo):
     accesses that find their expert resident, landed or in flight."""
     if core.done:
         return 0
-    key = (core.visit, core.phase, core.pending, core.prefetch_left, core.misses_left,
-           core.resident.tobytes(), len(core.events()))
+    key = (
+        core.visit,
+        core.phase,
+        core.pending,
+        core.prefetch_left,
+        core.misses_left,
+        core.resident.tobytes(),
+        len(core.events()),
+    )
     if key not in memo:
         snap, best = core.get_state(), -1
         for action in np.flatnonzero(core.action_masks()):
@@ -340,14 +352,12 @@ def test_belady_reaches_the_exhaustive_optimum_on_small_instances():
         L, E = int(rng.integers(1, 3)), int(rng.integers(2, 5))
         k = int(rng.integers(1, 3)) if E > 2 else 1
         T = int(rng.integers(3, 6))
-        experts = np.array([[rng.choice(E, k, replace=False) for _ in range(L)]
-                            for _ in range(T)])
+        experts = np.array([[rng.choice(E, k, replace=False) for _ in range(L)] for _ in range(T)])
         episode = build_episode(RoutingTrace(experts, E))
         cpu = bool(rng.integers(2))
         capacity = int(rng.integers(1 if cpu else k, L * E + 1))
         costs = MoECosts(1, 1.0, np.ones(2), np.ones(2), np.ones(episode.n_steps))
-        core = MoECore(episode, costs, capacity, prefetch=int(rng.integers(3)),
-                       cpu_offload=cpu)
+        core = MoECore(episode, costs, capacity, prefetch=int(rng.integers(3)), cpu_offload=cpu)
         optimum = core.hits + core.in_flight + _best_hits(core, {})
         core.reset()
         run_policy(core, Belady())
@@ -396,8 +406,9 @@ def test_moe_infinity_priority_weighs_global_frequency():
     averages its own EAM (expert 1) with the most similar stored one, A's (expert 0): a tie at
     0.5 each. The frequency term breaks it: expert 0 served 4 tokens, expert 1 one, so expert 1
     goes (without it the lower id, 0, would)."""
-    trace = RoutingTrace(np.array([0, 0, 0, 0, 1, 2]).reshape(-1, 1, 1), 3,
-                         seq_starts=np.array([0, 4]))
+    trace = RoutingTrace(
+        np.array([0, 0, 0, 0, 1, 2]).reshape(-1, 1, 1), 3, seq_starts=np.array([0, 4])
+    )
     episode = build_episode(trace)
     costs = MoECosts(1000, 1.0, np.array([0.0, 0.1]), None, np.full(episode.n_steps, 0.5))
     core = MoECore(episode, costs, 2, prefetch=0)
@@ -436,8 +447,9 @@ def test_check_env():
 
 @pytest.mark.parametrize("policy", sorted(POLICIES) + ["random"])
 def test_every_policy_runs_end_to_end_and_validates(policy):
-    result = run_episode("moe", policy, case="tinymoe-docs", seed=2,
-                         env_kwargs={"tokens": 96, "max_entities": 32})
+    result = run_episode(
+        "moe", policy, case="tinymoe-docs", seed=2, env_kwargs={"tokens": 96, "max_entities": 32}
+    )
     assert 0 <= result.metrics["hit_rate"] <= 1
     assert result.metrics["tokens"] == 96
 
@@ -445,9 +457,13 @@ def test_every_policy_runs_end_to_end_and_validates(policy):
 def test_batch_needs_the_union_of_the_sequences_experts():
     # 4 OLMoE sequences of 64 tokens decoded together: 64 steps of 16 layers, each layer needing
     # the union of 4 tokens' 8 experts
-    result = run_episode("moe", "heuristic:lru", case="olmoe", seed=1,
-                         env_kwargs={"batch": 4, "tokens": 256, "prefetch": 0,
-                                     "max_entities": 1024})
+    result = run_episode(
+        "moe",
+        "heuristic:lru",
+        case="olmoe",
+        seed=1,
+        env_kwargs={"batch": 4, "tokens": 256, "prefetch": 0, "max_entities": 1024},
+    )
     m = result.metrics
     assert m["tokens"] == 256 and m["stall_per_token_s"] == pytest.approx(m["stall_s"] / 64)
     assert 64 * 16 * 8 < m["accesses"] < 64 * 16 * 32
@@ -495,8 +511,13 @@ def test_illegal_actions_are_refused_with_a_reason():
 
 
 def test_validate_catches_tampered_records():
-    record = run_episode("moe", "heuristic:lru", case="tinymoe-code", seed=0,
-                         env_kwargs={"tokens": 32, "max_entities": 32}).record
+    record = run_episode(
+        "moe",
+        "heuristic:lru",
+        case="tinymoe-code",
+        seed=0,
+        env_kwargs={"tokens": 32, "max_entities": 32},
+    ).record
     loads = [i for i, e in enumerate(record["events"]) if e[1] == 1 and e[3] >= 0]
     over = json.loads(json.dumps(record))
     over["events"][loads[0]][3] = -1  # load into a full cache without evicting
@@ -522,13 +543,23 @@ def test_validate_catches_tampered_records():
 
 
 def test_plots_are_written(tmp_path):
-    record = run_episode("moe", "heuristic:lfu", case="tinymoe-code", seed=0,
-                         env_kwargs={"tokens": 32, "max_entities": 32}).record
+    record = run_episode(
+        "moe",
+        "heuristic:lfu",
+        case="tinymoe-code",
+        seed=0,
+        env_kwargs={"tokens": 32, "max_entities": 32},
+    ).record
     plot_record(record, tmp_path / "ep.png", policy="heuristic:lfu")
     assert (tmp_path / "ep.png").stat().st_size > 10_000
     assert (tmp_path / "ep-curve.png").stat().st_size > 10_000
-    curves = plot_hit_rate_curve(["heuristic:lru", "oracle:belady"], tmp_path / "c.png",
-                                 "tinymoe-docs", tokens=32, capacities=[4, 8, 16, 24])
+    curves = plot_hit_rate_curve(
+        ["heuristic:lru", "oracle:belady"],
+        tmp_path / "c.png",
+        "tinymoe-docs",
+        tokens=32,
+        capacities=[4, 8, 16, 24],
+    )
     lru, belady = (np.array(curves[p])[:, 1] for p in ("heuristic:lru", "oracle:belady"))
     assert np.all(np.diff(belady) >= 0) and np.all(belady >= lru)
 
@@ -541,4 +572,5 @@ def test_cpu_table_prices_cpu_offload():
     assert core.costs.cpu_s[1] == pytest.approx(
         2 * cpu.predict("linear", tokens=1, d_in=2048, d_out=1024)
         + cpu.predict("activation", elements=1024)
-        + cpu.predict("linear", tokens=1, d_in=1024, d_out=2048))
+        + cpu.predict("linear", tokens=1, d_in=1024, d_out=2048)
+    )

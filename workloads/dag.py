@@ -82,8 +82,9 @@ class TaskGraph:
             if explicit:
                 row = self.costs[i]
                 if len(row) != len(self.devices):
-                    raise fail(f"task {task!r}: {len(row)} costs for "
-                               f"{len(self.devices)} processors")
+                    raise fail(
+                        f"task {task!r}: {len(row)} costs for {len(self.devices)} processors"
+                    )
                 if all(c is None for c in row):
                     raise fail(f"task {task!r} can run on no processor (all costs are null)")
                 bad = [c for c in row if c is not None and not (math.isfinite(c) and c > 0)]
@@ -98,8 +99,10 @@ class TaskGraph:
                     raise fail(f"task {task!r}: unknown op kind {kind!r}; known: {known}")
                 got = set(self.params[i])
                 if got != set(spec.params):
-                    raise fail(f"task {task!r}: {kind} takes ({', '.join(spec.params)}), "
-                               f"got ({', '.join(sorted(got))})")
+                    raise fail(
+                        f"task {task!r}: {kind} takes ({', '.join(spec.params)}), "
+                        f"got ({', '.join(sorted(got))})"
+                    )
                 if any(not (isinstance(v, int) and v > 0) for v in self.params[i].values()):
                     raise fail(f"task {task!r}: kernel parameters must be positive integers")
             if not (isinstance(self.counts[i], int) and self.counts[i] >= 1):
@@ -116,8 +119,10 @@ class TaskGraph:
                 raise fail(f"edge {self.tasks[s]} -> {self.tasks[d]} is given twice")
             seen.add((s, d))
             if not (math.isfinite(b) and b >= 0):
-                raise fail(f"edge {self.tasks[s]} -> {self.tasks[d]}: weight must be finite "
-                           f"and >= 0, got {b!r}")
+                raise fail(
+                    f"edge {self.tasks[s]} -> {self.tasks[d]}: weight must be finite "
+                    f"and >= 0, got {b!r}"
+                )
         cycle = self._find_cycle()
         if cycle:
             path = " -> ".join(self.tasks[i] for i in cycle)
@@ -181,7 +186,7 @@ class TaskGraph:
         while at not in walk:
             walk.append(at)
             at = pred[at]
-        cycle = walk[walk.index(at):][::-1]
+        cycle = walk[walk.index(at) :][::-1]
         return [*cycle, cycle[0]]
 
     # -- (de)serialisation ---------------------------------------------------------------------
@@ -201,8 +206,10 @@ class TaskGraph:
         if self.costs is not None:
             doc["devices"] = list(self.devices)
         doc["tasks"] = tasks
-        doc["edges"] = [[self.tasks[s], self.tasks[d], b]
-                        for (s, d), b in zip(self.edges, self.edge_bytes, strict=True)]
+        doc["edges"] = [
+            [self.tasks[s], self.tasks[d], b]
+            for (s, d), b in zip(self.edges, self.edge_bytes, strict=True)
+        ]
         if self.source:
             doc["source"] = self.source
         return doc
@@ -260,8 +267,12 @@ def graph_from_json(doc: Any, path: str | Path | None = None) -> TaskGraph:
     index = {name: i for i, name in enumerate(names)}
     edges, weights = [], []
     for k, e in enumerate(edges_doc):
-        if not (isinstance(e, list) and len(e) == 3 and isinstance(e[2], int | float)
-                and not isinstance(e[2], bool)):
+        if not (
+            isinstance(e, list)
+            and len(e) == 3
+            and isinstance(e[2], int | float)
+            and not isinstance(e[2], bool)
+        ):
             raise fail(f"edges[{k}]", "expected [src task, dst task, bytes]")
         for end in e[:2]:
             if not isinstance(end, str) or end not in index:
@@ -273,9 +284,15 @@ def graph_from_json(doc: Any, path: str | Path | None = None) -> TaskGraph:
             raise fail(f"edges[{k}]", "a weight beyond the float range") from None
     try:
         return TaskGraph(
-            str(doc.get("name") or (Path(path).stem if path else "graph")), tuple(names),
-            tuple(kinds), tuple(params), tuple(counts), tuple(edges), tuple(weights),
-            tuple(costs) if devices is not None else None, tuple(devices or ()),
+            str(doc.get("name") or (Path(path).stem if path else "graph")),
+            tuple(names),
+            tuple(kinds),
+            tuple(params),
+            tuple(counts),
+            tuple(edges),
+            tuple(weights),
+            tuple(costs) if devices is not None else None,
+            tuple(devices or ()),
             str(doc.get("source", path or "")),
         )
     except WorkloadError as exc:
@@ -299,12 +316,32 @@ def load_graph(path: str | Path) -> TaskGraph:
 # -- the Topcuoglu, Hariri and Wu (2002) example ------------------------------------------------
 
 _THW_COSTS = (  # Fig. 2(b): computation cost of each task on P1, P2, P3
-    (14, 16, 9), (13, 19, 18), (11, 13, 19), (13, 8, 17), (12, 13, 10),
-    (13, 16, 9), (7, 15, 11), (5, 11, 14), (18, 12, 20), (21, 7, 16),
+    (14, 16, 9),
+    (13, 19, 18),
+    (11, 13, 19),
+    (13, 8, 17),
+    (12, 13, 10),
+    (13, 16, 9),
+    (7, 15, 11),
+    (5, 11, 14),
+    (18, 12, 20),
+    (21, 7, 16),
 )
 _THW_EDGES = (  # Fig. 2(a): (from, to, communication cost), tasks numbered from 1
-    (1, 2, 18), (1, 3, 12), (1, 4, 9), (1, 5, 11), (1, 6, 14), (2, 8, 19), (2, 9, 16),
-    (3, 7, 23), (4, 8, 27), (4, 9, 23), (5, 9, 13), (6, 8, 15), (7, 10, 17), (8, 10, 11),
+    (1, 2, 18),
+    (1, 3, 12),
+    (1, 4, 9),
+    (1, 5, 11),
+    (1, 6, 14),
+    (2, 8, 19),
+    (2, 9, 16),
+    (3, 7, 23),
+    (4, 8, 27),
+    (4, 9, 23),
+    (5, 9, 13),
+    (6, 8, 15),
+    (7, 10, 17),
+    (8, 10, 11),
     (9, 10, 13),
 )
 
@@ -316,10 +353,15 @@ def topcuoglu_2002() -> TaskGraph:
     """
     n = len(_THW_COSTS)
     return TaskGraph(
-        "topcuoglu", tuple(f"n{i + 1}" for i in range(n)), (ABSTRACT,) * n, ({},) * n, (1,) * n,
+        "topcuoglu",
+        tuple(f"n{i + 1}" for i in range(n)),
+        (ABSTRACT,) * n,
+        ({},) * n,
+        (1,) * n,
         tuple((s - 1, d - 1) for s, d, _ in _THW_EDGES),
         tuple(float(c) for _, _, c in _THW_EDGES),
-        tuple(tuple(float(c) for c in row) for row in _THW_COSTS), ("P1", "P2", "P3"),
+        tuple(tuple(float(c) for c in row) for row in _THW_COSTS),
+        ("P1", "P2", "P3"),
         "Topcuoglu, Hariri, Wu, IEEE TPDS 13(3):260-274, 2002, Fig. 2",
     )
 
@@ -355,8 +397,10 @@ class DagShape:
             raise WorkloadError(f"jump must be an integer >= 1, got {self.jump!r}", "random DAG")
 
     def label(self) -> str:
-        return (f"n={self.n},fat={self.fat},density={self.density},"
-                f"regularity={self.regularity},jump={self.jump}")
+        return (
+            f"n={self.n},fat={self.fat},density={self.density},"
+            f"regularity={self.regularity},jump={self.jump}"
+        )
 
 
 def layered_dag(
@@ -415,7 +459,9 @@ def random_dag(
     if not 0.0 <= beta <= 2.0 or procs < 1 or ccr < 0 or mean_cost <= 0:
         raise WorkloadError(
             f"need 0 <= beta <= 2, procs >= 1, ccr >= 0, mean_cost > 0; got beta={beta}, "
-            f"procs={procs}, ccr={ccr}, mean_cost={mean_cost}", "random DAG")
+            f"procs={procs}, ccr={ccr}, mean_cost={mean_cost}",
+            "random DAG",
+        )
     _, edges = layered_dag(shape, rng)
     n = shape.n
     mean = 2.0 * mean_cost * (1.0 - rng.random(n))  # (0, 2 w]: never a zero-cost task
@@ -425,19 +471,39 @@ def random_dag(
     comm = 2.0 * ccr * mean_cost * (1.0 - rng.random(len(edges)))
     return TaskGraph(
         f"daggen({shape.label()},ccr={ccr},procs={procs},beta={beta})",
-        tuple(f"t{i}" for i in range(n)), (ABSTRACT,) * n, ({},) * n, (1,) * n, tuple(edges),
+        tuple(f"t{i}" for i in range(n)),
+        (ABSTRACT,) * n,
+        ({},) * n,
+        (1,) * n,
+        tuple(edges),
         tuple(float(c) for c in comm),
         tuple(tuple(float(c) for c in row) for row in costs),
-        tuple(f"P{p + 1}" for p in range(procs)), "schedgym.workloads.dag.random_dag",
+        tuple(f"P{p + 1}" for p in range(procs)),
+        "schedgym.workloads.dag.random_dag",
     )
 
 
 # Weight shapes (d_in, d_out) of the projections of common decoder models (Llama-3-8B, GPT-2 XL,
 # Mistral-7B), so a random op graph's GEMMs are ones the cost tables measured or lie near.
-_GEMM_SHAPES = ((4096, 4096), (4096, 6144), (4096, 14336), (14336, 4096), (1600, 6400),
-                (6400, 1600), (1600, 4800), (4096, 1024))
-_OP_KINDS = ("linear", "linear", "linear", "elementwise", "layernorm", "activation",
-             "attention_prefill")
+_GEMM_SHAPES = (
+    (4096, 4096),
+    (4096, 6144),
+    (4096, 14336),
+    (14336, 4096),
+    (1600, 6400),
+    (6400, 1600),
+    (1600, 4800),
+    (4096, 1024),
+)
+_OP_KINDS = (
+    "linear",
+    "linear",
+    "linear",
+    "elementwise",
+    "layernorm",
+    "activation",
+    "attention_prefill",
+)
 
 
 def random_op_dag(seed: SeedLike = None, shape: DagShape | None = None) -> TaskGraph:
@@ -466,9 +532,14 @@ def random_op_dag(seed: SeedLike = None, shape: DagShape | None = None) -> TaskG
         params.append(p)
         out_bytes.append(2.0 * tokens * width)
     return TaskGraph(
-        f"random-ops({shape.label()})", tuple(f"{k}_{i}" for i, k in enumerate(kinds)),
-        tuple(kinds), tuple(params), (1,) * shape.n, tuple(edges),
-        tuple(out_bytes[s] for s, _ in edges), source="schedgym.workloads.dag.random_op_dag",
+        f"random-ops({shape.label()})",
+        tuple(f"{k}_{i}" for i, k in enumerate(kinds)),
+        tuple(kinds),
+        tuple(params),
+        (1,) * shape.n,
+        tuple(edges),
+        tuple(out_bytes[s] for s, _ in edges),
+        source="schedgym.workloads.dag.random_op_dag",
     )
 
 
@@ -490,9 +561,14 @@ def graph_from_ops(ops: Sequence[Any], name: str) -> TaskGraph:
                 key = (index[src], j)
                 edges[key] = edges.get(key, 0.0) + float(nbytes)
     return TaskGraph(
-        name, tuple(op.name for op in ops), tuple(op.kernel for op in ops),
-        tuple(dict(op.params) for op in ops), tuple(int(op.count) for op in ops),
-        tuple(edges), tuple(edges.values()), source=f"torch.fx trace of {name}",
+        name,
+        tuple(op.name for op in ops),
+        tuple(op.kernel for op in ops),
+        tuple(dict(op.params) for op in ops),
+        tuple(int(op.count) for op in ops),
+        tuple(edges),
+        tuple(edges.values()),
+        source=f"torch.fx trace of {name}",
     )
 
 

@@ -233,9 +233,7 @@ def load_jsonl(
             raise WorkloadError("expected a JSON object", path, line_no)
         if not rows and not header_line and "token_idx" not in obj and "n_experts" in obj:
             header_line = line_no
-            n_experts, top_k, layers = _jsonl_header(
-                obj, n_experts, top_k, layers, path, line_no
-            )
+            n_experts, top_k, layers = _jsonl_header(obj, n_experts, top_k, layers, path, line_no)
             continue
         missing = [k for k in ("layer", "token_idx", "experts") if k not in obj]
         if missing:
@@ -245,16 +243,17 @@ def load_jsonl(
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise WorkloadError(f"{key} must be an int >= 0, got {value!r}", path, line_no)
         experts = obj["experts"]
-        if not isinstance(experts, list) or not experts or not all(
-            isinstance(e, int) and not isinstance(e, bool) for e in experts
+        if (
+            not isinstance(experts, list)
+            or not experts
+            or not all(isinstance(e, int) and not isinstance(e, bool) for e in experts)
         ):
             raise WorkloadError(
                 f"experts must be a non-empty list of ints, got {experts!r}", path, line_no
             )
         k = top_k if top_k is not None else (len(rows[0][3]) if rows else len(experts))
         if len(experts) != k:
-            raise WorkloadError(f"expected k = {k} experts, found {len(experts)}", path,
-                                line_no)
+            raise WorkloadError(f"expected k = {k} experts, found {len(experts)}", path, line_no)
         if n_experts is not None and not all(0 <= e < n_experts for e in experts):
             raise WorkloadError(
                 f"expert id out of range 0..{n_experts - 1} in {experts}", path, line_no
@@ -275,8 +274,9 @@ def load_jsonl(
     n_layers = layers if layers is not None else max(r[2] for r in rows) + 1
     if n_tokens * n_layers > len(rows):  # a hole: found without allocating for a huge index
         have = {(r[1], r[2]) for r in rows}
-        hole = next((t, la) for t in range(n_tokens) for la in range(n_layers)
-                    if (t, la) not in have)
+        hole = next(
+            (t, la) for t in range(n_tokens) for la in range(n_layers) if (t, la) not in have
+        )
         _raise_hole(hole, n_layers, n_tokens * n_layers - len(have), path)
     k = len(rows[0][3])
     out = np.full((n_tokens, n_layers, k), -1, np.int64)
@@ -333,8 +333,9 @@ def _jsonl_header(
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise WorkloadError(f"{key} must be an int >= 1, got {value!r}", path, line_no)
         if given is not None and value != given:
-            raise WorkloadError(f"header declares {key} {value}, the model has {given}", path,
-                                line_no)
+            raise WorkloadError(
+                f"header declares {key} {value}, the model has {given}", path, line_no
+            )
         out.append(value)
     return out[0], out[1], out[2]
 
@@ -384,7 +385,8 @@ def load_numpy(
     if experts_n is None:
         raise WorkloadError(
             "the number of experts is not declared (save an .npz with n_experts, or name the "
-            "model)", p
+            "model)",
+            p,
         )
     starts = meta.get("seq_starts", np.zeros(1, np.int64))
     name = str(meta["name"]) if "name" in meta else p.stem
@@ -395,17 +397,27 @@ def load_numpy(
 def _build(experts, n_experts, starts, calibration, name, source, path) -> RoutingTrace:
     """Construct a trace, re-labelling any fault with the file it came from."""
     try:
-        return RoutingTrace(np.asarray(experts), int(n_experts), np.asarray(starts, np.int64),
-                            name, source, calibration)
+        return RoutingTrace(
+            np.asarray(experts),
+            int(n_experts),
+            np.asarray(starts, np.int64),
+            name,
+            source,
+            calibration,
+        )
     except WorkloadError as exc:
         raise WorkloadError(exc.reason, path) from None
 
 
 def save_npz(trace: RoutingTrace, path: str | Path) -> None:
     """Write a trace in the ``.npz`` form `load_numpy` reads (compressed)."""
-    arrays = {"experts": trace.experts, "seq_starts": trace.seq_starts,
-              "n_experts": np.int64(trace.n_experts), "name": np.str_(trace.name),
-              "source": np.str_(trace.source)}
+    arrays = {
+        "experts": trace.experts,
+        "seq_starts": trace.seq_starts,
+        "n_experts": np.int64(trace.n_experts),
+        "name": np.str_(trace.name),
+        "source": np.str_(trace.source),
+    }
     if trace.calibration is not None:
         arrays["calibration"] = trace.calibration
     np.savez_compressed(path, **arrays)
@@ -416,12 +428,25 @@ def save_jsonl(trace: RoutingTrace, path: str | Path) -> None:
     layer, with its sequence."""
     seq = trace.seq_ids()
     with open(path, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps({"n_experts": trace.n_experts, "top_k": trace.top_k,
-                             "n_layers": trace.n_layers}) + "\n")
+        fh.write(
+            json.dumps(
+                {"n_experts": trace.n_experts, "top_k": trace.top_k, "n_layers": trace.n_layers}
+            )
+            + "\n"
+        )
         for t in range(trace.n_tokens):
             for layer in range(trace.n_layers):
-                fh.write(json.dumps({"seq": int(seq[t]), "token_idx": t, "layer": layer,
-                                     "experts": trace.experts[t, layer].tolist()}) + "\n")
+                fh.write(
+                    json.dumps(
+                        {
+                            "seq": int(seq[t]),
+                            "token_idx": t,
+                            "layer": layer,
+                            "experts": trace.experts[t, layer].tolist(),
+                        }
+                    )
+                    + "\n"
+                )
 
 
 def tinymoe_trace(domain: str) -> RoutingTrace:
@@ -493,8 +518,9 @@ MIXTRAL_TABLE5 = {
     "first": ((0.136, 0.149), (0.236, 0.284), (0.197, 0.263)),
     "either": ((0.449, 0.499), (0.616, 0.670), (0.445, 0.536)),
 }
-_REPEAT_KNOTS = {key: tuple((lo + hi) / 2 for lo, hi in MIXTRAL_TABLE5[key])
-                 for key in ("first", "either")}
+_REPEAT_KNOTS = {
+    key: tuple((lo + hi) / 2 for lo, hi in MIXTRAL_TABLE5[key]) for key in ("first", "either")
+}
 _CALIBRATION_ROUNDS = 4
 # Target figures for OLMoE-1B-7B: hottest expert of a layer 4.5-7.8x its uniform
 # share, top 8 of 64 experts taking 27-51 % of the selections.
@@ -612,7 +638,10 @@ def generate_routing(
     if calibration_tokens > 0:
         calibration, _ = _draw(profile, model, calibration_tokens, rng)
     return RoutingTrace(
-        experts, profile.experts, starts, name=f"{profile.name}-synth",
+        experts,
+        profile.experts,
+        starts,
+        name=f"{profile.name}-synth",
         source=f"generate_routing({profile.name!r}, seed={seed}, model_seed={model_seed})",
         calibration=calibration,
     )
@@ -679,8 +708,9 @@ def _pair_rates(rows: np.ndarray, pairs: np.ndarray, k: int) -> tuple[float, flo
     return float(np.mean(cur[:, 0] == prev[:, 0])), float(np.mean(either))
 
 
-def _initial_stickiness(f0: float, e0: float, k: int,
-                        targets: tuple[float, float]) -> tuple[float, float]:
+def _initial_stickiness(
+    f0: float, e0: float, k: int, targets: tuple[float, float]
+) -> tuple[float, float]:
     """(a, x) if the drawn choices repeated as often after the repeats as before them."""
     if k == 1:
         return float(np.clip((targets[0] - f0) / max(1 - f0, 1e-9), 0.0, 1.0)), 0.0
@@ -689,8 +719,9 @@ def _initial_stickiness(f0: float, e0: float, k: int,
     return a, float(np.clip(s - a, -1.0, 1.0 - a))
 
 
-def _apply_stickiness(rows: np.ndarray, fresh: np.ndarray, u: np.ndarray, a: float, x: float,
-                      k: int) -> None:
+def _apply_stickiness(
+    rows: np.ndarray, fresh: np.ndarray, u: np.ndarray, a: float, x: float, k: int
+) -> None:
     """Token by token (a repeat may repeat a repeat). With ``u < a`` the first choice is the
     previous token's first; else, with ``u < a + |x|``, it is the previous token's second
     (``x > 0``) or the token's first two choices avoid the previous token's first two

@@ -1,5 +1,4 @@
-"""Batching-v0 speed for ``schedgym bench``.
-"""
+"""Batching-v0 speed for ``schedgym bench``."""
 
 from __future__ import annotations
 

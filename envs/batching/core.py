@@ -66,6 +66,7 @@ def vllm_batch_defaults(hardware: str) -> tuple[int, int]:
         return (16384 if gib >= 160 else 8192), 1024
     return 2048, 256
 
+
 # Columns of the running-slot table (one row per running request, in admission order).
 RID, PROMPT, OUTPUT, GEN, DONE, BLOCKS, OFFSET, CHUNK = range(8)
 # Columns of the running-slot float table.

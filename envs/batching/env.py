@@ -509,8 +509,10 @@ class BatchingEnv(gym.Env):
             return f"outside 0..{self.layout.n_actions - 1}"
         if self.phase == BUDGET_PHASE:
             if E <= a < self.prefill_first_action:
-                return (f"budget {self.budgets[a - E]} cannot hold a decode token for each of the "
-                        f"{core.n_run} running sequences")
+                return (
+                    f"budget {self.budgets[a - E]} cannot hold a decode token for each of the "
+                    f"{core.n_run} running sequences"
+                )
             return "the step's budget must be chosen first (a budget or prefill-first action)"
         if E <= a < self.run_action:
             return "the budget of this step is already set; admit requests or run the step"

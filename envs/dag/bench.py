@@ -1,5 +1,4 @@
-"""DagSched-v0 speed for ``schedgym bench``: env steps/s and HEFT schedules/s.
-"""
+"""DagSched-v0 speed for ``schedgym bench``: env steps/s and HEFT schedules/s."""
 
 from __future__ import annotations
 
@@ -50,10 +49,17 @@ def bench(seconds: float = 2.0, rounds: int = 4) -> list[dict[str, Any]]:
             count += 1
         heft_rate = max(heft_rate, count / (time.perf_counter() - t0))
     return [
-        _row(f"dag {BENCH_CASE} random steps/s", steps_rate, "steps/s",
-             "random legal actions, whole episodes; timed: step (observation, reward, record at "
-             "the end) and action_masks; 100 tasks on hetero (H100, A100, A40, CPU)"),
-        _row(f"dag {BENCH_CASE} HEFT schedules/s", heft_rate, "schedules/s",
-             f"ranks + insertion-based EFT on the core, makespan "
-             f"{core.makespan() * 1e3:.3f} ms"),
+        _row(
+            f"dag {BENCH_CASE} random steps/s",
+            steps_rate,
+            "steps/s",
+            "random legal actions, whole episodes; timed: step (observation, reward, record at "
+            "the end) and action_masks; 100 tasks on hetero (H100, A100, A40, CPU)",
+        ),
+        _row(
+            f"dag {BENCH_CASE} HEFT schedules/s",
+            heft_rate,
+            "schedules/s",
+            f"ranks + insertion-based EFT on the core, makespan {core.makespan() * 1e3:.3f} ms",
+        ),
     ]

@@ -83,8 +83,10 @@ class Platform:
         for d, ops in enumerate(self.ops):
             unknown = sorted((ops or set()) - set(KERNELS))
             if unknown:
-                raise SchedgymError(f"platform {self.name!r}: device {self.devices[d]!r} lists "
-                                    f"unknown op kinds {unknown}")
+                raise SchedgymError(
+                    f"platform {self.name!r}: device {self.devices[d]!r} lists "
+                    f"unknown op kinds {unknown}"
+                )
 
     @property
     def size(self) -> int:
@@ -114,9 +116,15 @@ class Platform:
                 bw[a, b] = bw[b, a] = link.bandwidth
                 lat[a, b] = lat[b, a] = link.latency_s
         return cls(
-            profile.name, names, tuple(d.kind for d in profile.devices), bw, lat,
+            profile.name,
+            names,
+            tuple(d.kind for d in profile.devices),
+            bw,
+            lat,
             tuple(d.costs for d in profile.devices),
-            tuple(frozenset(ops[n]) if n in ops else None for n in names), "s", notes,
+            tuple(frozenset(ops[n]) if n in ops else None for n in names),
+            "s",
+            notes,
         )
 
     @classmethod
@@ -128,8 +136,14 @@ class Platform:
         bw = np.where(np.eye(p, dtype=bool), np.inf, bandwidth)
         lat = np.where(np.eye(p, dtype=bool), 0.0, latency)
         return cls(
-            "abstract(" + ",".join(names) + ")", tuple(names), ("abstract",) * p, bw, lat,
-            (None,) * p, (None,) * p, "unit",
+            "abstract(" + ",".join(names) + ")",
+            tuple(names),
+            ("abstract",) * p,
+            bw,
+            lat,
+            (None,) * p,
+            (None,) * p,
+            "unit",
             f"abstract processors, bandwidth {bandwidth:g}, latency {latency:g}",
         )
 
@@ -148,8 +162,10 @@ class Platform:
             column = {name: p for p, name in enumerate(graph.devices)}
             for d, name in enumerate(self.devices):
                 if name in column:
-                    cost[:, d] = [np.inf if row[column[name]] is None else row[column[name]]
-                                  for row in graph.costs]
+                    cost[:, d] = [
+                        np.inf if row[column[name]] is None else row[column[name]]
+                        for row in graph.costs
+                    ]
         else:
             groups: dict[tuple, list[int]] = {}
             for i, kind in enumerate(graph.kinds):
@@ -163,8 +179,9 @@ class Platform:
                 for (kind, shape), idx in groups.items():
                     spec = KERNELS[kind]
                     # one vectorised query per (kernel, shape) group: cheaper than op by op
-                    query = {a: np.array([graph.params[i][a] for i in idx], float)
-                             for a in spec.axes}
+                    query = {
+                        a: np.array([graph.params[i][a] for i in idx], float) for a in spec.axes
+                    }
                     query.update(zip(spec.shape, shape, strict=True))
                     cost[idx, d] = np.ravel(table.predict_many(kind, **query)) * counts[idx]
         for d, ops in enumerate(self.ops):
@@ -176,7 +193,9 @@ class Platform:
             devices = "; ".join(self.describe(d) for d in range(self.size))
             raise WorkloadError(
                 f"task {graph.tasks[i]!r} (op kind {graph.kinds[i]!r}) can run on no device of "
-                f"platform {self.name!r}: {devices}", graph.name)
+                f"platform {self.name!r}: {devices}",
+                graph.name,
+            )
         return cost
 
 
@@ -186,8 +205,10 @@ def _table_device(name: str, table_name: str | None = None):
 
 def _pcie_host_links(gpus, host: str) -> list[Link]:
     """Each GPU's own PCIe link to host memory, with its cost table's figures."""
-    return [Link(g.name, host, g.costs.roofline.host_bandwidth, g.costs.roofline.host_latency_s)
-            for g in gpus]
+    return [
+        Link(g.name, host, g.costs.roofline.host_bandwidth, g.costs.roofline.host_latency_s)
+        for g in gpus
+    ]
 
 
 @cache
@@ -202,8 +223,9 @@ def hetero_platform() -> Platform:
     gpus = [_table_device(n) for n in ("h100", "a100", "a40")]
     cpu = _table_device("cpu")
     links = (*HardwareProfile.compose("gpus", gpus).links, *_pcie_host_links(gpus, cpu.name))
-    return Platform.from_profile(HardwareProfile("hetero", (*gpus, cpu), links),
-                                 notes=hetero_platform.__doc__ or "")
+    return Platform.from_profile(
+        HardwareProfile("hetero", (*gpus, cpu), links), notes=hetero_platform.__doc__ or ""
+    )
 
 
 @cache
@@ -213,10 +235,13 @@ def nvlink_platform() -> Platform:
     gpus = [_table_device("h100:0", "h100"), _table_device("h100:1", "h100")]
     cpu = _table_device("cpu")
     r = gpus[0].costs.roofline
-    links = (Link("h100:0", "h100:1", r.network_bandwidth, r.network_latency_s),
-             *_pcie_host_links(gpus, cpu.name))
-    return Platform.from_profile(HardwareProfile("h100x2", (*gpus, cpu), links),
-                                 notes=nvlink_platform.__doc__ or "")
+    links = (
+        Link("h100:0", "h100:1", r.network_bandwidth, r.network_latency_s),
+        *_pcie_host_links(gpus, cpu.name),
+    )
+    return Platform.from_profile(
+        HardwareProfile("h100x2", (*gpus, cpu), links), notes=nvlink_platform.__doc__ or ""
+    )
 
 
 PLATFORMS = {"hetero": hetero_platform, "h100x2": nvlink_platform}
@@ -291,11 +316,11 @@ class Instance:
 
     def preds(self, t: int) -> np.ndarray:
         """Edge indices into task ``t``."""
-        return self.pred_edge[self.pred_ptr[t]:self.pred_ptr[t + 1]]
+        return self.pred_edge[self.pred_ptr[t] : self.pred_ptr[t + 1]]
 
     def succs(self, t: int) -> np.ndarray:
         """Edge indices out of task ``t``."""
-        return self.succ_edge[self.succ_ptr[t]:self.succ_ptr[t + 1]]
+        return self.succ_edge[self.succ_ptr[t] : self.succ_ptr[t + 1]]
 
     def transfer(self, a: np.ndarray | int, b: np.ndarray | int, nbytes: np.ndarray | float):
         """Time to move ``nbytes`` from device ``a`` to ``b`` (zero when ``a == b``)."""
@@ -343,10 +368,15 @@ def compile_instance(
     n = int(offset[-1])
     factor = np.exp(sigma * rng.standard_normal(n) - sigma**2 / 2) if sigma > 0 else np.ones(n)
     return Instance(
-        "online" if load is not None else "single", platform, task_names,
+        "online" if load is not None else "single",
+        platform,
+        task_names,
         tuple(k for g in jobs for k in g.kinds),
-        np.repeat(np.arange(len(jobs)), sizes), tuple(f"j{j}" for j in range(len(jobs))),
-        arrival, np.concatenate(costs), factor,
+        np.repeat(np.arange(len(jobs)), sizes),
+        tuple(f"j{j}" for j in range(len(jobs))),
+        arrival,
+        np.concatenate(costs),
+        factor,
         np.concatenate([g.src + o for g, o in zip(jobs, offset, strict=False)]),
         np.concatenate([g.dst + o for g, o in zip(jobs, offset, strict=False)]),
         np.concatenate([g.weights for g in jobs]),
@@ -502,8 +532,13 @@ def fcfs_rule(inst: Instance):
     return choose
 
 
-RULES = {"heft": heft_rule, "peft": peft_rule, "cpop": cpop_rule, "minmin": minmin_rule,
-         "fcfs": fcfs_rule}
+RULES = {
+    "heft": heft_rule,
+    "peft": peft_rule,
+    "cpop": cpop_rule,
+    "minmin": minmin_rule,
+    "fcfs": fcfs_rule,
+}
 
 
 def plan(core: DagCore, choose) -> None:
@@ -525,8 +560,9 @@ class DagCore:
         self._capable = np.isfinite(inst.cost)
         self._n_preds = np.diff(inst.pred_ptr)
         self._job_order = np.argsort(inst.arrival, kind="stable")
-        self._entry = [np.flatnonzero((inst.job == j) & (self._n_preds == 0))
-                       for j in range(inst.n_jobs)]
+        self._entry = [
+            np.flatnonzero((inst.job == j) & (self._n_preds == 0)) for j in range(inst.n_jobs)
+        ]
         # state (all numpy, copied whole by snapshot())
         self.dev = np.full(n, -1, dtype=np.int64)
         self.start = np.zeros(n)
@@ -614,8 +650,9 @@ class DagCore:
         rows = slice(None) if d is None else d
         k = int(self.tl_len.max() if d is None else self.tl_len[d])
         gap_end = self.tl_start[rows, : k + 1]
-        gap_start = np.concatenate((np.zeros(gap_end.shape[:-1] + (1,)), self.tl_end[rows, :k]),
-                                   axis=-1)
+        gap_start = np.concatenate(
+            (np.zeros(gap_end.shape[:-1] + (1,)), self.tl_end[rows, :k]), axis=-1
+        )
         r = self.rdy[tasks][:, rows]
         w = self.inst.cost[tasks][:, rows]
         cand = np.maximum(r[..., None], gap_start)
@@ -631,8 +668,10 @@ class DagCore:
         for t in tasks:
             e = inst.preds(t)
             arrive = self.finish[inst.src[e], None] + inst.transfer(
-                self.dev[inst.src[e], None], np.arange(inst.platform.size)[None, :],
-                inst.data[e, None])
+                self.dev[inst.src[e], None],
+                np.arange(inst.platform.size)[None, :],
+                inst.data[e, None],
+            )
             self.rdy[t] = arrive.max(axis=0, initial=inst.arrival[inst.job[t]])
         self.est[tasks] = self._insertion_est(tasks)
         m = tasks.size
@@ -656,12 +695,26 @@ class DagCore:
 
     # -- snapshots -----------------------------------------------------------------------------
 
-    _STATE = ("dev", "start", "finish", "missing", "rdy", "est", "ready", "tl_start",
-              "tl_end", "tl_len", "busy", "job_end")
+    _STATE = (
+        "dev",
+        "start",
+        "finish",
+        "missing",
+        "rdy",
+        "est",
+        "ready",
+        "tl_start",
+        "tl_end",
+        "tl_len",
+        "busy",
+        "job_end",
+    )
 
     def snapshot(self) -> tuple:
-        return (tuple(getattr(self, k).copy() for k in self._STATE),
-                (self.n_ready, self.n_placed, self.n_released, self.clock))
+        return (
+            tuple(getattr(self, k).copy() for k in self._STATE),
+            (self.n_ready, self.n_placed, self.n_released, self.clock),
+        )
 
     def restore(self, snap: tuple) -> None:
         arrays, (self.n_ready, self.n_placed, self.n_released, self.clock) = snap
@@ -673,7 +726,11 @@ class DagCore:
 
 
 def execute(
-    inst: Instance, dev: np.ndarray, planned_start: np.ndarray, *, exclusive: bool = True,
+    inst: Instance,
+    dev: np.ndarray,
+    planned_start: np.ndarray,
+    *,
+    exclusive: bool = True,
     transfers: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run a plan with the realised times: each device takes its tasks in planned order, each
@@ -712,16 +769,22 @@ def schedule_metrics(
     np.maximum.at(planned, inst.job, planned_finish)
     makespan = float(finish.max())
     if inst.mode == "single":
-        m = {"makespan": makespan, "planned_makespan": float(planned_finish.max()),
-             "slr": makespan / float(lb[0])}
+        m = {
+            "makespan": makespan,
+            "planned_makespan": float(planned_finish.max()),
+            "slr": makespan / float(lb[0]),
+        }
         whole = np.all(np.isfinite(inst.cost), axis=0)
         if whole.any():  # Topcuoglu's speedup: best single device that can run every task
             m["speedup"] = float(inst.cost[:, whole].sum(axis=0).min()) / makespan
         return m
     slow = (done - inst.arrival) / lb
-    return {"mean_slowdown": float(slow.mean()), "max_slowdown": float(slow.max()),
-            "planned_mean_slowdown": float(((planned - inst.arrival) / lb).mean()),
-            "makespan": makespan}
+    return {
+        "mean_slowdown": float(slow.mean()),
+        "max_slowdown": float(slow.max()),
+        "planned_mean_slowdown": float(((planned - inst.arrival) / lb).mean()),
+        "makespan": makespan,
+    }
 
 
 def build_record(
@@ -741,31 +804,72 @@ def build_record(
     """
     n = inst.n
     planned_finish = planned_start + inst.cost[np.arange(n), dev]
-    start, finish = execute(inst, dev, planned_start, exclusive="exclusive" not in relaxed,
-                            transfers="transfers" not in relaxed)
+    start, finish = execute(
+        inst,
+        dev,
+        planned_start,
+        exclusive="exclusive" not in relaxed,
+        transfers="transfers" not in relaxed,
+    )
     metrics = schedule_metrics(inst, planned_finish, finish)
     p = inst.platform
     record: dict[str, Any] = {
-        "format": RECORD_FORMAT, "env": "dag", "case": case, "policy": policy,
-        "mode": inst.mode, "time_unit": p.time_unit, "sigma": inst.sigma,
-        "relaxed": list(relaxed), "platform": p.name,
-        "devices": [{"name": p.devices[d], "kind": p.kinds[d],
-                     "ops": None if p.ops[d] is None else sorted(p.ops[d])}
-                    for d in range(p.size)],
-        "links": [{"a": a, "b": b, "bandwidth": float(p.bandwidth[a, b]),
-                   "latency": float(p.latency[a, b])}
-                  for a in range(p.size) for b in range(a + 1, p.size)],
-        "jobs": [{"name": name, "arrival": float(inst.arrival[j])}
-                 for j, name in enumerate(inst.job_names)],
-        "tasks": [{"name": inst.task_names[t], "kind": inst.kinds[t], "job": int(inst.job[t]),
-                   "cost": [float(c) if math.isfinite(c) else None for c in inst.cost[t]],
-                   "factor": float(inst.factor[t])} for t in range(n)],
-        "edges": [[int(s), int(d), float(b)]
-                  for s, d, b in zip(inst.src, inst.dst, inst.data, strict=True)],
-        "schedule": [{"task": t, "device": int(dev[t]),
-                      "planned_start": float(planned_start[t]),
-                      "planned_end": float(planned_finish[t]),
-                      "start": float(start[t]), "end": float(finish[t])} for t in range(n)],
+        "format": RECORD_FORMAT,
+        "env": "dag",
+        "case": case,
+        "policy": policy,
+        "mode": inst.mode,
+        "time_unit": p.time_unit,
+        "sigma": inst.sigma,
+        "relaxed": list(relaxed),
+        "platform": p.name,
+        "devices": [
+            {
+                "name": p.devices[d],
+                "kind": p.kinds[d],
+                "ops": None if p.ops[d] is None else sorted(p.ops[d]),
+            }
+            for d in range(p.size)
+        ],
+        "links": [
+            {
+                "a": a,
+                "b": b,
+                "bandwidth": float(p.bandwidth[a, b]),
+                "latency": float(p.latency[a, b]),
+            }
+            for a in range(p.size)
+            for b in range(a + 1, p.size)
+        ],
+        "jobs": [
+            {"name": name, "arrival": float(inst.arrival[j])}
+            for j, name in enumerate(inst.job_names)
+        ],
+        "tasks": [
+            {
+                "name": inst.task_names[t],
+                "kind": inst.kinds[t],
+                "job": int(inst.job[t]),
+                "cost": [float(c) if math.isfinite(c) else None for c in inst.cost[t]],
+                "factor": float(inst.factor[t]),
+            }
+            for t in range(n)
+        ],
+        "edges": [
+            [int(s), int(d), float(b)]
+            for s, d, b in zip(inst.src, inst.dst, inst.data, strict=True)
+        ],
+        "schedule": [
+            {
+                "task": t,
+                "device": int(dev[t]),
+                "planned_start": float(planned_start[t]),
+                "planned_end": float(planned_finish[t]),
+                "start": float(start[t]),
+                "end": float(finish[t]),
+            }
+            for t in range(n)
+        ],
         "metrics": metrics,
     }
     if extra:

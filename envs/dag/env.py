@@ -273,7 +273,8 @@ class DagSchedEnv(gym.Env):
         if platform.size > self.layout.options_per_entity:
             raise SchedgymError(
                 f"platform {platform.name!r} has {platform.size} devices; this env observes at "
-                f"most max_devices={self.layout.options_per_entity}")
+                f"most max_devices={self.layout.options_per_entity}"
+            )
 
     def _graphs(self, case: str | TaskGraph) -> list[TaskGraph]:
         """The case's DAG, or ``jobs`` DAGs of its family online (fresh draws for random ones)."""
@@ -299,15 +300,20 @@ class DagSchedEnv(gym.Env):
             return [load_graph(case)] * count
         raise SchedgymError(
             f"unknown case {case!r}: use topcuoglu, random[:N], daggen[:N], a model of "
-            f"{', '.join(MODEL_ZOO)}, or a task-graph .json file")
+            f"{', '.join(MODEL_ZOO)}, or a task-graph .json file"
+        )
 
     def _compile(self, case: str | TaskGraph) -> Instance:
         graphs = self._graphs(case)
         platform = Platform.abstract(graphs[0].devices) if graphs[0].explicit else self.platform
         self._check_size(platform)
         return compile_instance(
-            graphs, platform, self.np_random, sigma=self.sigma,
-            load=self.load if self.mode == "online" else None)
+            graphs,
+            platform,
+            self.np_random,
+            sigma=self.sigma,
+            load=self.load if self.mode == "online" else None,
+        )
 
     def _use(self, inst: Instance, case_name: str) -> None:
         self.instance, self.case_name = inst, case_name
@@ -319,7 +325,8 @@ class DagSchedEnv(gym.Env):
         self._job_size = np.bincount(inst.job, minlength=inst.n_jobs).astype(float)
         kinds = [k if k in DEVICE_KINDS else "other" for k in inst.platform.kinds]
         self._kind_flags = np.array(
-            [[k == c for c in (*DEVICE_KINDS, "other")] for k in kinds], np.float32)
+            [[k == c for c in (*DEVICE_KINDS, "other")] for k in kinds], np.float32
+        )
 
     def _decode(self, action: Any) -> tuple[int, int]:
         core = self._require_core()
@@ -333,15 +340,18 @@ class DagSchedEnv(gym.Env):
         p = self.instance.platform
         if slot >= len(shown):
             raise IllegalActionError(
-                f"action {a}: slot {slot} holds no ready task ({len(shown)} are shown)")
+                f"action {a}: slot {slot} holds no ready task ({len(shown)} are shown)"
+            )
         if device >= p.size:
             raise IllegalActionError(
-                f"action {a}: device slot {device} is empty (the platform has {p.size} devices)")
+                f"action {a}: device slot {device} is empty (the platform has {p.size} devices)"
+            )
         task = int(shown[slot])
         if not core.capable(np.array([task]))[0, device]:
             raise IllegalActionError(
                 f"action {a}: task {self.instance.task_names[task]!r} "
-                f"({self.instance.kinds[task]}) cannot run on {p.describe(device)}")
+                f"({self.instance.kinds[task]}) cannot run on {p.describe(device)}"
+            )
         return task, device
 
     def _observe(self) -> dict[str, np.ndarray]:
@@ -362,9 +372,15 @@ class DagSchedEnv(gym.Env):
             ent[:m, 3 * D : 3 * D + P] = np.where(cap, (est + cost - ref) / s, 0.0)
             job = inst.job[shown]
             placed = np.bincount(inst.job[core.dev >= 0], minlength=inst.n_jobs)
-            ent[:m, 4 * D :] = np.column_stack((
-                self._rank[shown], self._log_succ[shown], (ref - inst.arrival[job]) / s,
-                1.0 - placed[job] / self._job_size[job], (core.job_end[job] - ref) / s))
+            ent[:m, 4 * D :] = np.column_stack(
+                (
+                    self._rank[shown],
+                    self._log_succ[shown],
+                    (ref - inst.arrival[job]) / s,
+                    1.0 - placed[job] / self._job_size[job],
+                    (core.job_end[job] - ref) / s,
+                )
+            )
             obs["entity_mask"][:m] = 1
         makespan = core.makespan()
         dev = obs["devices"]
@@ -374,7 +390,12 @@ class DagSchedEnv(gym.Env):
         dev[:P, 3:] = self._kind_flags
         obs["devices_mask"][:P] = 1
         obs["globals"][:] = (
-            core.n_placed / inst.n, (max(makespan, ref) - ref) / s, m / lay.max_entities,
-            (core.n_ready - m) / lay.max_entities, core.n_released / inst.n_jobs, P / D,
-            math.log1p(inst.n))
+            core.n_placed / inst.n,
+            (max(makespan, ref) - ref) / s,
+            m / lay.max_entities,
+            (core.n_ready - m) / lay.max_entities,
+            core.n_released / inst.n_jobs,
+            P / D,
+            math.log1p(inst.n),
+        )
         return obs

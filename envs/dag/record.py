@@ -86,11 +86,14 @@ def validate(record: dict[str, Any]) -> dict[str, float]:
         if not factor > 0 or (sigma == 0 and factor != 1.0):
             raise fail(f"task {name!r}: noise factor {factor} with sigma {sigma}")
         if abs(row["planned_end"] - row["planned_start"] - cost) > eps:
-            raise fail(f"task {name!r} planned for {row['planned_end'] - row['planned_start']}, "
-                       f"its cost on {devices[d]['name']} is {cost}")
+            raise fail(
+                f"task {name!r} planned for {row['planned_end'] - row['planned_start']}, "
+                f"its cost on {devices[d]['name']} is {cost}"
+            )
         if abs(row["end"] - row["start"] - cost * factor) > eps:
-            raise fail(f"task {name!r} ran for {row['end'] - row['start']}, expected "
-                       f"{cost * factor}")
+            raise fail(
+                f"task {name!r} ran for {row['end'] - row['start']}, expected {cost * factor}"
+            )
         arrival = jobs[task["job"]]["arrival"]
         for key in ("planned_start", "start"):
             if row[key] < arrival - eps:
@@ -100,8 +103,10 @@ def validate(record: dict[str, Any]) -> dict[str, float]:
             delay = transfer(src["device"], d, nbytes)
             for start, end in (("planned_start", "planned_end"), ("start", "end")):
                 if row[start] < src[end] + delay - eps:
-                    raise fail(f"task {name!r} {start} {row[start]} before its input from "
-                               f"{tasks[p]['name']!r} arrives ({src[end]} + {delay})")
+                    raise fail(
+                        f"task {name!r} {start} {row[start]} before its input from "
+                        f"{tasks[p]['name']!r} arrives ({src[end]} + {delay})"
+                    )
     queues: list[list[int]] = [[] for _ in range(n_dev)]
     for t in sorted(range(n), key=lambda t: (by_task[t]["planned_start"], t)):
         queues[by_task[t]["device"]].append(t)
@@ -112,18 +117,23 @@ def validate(record: dict[str, Any]) -> dict[str, float]:
             if "exclusive" not in relaxed:
                 for start, end in (("planned_start", "planned_end"), ("start", "end")):
                     if row[start] < prev_end[end] - eps:
-                        raise fail(f"tasks overlap on {devices[d]['name']!r} at {row[start]} "
-                                   f"({tasks[t]['name']!r}, {start})")
+                        raise fail(
+                            f"tasks overlap on {devices[d]['name']!r} at {row[start]} "
+                            f"({tasks[t]['name']!r}, {start})"
+                        )
             # the execution starts each task as soon as it may, in the device's planned order
             earliest = jobs[tasks[t]["job"]]["arrival"]
             if "exclusive" not in relaxed and prev_end["end"] > earliest:
                 earliest = prev_end["end"]
             for p, nbytes in preds[t]:
-                earliest = max(earliest, by_task[p]["end"] + transfer(by_task[p]["device"], d,
-                                                                      nbytes))
+                earliest = max(
+                    earliest, by_task[p]["end"] + transfer(by_task[p]["device"], d, nbytes)
+                )
             if abs(row["start"] - earliest) > eps:
-                raise fail(f"task {tasks[t]['name']!r} started at {row['start']}, but its inputs "
-                           f"and device allowed {earliest}")
+                raise fail(
+                    f"task {tasks[t]['name']!r} started at {row['start']}, but its inputs "
+                    f"and device allowed {earliest}"
+                )
             prev_end = {"planned_end": row["planned_end"], "end": row["end"]}
     return _record_metrics(record, mode, by_task, preds, order)
 
@@ -170,10 +180,15 @@ def _record_metrics(record, mode, by_task, preds, order) -> dict[str, float]:
             m["speedup"] = min(sums) / makespan
         return m
     slow = [(done[j] - jobs[j]["arrival"]) / lb[j] for j in range(n_jobs)]
-    return {"mean_slowdown": sum(slow) / n_jobs, "max_slowdown": max(slow),
-            "planned_mean_slowdown": sum((planned[j] - jobs[j]["arrival"]) / lb[j]
-                                         for j in range(n_jobs)) / n_jobs,
-            "makespan": makespan}
+    return {
+        "mean_slowdown": sum(slow) / n_jobs,
+        "max_slowdown": max(slow),
+        "planned_mean_slowdown": sum(
+            (planned[j] - jobs[j]["arrival"]) / lb[j] for j in range(n_jobs)
+        )
+        / n_jobs,
+        "makespan": makespan,
+    }
 
 
 # -- Gantt chart ------------------------------------------------------------------------------
@@ -196,8 +211,11 @@ def plot_record(
     horizon = max(max(r["end"], r["planned_end"]) for r in rows) or 1.0
     unit, mult = record["time_unit"], 1.0
     if unit == "s":
-        unit, mult = next((u, k) for u, k in (("s", 1.0), ("ms", 1e3), ("us", 1e6), ("ns", 1e9))
-                          if horizon * k >= 1.0)
+        unit, mult = next(
+            (u, k)
+            for u, k in (("s", 1.0), ("ms", 1e3), ("us", 1e6), ("ns", 1e9))
+            if horizon * k >= 1.0
+        )
     groups = sorted({t["job"] if online else t["kind"] for t in tasks}, key=str)
     cmap = plt.get_cmap("tab20" if len(groups) > 10 else "tab10")
     colour = {g: cmap(i % cmap.N) for i, g in enumerate(groups)}
@@ -207,16 +225,36 @@ def plot_record(
         task = tasks[r["task"]]
         y = len(devices) - 1 - r["device"]
         start, width = r["start"] * mult, (r["end"] - r["start"]) * mult
-        ax.barh(y, width, left=start, height=0.7, color=colour[task["job"] if online else
-                                                             task["kind"]],
-                edgecolor="black", linewidth=0.4)
+        ax.barh(
+            y,
+            width,
+            left=start,
+            height=0.7,
+            color=colour[task["job"] if online else task["kind"]],
+            edgecolor="black",
+            linewidth=0.4,
+        )
         if r["planned_start"] != r["start"] or r["planned_end"] != r["end"]:
-            ax.barh(y, (r["planned_end"] - r["planned_start"]) * mult,
-                    left=r["planned_start"] * mult, height=0.7, fill=False,
-                    edgecolor="grey", linestyle="--", linewidth=0.6)
+            ax.barh(
+                y,
+                (r["planned_end"] - r["planned_start"]) * mult,
+                left=r["planned_start"] * mult,
+                height=0.7,
+                fill=False,
+                edgecolor="grey",
+                linestyle="--",
+                linewidth=0.6,
+            )
         if width > horizon * mult * 0.035:
-            ax.text(start + width / 2, y, task["name"].split("/")[-1][:12], ha="center",
-                    va="center", fontsize=7, clip_on=True)
+            ax.text(
+                start + width / 2,
+                y,
+                task["name"].split("/")[-1][:12],
+                ha="center",
+                va="center",
+                fontsize=7,
+                clip_on=True,
+            )
     ax.set_yticks(range(len(devices)))
     ax.set_yticklabels([d["name"] for d in reversed(devices)])
     ax.set_xlabel(f"time ({unit})")
@@ -227,8 +265,9 @@ def plot_record(
     ax.set_title(title or f"{record['case']}{policy}: {shown}", fontsize=10)
     if 1 < len(groups) <= 20:
         handles = [Patch(color=colour[g], label=f"job {g}" if online else str(g)) for g in groups]
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7,
-                  frameon=False)
+        ax.legend(
+            handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False
+        )
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out, dpi=dpi)

@@ -1,5 +1,4 @@
-"""JobShop-v0 speed for ``schedgym bench``: steps/s beside the JSSEnv and job-shop-lib environments.
-"""
+"""JobShop-v0 speed for ``schedgym bench``: steps/s beside JSSEnv and job-shop-lib's envs."""
 
 from __future__ import annotations
 

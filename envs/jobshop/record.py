@@ -149,8 +149,9 @@ def validate(record: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
-def bound_metrics(instance: JobShopInstance, solver: dict[str, Any], makespan: int
-                  ) -> dict[str, Any]:
+def bound_metrics(
+    instance: JobShopInstance, solver: dict[str, Any], makespan: int
+) -> dict[str, Any]:
     """A solver's proven lower bound on the makespan as ``bound_<metric>`` entries: the metrics
     a schedule of that makespan would have. Raises ``RecordError`` when the claimed bound is
     below the trivial one (longest job, busiest machine) or above the solver's own schedule."""

@@ -1,5 +1,4 @@
-"""MemoryMap-v0 speed for ``schedgym bench``.
-"""
+"""MemoryMap-v0 speed for ``schedgym bench``."""
 
 from __future__ import annotations
 
@@ -35,13 +34,21 @@ def bench() -> list[dict[str, Any]]:
             _, _, done, _, _ = env.step(int(legal[rng.integers(legal.size)]))
             steps += 1
         rate = steps / (time.perf_counter() - t0)
-        rows.append({"name": f"memmap {task} steps/s (random legal actions)", "value": rate,
-                     "unit": "steps/s", "note": "random:2000:0, 32 candidates, h100 costs"})
+        rows.append(
+            {
+                "name": f"memmap {task} steps/s (random legal actions)",
+                "value": rate,
+                "unit": "steps/s",
+                "note": "random:2000:0, 32 candidates, h100 costs",
+            }
+        )
     big = random_buffer_set(18000, 0, mean_live=64.0, name="random:18000:0:live64")
-    for task, order, label in (("pack", "size", "best-fit by size"),
-                               ("map", "size", "best-fit by size"),
-                               ("map", "benefit", "msa (XLA-like order, best fit)"),
-                               ("msa", "benefit", "heuristic:msa (prefetch and eviction)")):
+    for task, order, label in (
+        ("pack", "size", "best-fit by size"),
+        ("map", "size", "best-fit by size"),
+        ("map", "benefit", "msa (XLA-like order, best fit)"),
+        ("msa", "benefit", "heuristic:msa (prefetch and eviction)"),
+    ):
         env = MemoryMapEnv(task=task, case=big, order=order)
         env.reset(seed=0)
         rule = "xla_choice" if task == "msa" else "best_fit"
@@ -53,7 +60,13 @@ def bench() -> list[dict[str, Any]]:
         wall = time.perf_counter() - t0
         t1 = time.perf_counter()
         validate(info["record"])
-        rows.append({"name": f"memmap {task}: {label}, 18,000 buffers", "value": wall,
-                     "unit": "s", "note": f"whole episode through env.step; validate() "
-                     f"{time.perf_counter() - t1:.2f} s; about 64 buffers live at a time"})
+        rows.append(
+            {
+                "name": f"memmap {task}: {label}, 18,000 buffers",
+                "value": wall,
+                "unit": "s",
+                "note": f"whole episode through env.step; validate() "
+                f"{time.perf_counter() - t1:.2f} s; about 64 buffers live at a time",
+            }
+        )
     return rows

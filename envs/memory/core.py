@@ -74,10 +74,18 @@ class CostModel:
         order = np.argsort(ops.access_buf, kind="stable")
         ptr = np.zeros(buffers.n + 1, np.int64)
         np.cumsum(np.bincount(ops.access_buf, minlength=buffers.n), out=ptr[1:])
-        total = ops.fixed_bytes + np.bincount(ops.access_op, weights=ops.access_bytes,
-                                              minlength=ops.n_ops)
-        return cls(ops.compute_s, total, ptr, ops.access_op[order], ops.access_bytes[order],
-                   float(fast_bandwidth), float(slow_bandwidth))
+        total = ops.fixed_bytes + np.bincount(
+            ops.access_op, weights=ops.access_bytes, minlength=ops.n_ops
+        )
+        return cls(
+            ops.compute_s,
+            total,
+            ptr,
+            ops.access_op[order],
+            ops.access_bytes[order],
+            float(fast_bandwidth),
+            float(slow_bandwidth),
+        )
 
     def op_time(self, fast_bytes: np.ndarray, ops: np.ndarray | slice = slice(None)) -> np.ndarray:
         b = self.total_bytes[ops]
@@ -144,47 +152,82 @@ def decision_order(buffers: BufferSet, order: str, cost: CostModel) -> np.ndarra
     return np.lexsort(keys)
 
 
-def placement_metrics(task: str, buffers: BufferSet, capacity: int, offset: np.ndarray,
-                      cost: CostModel | None) -> dict[str, float | int]:
+def placement_metrics(
+    task: str, buffers: BufferSet, capacity: int, offset: np.ndarray, cost: CostModel | None
+) -> dict[str, float | int]:
     """The task's metrics of a complete placement (``offset`` -1 = slow memory)."""
     fast = offset >= 0
     height = int((offset + buffers.size)[fast].max()) if fast.any() else 0
     if task == "pack":
         peak = buffers.peak_live_bytes()
-        return {"height": height, "capacity": int(capacity), "height_over_capacity":
-                height / capacity, "solved": int(height <= capacity), "peak_live": peak,
-                "height_over_peak": height / peak}
+        return {
+            "height": height,
+            "capacity": int(capacity),
+            "height_over_capacity": height / capacity,
+            "solved": int(height <= capacity),
+            "peak_live": peak,
+            "height_over_peak": height / peak,
+        }
     assert cost is not None
     fast_bytes = cost.fast_bytes(fast)
     t = float(cost.op_time(fast_bytes).sum())
     slow = cost.all_slow_time()
     owner = np.repeat(np.arange(buffers.n), np.diff(cost.ptr))
     moved = float(cost.acc_bytes.sum())
-    return {"modelled_time_s": t, "all_slow_time_s": slow, "speedup": slow / t if t > 0 else 1.0,
-            "fast_byte_share": float(cost.acc_bytes[fast[owner]].sum()) / moved if moved else 0.0,
-            "fast_buffers": int(fast.sum()), "height": height, "capacity": int(capacity)}
+    return {
+        "modelled_time_s": t,
+        "all_slow_time_s": slow,
+        "speedup": slow / t if t > 0 else 1.0,
+        "fast_byte_share": float(cost.acc_bytes[fast[owner]].sum()) / moved if moved else 0.0,
+        "fast_buffers": int(fast.sum()),
+        "height": height,
+        "capacity": int(capacity),
+    }
 
 
-def placement_record(task: str, buffers: BufferSet, capacity: int, offset: np.ndarray,
-                     cost: CostModel | None, order: str, decided: np.ndarray) -> dict[str, Any]:
+def placement_record(
+    task: str,
+    buffers: BufferSet,
+    capacity: int,
+    offset: np.ndarray,
+    cost: CostModel | None,
+    order: str,
+    decided: np.ndarray,
+) -> dict[str, Any]:
     """The JSON-serialisable episode record that ``record.validate`` re-checks."""
     record: dict[str, Any] = {
-        "format": RECORD_FORMAT, "env": "memmap", "task": task, "case": buffers.name,
-        "order": order, "capacity": int(capacity),
-        "buffers": {"id": buffers.ids.tolist(), "start": buffers.start.tolist(),
-                    "end": buffers.end.tolist(), "size": buffers.size.tolist()},
+        "format": RECORD_FORMAT,
+        "env": "memmap",
+        "task": task,
+        "case": buffers.name,
+        "order": order,
+        "capacity": int(capacity),
+        "buffers": {
+            "id": buffers.ids.tolist(),
+            "start": buffers.start.tolist(),
+            "end": buffers.end.tolist(),
+            "size": buffers.size.tolist(),
+        },
         "offset": np.asarray(offset, np.int64).tolist(),
         "decision_order": np.asarray(decided, np.int64).tolist(),
     }
     if task == "map":
         assert cost is not None
         ops = buffers.op_table()
-        record["memory"] = {"fast_bandwidth": cost.fast_bandwidth,
-                            "slow_bandwidth": cost.slow_bandwidth}
-        record["ops"] = {"time": ops.time.tolist(), "compute_s": ops.compute_s.tolist(),
-                         "fixed_bytes": ops.fixed_bytes.tolist()}
-        record["accesses"] = {"op": ops.access_op.tolist(), "buffer": ops.access_buf.tolist(),
-                              "bytes": ops.access_bytes.tolist()}
+        record["memory"] = {
+            "fast_bandwidth": cost.fast_bandwidth,
+            "slow_bandwidth": cost.slow_bandwidth,
+        }
+        record["ops"] = {
+            "time": ops.time.tolist(),
+            "compute_s": ops.compute_s.tolist(),
+            "fixed_bytes": ops.fixed_bytes.tolist(),
+        }
+        record["accesses"] = {
+            "op": ops.access_op.tolist(),
+            "buffer": ops.access_buf.tolist(),
+            "bytes": ops.access_bytes.tolist(),
+        }
     return record
 
 
@@ -210,9 +253,17 @@ class MemoryMapCore:
     kept.
     """
 
-    def __init__(self, buffers: BufferSet, task: str, capacity: int, *, order: str = "start",
-                 max_candidates: int = 32, fast_bandwidth: float = 1.0,
-                 slow_bandwidth: float = 1.0):
+    def __init__(
+        self,
+        buffers: BufferSet,
+        task: str,
+        capacity: int,
+        *,
+        order: str = "start",
+        max_candidates: int = 32,
+        fast_bandwidth: float = 1.0,
+        slow_bandwidth: float = 1.0,
+    ):
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
         if max_candidates < 1:
@@ -252,9 +303,17 @@ class MemoryMapCore:
         self._refresh()
 
     def get_state(self) -> Snapshot:
-        return Snapshot(self.k, self.where.copy(), self.offset.copy(), self.m,
-                        self._placed[:, : self.m].copy(), self._fast_bytes.copy(),
-                        self._op_time.copy(), self.total_time, self.height)
+        return Snapshot(
+            self.k,
+            self.where.copy(),
+            self.offset.copy(),
+            self.m,
+            self._placed[:, : self.m].copy(),
+            self._fast_bytes.copy(),
+            self._op_time.copy(),
+            self.total_time,
+            self.height,
+        )
 
     def set_state(self, s: Snapshot) -> None:
         self.k, self.m, self.total_time, self.height = s.k, s.m, s.total_time, s.height
@@ -290,8 +349,9 @@ class MemoryMapCore:
         self.cand_offset = bottoms[fits]
         self.cand_gap = gap[fits]
 
-    def _gaps(self, s: int, e: int, placed: np.ndarray | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
+    def _gaps(
+        self, s: int, e: int, placed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Bottoms and heights of the free gaps over ``[s, e)`` between the placed boxes that
         overlap it, in ascending address (0 and the placed tops: the canonical positions);
         ``placed`` narrows the boxes looked at to a subset known to hold every one that may
@@ -362,7 +422,8 @@ class MemoryMapCore:
             raise IllegalActionError(
                 f"action {action}: buffer {int(self.buffers.ids[b])} has {n} candidate "
                 f"offset{'s' if n != 1 else ''} (actions 0..{n - 1})"
-                + (f" and slow memory (action {self.slow_action})" if self.task == "map" else ""))
+                + (f" and slow memory (action {self.slow_action})" if self.task == "map" else "")
+            )
         self.k += 1
         if self.done:
             self.solve_s = time.perf_counter() - self._t0
@@ -378,8 +439,15 @@ class MemoryMapCore:
         return out
 
     def record(self) -> dict[str, Any]:
-        return placement_record(self.task, self.buffers, self.capacity, self.offset, self.cost,
-                                self.order_name, self.order)
+        return placement_record(
+            self.task,
+            self.buffers,
+            self.capacity,
+            self.offset,
+            self.cost,
+            self.order_name,
+            self.order,
+        )
 
 
 # --- the msa task ---------------------------------------------------------------------------
@@ -647,8 +715,12 @@ class MsaCore(MemoryMapCore):
         # (PreferredEvictionEndTime): here the ops between the last fast use and the freeing op.
         cum = self.elapsed_cum
         c_s = float(self.copy_s[self.current])
-        evict = [c for c in range(n) if cand[4, c] < 0
-                 and cum[cand[1, c]] - cum[self.accesses(self.current)[0][cand[3, c]] + 1] >= c_s]
+        evict = [
+            c
+            for c in range(n)
+            if cand[4, c] < 0
+            and cum[cand[1, c]] - cum[self.accesses(self.current)[0][cand[3, c]] + 1] >= c_s
+        ]
         if evict:
             return max(evict, key=lambda c: (int(cand[3, c]), -int(self.cand_gap[c])))
         pick: dict[int, tuple[int, int, int]] = {}

@@ -226,22 +226,25 @@ class MemoryMapEnv(gym.Env):
         self.table = _cost_table(self.hardware)
         device = device_from_table(self.table)
         slow = next((t for t in device.memory if t.name == "hbm"), None) or (
-            device.memory[0] if device.memory else None)
+            device.memory[0] if device.memory else None
+        )
         if slow is None:
             raise SchedgymError(f"cost table {hardware!r} lists no memory tier for slow memory")
         fast = next((t for t in device.memory if t.name in FAST_TIER_NAMES), None)
         self.slow_bandwidth = slow.bandwidth
-        self.fast_bandwidth = float(fast_bandwidth or (
-            fast.bandwidth if fast else FAST_BANDWIDTH_RATIO * slow.bandwidth))
+        self.fast_bandwidth = float(
+            fast_bandwidth or (fast.bandwidth if fast else FAST_BANDWIDTH_RATIO * slow.bandwidth)
+        )
         # A copy between the tiers streams from or to the slow tier, so moves at its speed.
         self.copy_bandwidth = float(copy_bandwidth or slow.bandwidth)
         self.fast_capacity_arg = fast_capacity
         self.default_fast_capacity = fast.capacity_bytes if fast else DEFAULT_FAST_CAPACITY
-        self.layout = EntityLayout(max_entities=max_candidates,
-                                   n_features=len(CANDIDATE_FEATURES)
-                                   + len(WINDOW_FEATURES) * (task == "msa"),
-                                   n_globals=len(GLOBAL_FEATURES),
-                                   n_special=int(task != "pack"))
+        self.layout = EntityLayout(
+            max_entities=max_candidates,
+            n_features=len(CANDIDATE_FEATURES) + len(WINDOW_FEATURES) * (task == "msa"),
+            n_globals=len(GLOBAL_FEATURES),
+            n_special=int(task != "pack"),
+        )
         self.observation_space = self.layout.observation_space()
         self.action_space = self.layout.action_space()
         self.buffers: BufferSet | None = None
@@ -250,8 +253,9 @@ class MemoryMapEnv(gym.Env):
 
     # --- Gymnasium API -------------------------------------------------------------------
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
-              ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
         options = options or {}
         unknown = set(options) - {"case", "order"}
@@ -259,8 +263,9 @@ class MemoryMapEnv(gym.Env):
             raise ValueError(f"unknown reset option(s) {sorted(unknown)}; known: case, order")
         case = options.get("case") or self.default_case
         order = options.get("order") or self.order
-        buffers = case if isinstance(case, BufferSet) else load_case(
-            case, self.hardware, self.np_random)
+        buffers = (
+            case if isinstance(case, BufferSet) else load_case(case, self.hardware, self.np_random)
+        )
         self._use(buffers, order)
         self.core.reset()
         return self._observe(), {"case": buffers.name, "capacity": self.core.capacity}
@@ -308,11 +313,16 @@ class MemoryMapEnv(gym.Env):
         if buffers is self.buffers and self.core is not None and self.core.order_name == order:
             return
         self.buffers = buffers
-        common = {"order": order, "max_candidates": self.layout.max_entities,
-                  "fast_bandwidth": self.fast_bandwidth, "slow_bandwidth": self.slow_bandwidth}
+        common = {
+            "order": order,
+            "max_candidates": self.layout.max_entities,
+            "fast_bandwidth": self.fast_bandwidth,
+            "slow_bandwidth": self.slow_bandwidth,
+        }
         if self.task == "msa":
-            self.core = MsaCore(buffers, self.capacity_for(buffers),
-                                copy_bandwidth=self.copy_bandwidth, **common)
+            self.core = MsaCore(
+                buffers, self.capacity_for(buffers), copy_bandwidth=self.copy_bandwidth, **common
+            )
         else:
             self.core = MemoryMapCore(buffers, self.task, self.capacity_for(buffers), **common)
         self._static = _Static(self.core)
@@ -351,7 +361,6 @@ class MemoryMapEnv(gym.Env):
         obs["entity_mask"][:n] = 1
         return obs
 
-
     def _observe_windows(self, e: np.ndarray, b: int, n: int) -> None:
         core = self.core
         lo, hi, i, j, kind = core.cand[:5, :n]
@@ -383,8 +392,15 @@ class _Static:
         pressure = np.maximum.reduceat(np.append(live, 0), pairs)[::2]
         self.peak = float(live.max()) * self.inv_c
         gain = core.cost.solo_gain() if core.task != "pack" else np.zeros(bs.n)
-        self.per_buffer = np.stack([bs.size * self.inv_c, (bs.end - bs.start) / span,
-                                    (bs.start - t0) / span, pressure * self.inv_c, gain])
+        self.per_buffer = np.stack(
+            [
+                bs.size * self.inv_c,
+                (bs.end - bs.start) / span,
+                (bs.start - t0) / span,
+                pressure * self.inv_c,
+                gain,
+            ]
+        )
 
 
 # --- cases -----------------------------------------------------------------------------------
@@ -425,4 +441,5 @@ def load_case(case: str, hardware: str = "h100", rng: Any = None) -> BufferSet:
         return read_buffer_csv(case)
     raise WorkloadError(
         f"unknown memory case {case!r}: use a zoo model ({', '.join(MODEL_ZOO)}), "
-        "minimalloc:A..F, idealloc:resnet50, random[:N[:SEED]], file:PATH or a CSV path")
+        "minimalloc:A..F, idealloc:resnet50, random[:N[:SEED]], file:PATH or a CSV path"
+    )

@@ -38,8 +38,10 @@ def validate(record: dict[str, Any]) -> dict[str, Any]:
     if task not in TASKS:
         raise RecordError(f"record task {task!r} is not one of {TASKS}")
     try:
-        cols = {k: np.asarray(record["buffers"][k], dtype=np.int64)
-                for k in ("id", "start", "end", "size")}
+        cols = {
+            k: np.asarray(record["buffers"][k], dtype=np.int64)
+            for k in ("id", "start", "end", "size")
+        }
         capacity = int(record["capacity"])
     except (KeyError, TypeError, ValueError) as exc:
         raise RecordError(f"record buffers/capacity unreadable: {exc}") from exc
@@ -71,16 +73,23 @@ def validate(record: dict[str, Any]) -> dict[str, Any]:
         over = fast & (offset + size > capacity)
         if over.any():
             i = int(over.argmax())
-            raise RecordError(f"buffer {int(ids[i])} at offset {int(offset[i])} + size "
-                              f"{int(size[i])} exceeds the fast capacity {capacity}")
+            raise RecordError(
+                f"buffer {int(ids[i])} at offset {int(offset[i])} + size "
+                f"{int(size[i])} exceeds the fast capacity {capacity}"
+            )
     if task == "msa":
         return _validate_msa(record, ids, start, end, size, offset, capacity)
     _check_no_overlap(ids, start, end, size, offset)
     height = int((offset + size)[fast].max()) if fast.any() else 0
     if task == "pack":
-        return {"height": height, "capacity": capacity, "height_over_capacity": height / capacity,
-                "solved": int(height <= capacity), "peak_live": peak,
-                "height_over_peak": height / peak}
+        return {
+            "height": height,
+            "capacity": capacity,
+            "height_over_capacity": height / capacity,
+            "solved": int(height <= capacity),
+            "peak_live": peak,
+            "height_over_peak": height / peak,
+        }
     op = _map_inputs(record, start, end, ids)
     in_fast = fast[op["buffer"]]
     f_bytes = np.zeros(op["m"])
@@ -91,10 +100,15 @@ def validate(record: dict[str, Any]) -> dict[str, Any]:
     modelled = float(np.maximum(op["compute"], f_bytes / fbw + s_bytes / sbw).sum())
     slow = float(np.maximum(op["compute"], (f_bytes + s_bytes) / sbw).sum())
     moved = float(op["bytes"].sum())
-    return {"modelled_time_s": modelled, "all_slow_time_s": slow,
-            "speedup": slow / modelled if modelled > 0 else 1.0,
-            "fast_byte_share": float(op["bytes"][in_fast].sum()) / moved if moved else 0.0,
-            "fast_buffers": int(fast.sum()), "height": height, "capacity": capacity}
+    return {
+        "modelled_time_s": modelled,
+        "all_slow_time_s": slow,
+        "speedup": slow / modelled if modelled > 0 else 1.0,
+        "fast_byte_share": float(op["bytes"][in_fast].sum()) / moved if moved else 0.0,
+        "fast_buffers": int(fast.sum()),
+        "height": height,
+        "capacity": capacity,
+    }
 
 
 def _validate_msa(record, ids, start, end, size, offset, capacity) -> dict[str, Any]:
@@ -108,8 +122,10 @@ def _validate_msa(record, ids, start, end, size, offset, capacity) -> dict[str, 
     op = _map_inputs(record, start, end, ids)
     m, n = op["m"], ids.size
     try:
-        win = {k: np.asarray(record["windows"][k], np.int64)
-               for k in ("lo", "hi", "first_op", "last_op")}
+        win = {
+            k: np.asarray(record["windows"][k], np.int64)
+            for k in ("lo", "hi", "first_op", "last_op")
+        }
         cp = record["copies"]
         c_buf = np.asarray(cp["buffer"], np.int64)
         c_kind = list(cp["kind"])
@@ -136,31 +152,38 @@ def _validate_msa(record, ids, start, end, size, offset, capacity) -> dict[str, 
     eps = 1e-9 * scale
     need: dict[int, list[tuple[str, int, int]]] = {}  # buffer -> copies it must have
     for b in np.flatnonzero(fast).tolist():
-        u = np.sort(acc_op[ptr[b]:ptr[b + 1]])
+        u = np.sort(acc_op[ptr[b] : ptr[b + 1]])
         name = f"buffer {int(ids[b])}"
         if u.size == 0 or first[b] not in u or last[b] not in u or first[b] > last[b]:
             raise RecordError(f"{name}: its fast window does not start and end at accesses")
         if not (0 <= lo[b] <= first[b] < last[b] + 1 <= hi[b] <= m):
-            raise RecordError(f"{name}: window [{int(lo[b])}, {int(hi[b])}) does not hold its "
-                              f"fast accesses {int(first[b])}..{int(last[b])}")
+            raise RecordError(
+                f"{name}: window [{int(lo[b])}, {int(hi[b])}) does not hold its "
+                f"fast accesses {int(first[b])}..{int(last[b])}"
+            )
         sel = slice(ptr[b], ptr[b + 1])
         in_fast[sel] = (acc_op[sel] >= first[b]) & (acc_op[sel] <= last[b])
         later = u[u > last[b]]
         if first[b] != u[0]:  # not written in fast memory: a prefetch brings it
             if lo[b] <= u[0]:
-                raise RecordError(f"{name}: prefetch issued at op {int(lo[b])}, before the op "
-                                  f"{int(u[0])} that writes it ends")
+                raise RecordError(
+                    f"{name}: prefetch issued at op {int(lo[b])}, before the op "
+                    f"{int(u[0])} that writes it ends"
+                )
             if hi[b] != last[b] + 1:
                 raise RecordError(f"{name}: a prefetched window ends at its last fast access")
             need[b] = [("prefetch", int(lo[b]), int(first[b]))]
         elif later.size:
             if lo[b] != first[b] or hi[b] != min(last[b] + 2, later[0]):
-                raise RecordError(f"{name}: an evicted window spans [write, min(last fast "
-                                  "access + 2, next access))")
+                raise RecordError(
+                    f"{name}: an evicted window spans [write, min(last fast "
+                    "access + 2, next access))"
+                )
             need[b] = [("eviction", int(last[b]) + 1, int(hi[b]))]
         elif hi[b] != last[b] + 1:
-            raise RecordError(f"{name}: window ends at op {int(hi[b])}, not after its last "
-                              f"access {int(last[b])}")
+            raise RecordError(
+                f"{name}: window ends at op {int(hi[b])}, not after its last access {int(last[b])}"
+            )
     if np.any(~fast & ((lo >= 0) | (hi >= 0))):
         raise RecordError("msa record: a slow buffer has a fast window")
     _check_no_overlap(ids, np.where(fast, lo, 0), np.where(fast, hi, 1), size, offset)
@@ -176,8 +199,9 @@ def _validate_msa(record, ids, start, end, size, offset, capacity) -> dict[str, 
     early = op_start[1:] < end_of[:-1] - eps
     if early.any():
         j = int(early.argmax()) + 1
-        raise RecordError(f"op {j} starts at {op_start[j]:.6g} s, before op {j - 1} ends at "
-                          f"{end_of[j - 1]:.6g} s")
+        raise RecordError(
+            f"op {j} starts at {op_start[j]:.6g} s, before op {j - 1} ends at {end_of[j - 1]:.6g} s"
+        )
     seen: set[tuple[int, str]] = set()
     for c in range(nc):
         b, kind = int(c_buf[c]), c_kind[c]
@@ -187,16 +211,22 @@ def _validate_msa(record, ids, start, end, size, offset, capacity) -> dict[str, 
         seen.add((b, kind))
         _, ready, wait = want[0]
         if (c_ready[c], c_wait[c]) != (ready, wait):
-            raise RecordError(f"copy {c}: {kind} of buffer {int(ids[b])} must be ready at op "
-                              f"{ready} and awaited by op {wait}")
+            raise RecordError(
+                f"copy {c}: {kind} of buffer {int(ids[b])} must be ready at op "
+                f"{ready} and awaited by op {wait}"
+            )
         if abs(c_end[c] - c_start[c] - size[b] / copy_bw) > eps:
-            raise RecordError(f"copy {c}: lasts {c_end[c] - c_start[c]:.6g} s, not size / copy "
-                              f"bandwidth = {size[b] / copy_bw:.6g} s")
+            raise RecordError(
+                f"copy {c}: lasts {c_end[c] - c_start[c]:.6g} s, not size / copy "
+                f"bandwidth = {size[b] / copy_bw:.6g} s"
+            )
         if c_start[c] < (end_of[ready - 1] if ready > 0 else 0.0) - eps:
             raise RecordError(f"copy {c}: starts before op {ready - 1} ends")
         if wait < m and c_end[c] > op_start[wait] + eps:
-            raise RecordError(f"copy {c}: the {kind} of buffer {int(ids[b])} ends at "
-                              f"{c_end[c]:.6g} s, after op {wait} starts at {op_start[wait]:.6g} s")
+            raise RecordError(
+                f"copy {c}: the {kind} of buffer {int(ids[b])} ends at "
+                f"{c_end[c]:.6g} s, after op {wait} starts at {op_start[wait]:.6g} s"
+            )
     missing = sum(len(v) for v in need.values()) - len(seen)
     if missing:
         raise RecordError(f"msa record: {missing} needed prefetch/eviction copies are missing")
@@ -204,21 +234,26 @@ def _validate_msa(record, ids, start, end, size, offset, capacity) -> dict[str, 
     clash = c_start[by_start[1:]] < c_end[by_start[:-1]] - eps
     if clash.any():
         k = int(clash.argmax())
-        raise RecordError(f"copies {int(by_start[k])} and {int(by_start[k + 1])} overlap on the "
-                          "one copy engine")
+        raise RecordError(
+            f"copies {int(by_start[k])} and {int(by_start[k + 1])} overlap on the one copy engine"
+        )
     modelled = float(end_of[-1]) if m else 0.0
     slow = float(np.maximum(op["compute"], (f_bytes + s_bytes) / op["slow_bandwidth"]).sum())
     moved = float(acc_bytes.sum())
     kinds = np.array(c_kind)
-    return {"modelled_time_s": modelled, "all_slow_time_s": slow,
-            "speedup": slow / modelled if modelled > 0 else 1.0,
-            "stall_s": modelled - float(dur.sum()),
-            "fast_byte_share": float(acc_bytes[in_fast].sum()) / moved if moved else 0.0,
-            "fast_buffers": int(fast.sum()), "prefetches": int((kinds == "prefetch").sum()),
-            "evictions": int((kinds == "eviction").sum()),
-            "copy_bytes": int(size[c_buf].sum()),
-            "height": int((offset + size)[fast].max()) if fast.any() else 0,
-            "capacity": capacity}
+    return {
+        "modelled_time_s": modelled,
+        "all_slow_time_s": slow,
+        "speedup": slow / modelled if modelled > 0 else 1.0,
+        "stall_s": modelled - float(dur.sum()),
+        "fast_byte_share": float(acc_bytes[in_fast].sum()) / moved if moved else 0.0,
+        "fast_buffers": int(fast.sum()),
+        "prefetches": int((kinds == "prefetch").sum()),
+        "evictions": int((kinds == "eviction").sum()),
+        "copy_bytes": int(size[c_buf].sum()),
+        "height": int((offset + size)[fast].max()) if fast.any() else 0,
+        "capacity": capacity,
+    }
 
 
 def _peak_live(start: np.ndarray, end: np.ndarray, size: np.ndarray) -> int:
@@ -233,8 +268,7 @@ def _peak_live(start: np.ndarray, end: np.ndarray, size: np.ndarray) -> int:
 def _check_no_overlap(ids, start, end, size, offset) -> None:
     """Sweep over time; the live fast buffers' address intervals are kept sorted by offset."""
     placed = np.flatnonzero(offset >= 0).tolist()
-    events = sorted([(int(end[i]), 0, i) for i in placed] + [(int(start[i]), 1, i)
-                                                             for i in placed])
+    events = sorted([(int(end[i]), 0, i) for i in placed] + [(int(start[i]), 1, i) for i in placed])
     lows: list[int] = []
     owner: dict[int, int] = {}
     for _, kind, i in events:
@@ -246,12 +280,15 @@ def _check_no_overlap(ids, start, end, size, offset) -> None:
         hi = lo + int(size[i])
         k = bisect.bisect_left(lows, lo)
         for j in ([owner[lows[k]]] if k < len(lows) and lows[k] < hi else []) + (
-                [owner[lows[k - 1]]] if k > 0 and lows[k - 1] + int(size[owner[lows[k - 1]]]) > lo
-                else []):
+            [owner[lows[k - 1]]]
+            if k > 0 and lows[k - 1] + int(size[owner[lows[k - 1]]]) > lo
+            else []
+        ):
             raise RecordError(
                 f"buffers {int(ids[j])} and {int(ids[i])} overlap: addresses "
                 f"[{int(offset[j])}, {int(offset[j] + size[j])}) and [{lo}, {hi}) while both "
-                f"live at time {max(int(start[i]), int(start[j]))}")
+                f"live at time {max(int(start[i]), int(start[j]))}"
+            )
         lows.insert(k, lo)
         owner[lo] = i
 
@@ -259,13 +296,16 @@ def _check_no_overlap(ids, start, end, size, offset) -> None:
 def _map_inputs(record: dict[str, Any], start, end, ids) -> dict[str, Any]:
     try:
         ops, acc, mem = record["ops"], record["accesses"], record["memory"]
-        out = {"time": np.asarray(ops["time"], np.int64),
-               "compute": np.asarray(ops["compute_s"], np.float64),
-               "fixed": np.asarray(ops["fixed_bytes"], np.float64),
-               "op": np.asarray(acc["op"], np.int64), "buffer": np.asarray(acc["buffer"], np.int64),
-               "bytes": np.asarray(acc["bytes"], np.float64),
-               "fast_bandwidth": float(mem["fast_bandwidth"]),
-               "slow_bandwidth": float(mem["slow_bandwidth"])}
+        out = {
+            "time": np.asarray(ops["time"], np.int64),
+            "compute": np.asarray(ops["compute_s"], np.float64),
+            "fixed": np.asarray(ops["fixed_bytes"], np.float64),
+            "op": np.asarray(acc["op"], np.int64),
+            "buffer": np.asarray(acc["buffer"], np.int64),
+            "bytes": np.asarray(acc["bytes"], np.float64),
+            "fast_bandwidth": float(mem["fast_bandwidth"]),
+            "slow_bandwidth": float(mem["slow_bandwidth"]),
+        }
     except (KeyError, TypeError, ValueError) as exc:
         raise RecordError(f"map record: ops/accesses/memory unreadable: {exc}") from exc
     m = out["time"].size
@@ -275,8 +315,9 @@ def _map_inputs(record: dict[str, Any], start, end, ids) -> dict[str, Any]:
     a = out["op"]
     if not (a.shape == out["buffer"].shape == out["bytes"].shape):
         raise RecordError("map record: access columns of different lengths")
-    if a.size and (a.min() < 0 or a.max() >= m or out["buffer"].min() < 0
-                   or out["buffer"].max() >= ids.size):
+    if a.size and (
+        a.min() < 0 or a.max() >= m or out["buffer"].min() < 0 or out["buffer"].max() >= ids.size
+    ):
         raise RecordError("map record: an access names an op or buffer out of range")
     if np.any(out["compute"] < 0) or np.any(out["fixed"] < 0) or np.any(out["bytes"] < 0):
         raise RecordError("map record: negative compute time or byte count")
@@ -286,25 +327,40 @@ def _map_inputs(record: dict[str, Any], start, end, ids) -> dict[str, Any]:
     outside = (t < start[b]) | (t >= end[b])
     if outside.any():
         k = int(outside.argmax())
-        raise RecordError(f"op {int(a[k])} at time {int(t[k])} touches buffer {int(ids[b[k]])} "
-                          f"outside its lifetime [{int(start[b[k]])}, {int(end[b[k]])})")
+        raise RecordError(
+            f"op {int(a[k])} at time {int(t[k])} touches buffer {int(ids[b[k]])} "
+            f"outside its lifetime [{int(start[b[k]])}, {int(end[b[k]])})"
+        )
     return out
 
 
 def _validate_bound(record, bound, task, capacity, peak, start, end, size) -> dict[str, Any]:
     if bound == "peak-live" and task == "pack":
-        return {"height": peak, "capacity": capacity, "height_over_capacity": peak / capacity,
-                "peak_live": peak, "height_over_peak": 1.0}
+        return {
+            "height": peak,
+            "capacity": capacity,
+            "height_over_capacity": peak / capacity,
+            "peak_live": peak,
+            "height_over_peak": 1.0,
+        }
     if bound == "knapsack" and task == "map":
         op = _map_inputs(record, start, end, np.asarray(record["buffers"]["id"]))
         lower, slow = _time_lp(op, start, end, size, capacity)
-        return {"modelled_time_s": lower, "all_slow_time_s": slow,
-                "speedup": slow / lower if lower > 0 else 1.0, "capacity": capacity}
+        return {
+            "modelled_time_s": lower,
+            "all_slow_time_s": slow,
+            "speedup": slow / lower if lower > 0 else 1.0,
+            "capacity": capacity,
+        }
     if bound == "knapsack" and task == "msa":
         op = _map_inputs(record, start, end, np.asarray(record["buffers"]["id"]))
         lower, slow = _msa_lp(op, size, capacity, float(record["memory"]["copy_bandwidth"]))
-        return {"modelled_time_s": lower, "all_slow_time_s": slow,
-                "speedup": slow / lower if lower > 0 else 1.0, "capacity": capacity}
+        return {
+            "modelled_time_s": lower,
+            "all_slow_time_s": slow,
+            "speedup": slow / lower if lower > 0 else 1.0,
+            "capacity": capacity,
+        }
     raise RecordError(f"unknown bound {bound!r} for the {task} task")
 
 
@@ -326,8 +382,9 @@ def _time_lp(op: dict[str, Any], start, end, size, capacity: int) -> tuple[float
         cols.append(n + j)
         vals.append(-1.0)
         rhs.append(-total[j] / sbw / scale)
-    for j, b, nbytes in zip(op["op"].tolist(), op["buffer"].tolist(), op["bytes"].tolist(),
-                            strict=True):
+    for j, b, nbytes in zip(
+        op["op"].tolist(), op["buffer"].tolist(), op["bytes"].tolist(), strict=True
+    ):
         rows.append(j)
         cols.append(b)
         vals.append(-nbytes * (1.0 / sbw - 1.0 / fbw) / scale)
@@ -360,8 +417,9 @@ def _msa_lp(op: dict[str, Any], size, capacity: int, copy_bw: float) -> tuple[fl
     slow = float(np.maximum(op["compute"], total / sbw).sum())
     scale = slow if slow > 0 else 1.0
     per_buffer: dict[int, list[tuple[int, float]]] = {}
-    for j, b, nbytes in zip(op["op"].tolist(), op["buffer"].tolist(), op["bytes"].tolist(),
-                            strict=True):
+    for j, b, nbytes in zip(
+        op["op"].tolist(), op["buffer"].tolist(), op["bytes"].tolist(), strict=True
+    ):
         per_buffer.setdefault(b, []).append((j, nbytes))
     cols: dict[tuple[str, int, int], int] = {}
 
@@ -443,8 +501,13 @@ def plot_record(record: dict[str, Any], path: str | Path, *, title: str | None =
     fast = offset >= 0
     unit, scale = _byte_unit(max(capacity, metrics["height"]))
     rows = 1 if task == "pack" else 2
-    fig, axes = plt.subplots(rows, 1, figsize=(11, 4.2 * rows + 0.6), squeeze=False,
-                             gridspec_kw={"height_ratios": [3, 1.4][:rows]})
+    fig, axes = plt.subplots(
+        rows,
+        1,
+        figsize=(11, 4.2 * rows + 0.6),
+        squeeze=False,
+        gridspec_kw={"height_ratios": [3, 1.4][:rows]},
+    )
     ax = axes[0, 0]
     x0, x1, y0 = start[fast], end[fast], offset[fast] / scale
     if task == "msa":  # a buffer holds its address over its window of op steps only
@@ -452,36 +515,69 @@ def plot_record(record: dict[str, Any], path: str | Path, *, title: str | None =
         x0 = t[np.asarray(record["windows"]["lo"])[fast]]
         x1 = t[np.asarray(record["windows"]["hi"])[fast]]
     y1 = y0 + size[fast] / scale
-    boxes = np.stack([np.stack([x0, y0], 1), np.stack([x1, y0], 1), np.stack([x1, y1], 1),
-                      np.stack([x0, y1], 1)], axis=1)
+    boxes = np.stack(
+        [
+            np.stack([x0, y0], 1),
+            np.stack([x1, y0], 1),
+            np.stack([x1, y1], 1),
+            np.stack([x0, y1], 1),
+        ],
+        axis=1,
+    )
     colours = plt.get_cmap("tab20")(np.arange(int(fast.sum())) % 20)
-    ax.add_collection(PolyCollection(boxes, facecolors=colours,
-                                     edgecolors="black" if fast.sum() <= 1500 else "none",
-                                     linewidths=0.3))
+    ax.add_collection(
+        PolyCollection(
+            boxes,
+            facecolors=colours,
+            edgecolors="black" if fast.sum() <= 1500 else "none",
+            linewidths=0.3,
+        )
+    )
     times, live = live_profile(start, end, size)
-    ax.step(times, live / scale, where="post", color="black", lw=1.0, ls=":",
-            label="live bytes (lower bound)" if task == "pack" else "live bytes of all buffers")
-    ax.axhline(capacity / scale, color="crimson", lw=1.2, ls="--",
-               label="capacity" if task == "pack" else "fast capacity")
+    ax.step(
+        times,
+        live / scale,
+        where="post",
+        color="black",
+        lw=1.0,
+        ls=":",
+        label="live bytes (lower bound)" if task == "pack" else "live bytes of all buffers",
+    )
+    ax.axhline(
+        capacity / scale,
+        color="crimson",
+        lw=1.2,
+        ls="--",
+        label="capacity" if task == "pack" else "fast capacity",
+    )
     ax.set_xlim(times[0], times[-1])
-    ax.set_ylim(0, 1.05 * max(capacity, metrics["height"], live.max() if task == "pack" else 0)
-                / scale)
+    ax.set_ylim(
+        0, 1.05 * max(capacity, metrics["height"], live.max() if task == "pack" else 0) / scale
+    )
     time_unit = "op step" if "ops" in record else "time"
     ax.set_xlabel(time_unit)
     ax.set_ylabel(f"address ({unit})")
     ax.legend(loc="upper right", fontsize=8)
     if task == "pack":
-        summary = (f"height {metrics['height']:,} = {metrics['height_over_capacity']:.3f} x "
-                   f"capacity, {metrics['height_over_peak']:.3f} x peak live")
+        summary = (
+            f"height {metrics['height']:,} = {metrics['height_over_capacity']:.3f} x "
+            f"capacity, {metrics['height_over_peak']:.3f} x peak live"
+        )
     else:
-        summary = (f"{int(fast.sum())}/{fast.size} buffers fast, speedup "
-                   f"{metrics['speedup']:.3f} x all-slow, {metrics['fast_byte_share']:.1%} "
-                   "of buffer bytes from fast memory")
+        summary = (
+            f"{int(fast.sum())}/{fast.size} buffers fast, speedup "
+            f"{metrics['speedup']:.3f} x all-slow, {metrics['fast_byte_share']:.1%} "
+            "of buffer bytes from fast memory"
+        )
         if task == "msa":
-            summary += (f",\n{metrics['prefetches']} prefetches, {metrics['evictions']} "
-                        f"evictions, {metrics['stall_s'] * 1e6:.2f} us stalled")
-    ax.set_title(f"{title or record.get('case', '')} [{task}, order {record.get('order')}]: "
-                 f"{summary}", fontsize=10)
+            summary += (
+                f",\n{metrics['prefetches']} prefetches, {metrics['evictions']} "
+                f"evictions, {metrics['stall_s'] * 1e6:.2f} us stalled"
+            )
+    ax.set_title(
+        f"{title or record.get('case', '')} [{task}, order {record.get('order')}]: {summary}",
+        fontsize=10,
+    )
     if task != "pack":
         _plot_op_times(axes[1, 0], record, fast)
     fig.tight_layout()
@@ -509,8 +605,9 @@ def _plot_op_times(ax, record: dict[str, Any], fast: np.ndarray) -> None:
     f_bytes = np.bincount(op, weights=np.where(served, nbytes, 0.0), minlength=t.size)
     total = np.asarray(ops["fixed_bytes"]) + np.bincount(op, weights=nbytes, minlength=t.size)
     slow_t = np.maximum(compute, total / mem["slow_bandwidth"])
-    mapped = np.maximum(compute, f_bytes / mem["fast_bandwidth"]
-                        + (total - f_bytes) / mem["slow_bandwidth"])
+    mapped = np.maximum(
+        compute, f_bytes / mem["fast_bandwidth"] + (total - f_bytes) / mem["slow_bandwidth"]
+    )
     ax.step(t, slow_t * 1e6, where="post", color="lightcoral", lw=1.0, label="all slow")
     ax.step(t, mapped * 1e6, where="post", color="navy", lw=1.0, label="this mapping")
     ax.step(t, compute * 1e6, where="post", color="grey", lw=0.8, ls=":", label="compute")

@@ -1,5 +1,4 @@
-"""MoEOffload-v0 speed for ``schedgym bench``.
-"""
+"""MoEOffload-v0 speed for ``schedgym bench``."""
 
 from __future__ import annotations
 
@@ -28,13 +27,16 @@ def bench() -> list[dict[str, Any]]:
         start, cpu = time.perf_counter(), time.process_time()
         run_policy(core, resolve_policy("moe", name))
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-        rows.append({
-            "name": f"moe: {name} fast path, {core.episode.n_visits:,} token-layer visits",
-            "value": wall, "unit": "s",
-            "note": f"mixtral synthetic, capacity {core.capacity}/{core.n_global}, "
-                    f"hit rate {core.metrics()['hit_rate']:.3f}, {cpu:.2f} s of CPU; "
-                    "target < 2 s for LRU",
-        })
+        rows.append(
+            {
+                "name": f"moe: {name} fast path, {core.episode.n_visits:,} token-layer visits",
+                "value": wall,
+                "unit": "s",
+                "note": f"mixtral synthetic, capacity {core.capacity}/{core.n_global}, "
+                f"hit rate {core.metrics()['hit_rate']:.3f}, {cpu:.2f} s of CPU; "
+                "target < 2 s for LRU",
+            }
+        )
     for case, kwargs in (("tinymoe-code", {}), ("olmoe", {"max_entities": 1024})):
         env = MoEOffloadEnv(case, **kwargs)
         policy = RandomPolicy(0)
@@ -47,15 +49,24 @@ def bench() -> list[dict[str, Any]]:
             if done:
                 obs, _ = env.reset(seed=steps)
         wall = time.perf_counter() - start
-        rows.append({
-            "name": f"moe: env steps/s, {case} (random legal actions)",
-            "value": steps / wall, "unit": "steps/s",
-            "note": f"{env.core.n_global} experts, max_entities {env.layout.max_entities}, "
-                    "observation encoding included",
-        })
+        rows.append(
+            {
+                "name": f"moe: env steps/s, {case} (random legal actions)",
+                "value": steps / wall,
+                "unit": "steps/s",
+                "note": f"{env.core.n_global} experts, max_entities {env.layout.max_entities}, "
+                "observation encoding included",
+            }
+        )
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         plot_hit_rate_curve(["heuristic:lru"], Path(tmp) / "curve.png", "tinymoe-code")
-        rows.append({"name": "moe: hit-rate curve, tinymoe-code, LRU at 8 cache sizes",
-                     "value": time.perf_counter() - start, "unit": "s", "note": "plot included"})
+        rows.append(
+            {
+                "name": "moe: hit-rate curve, tinymoe-code, LRU at 8 cache sizes",
+                "value": time.perf_counter() - start,
+                "unit": "s",
+                "note": "plot included",
+            }
+        )
     return rows

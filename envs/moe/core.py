@@ -74,8 +74,9 @@ def mlp_calls(model: ModelConfig, tokens: int, width: int) -> list[KernelCall]:
     """One (expert) MLP of ``width`` over ``tokens`` tokens: its GEMMs and the activation."""
     h = model.hidden
     return [
-        KernelCall("linear", {"tokens": tokens, "d_in": h, "d_out": width},
-                   2 if model.gated_mlp else 1),
+        KernelCall(
+            "linear", {"tokens": tokens, "d_in": h, "d_out": width}, 2 if model.gated_mlp else 1
+        ),
         KernelCall("activation", {"elements": tokens * width}),
         KernelCall("linear", {"tokens": tokens, "d_in": width, "d_out": h}),
     ]
@@ -127,7 +128,8 @@ def build_episode(trace: RoutingTrace, batch: int = 1, prompt_tokens: int = 512)
     starts, ends = trace.seq_starts, trace.seq_ends()
     lanes = [
         np.concatenate([np.arange(starts[i], ends[i]) for i in range(b, trace.n_seqs, batch)])
-        if b < trace.n_seqs else np.zeros(0, np.int64)
+        if b < trace.n_seqs
+        else np.zeros(0, np.int64)
         for b in range(batch)
     ]
     S = max(lane.size for lane in lanes)
@@ -146,8 +148,16 @@ def build_episode(trace: RoutingTrace, batch: int = 1, prompt_tokens: int = 512)
     position = tok - starts[trace.seq_ids()[tok]]
     active = np.bincount(s_idx, minlength=S)
     contexts = np.bincount(s_idx, weights=prompt_tokens + position + 1.0, minlength=S) / active
-    return Episode(trace, batch, step_tokens, need_ptr, (nz % (L * E)).astype(np.int32),
-                   counts[nz].astype(np.int32), active, contexts)
+    return Episode(
+        trace,
+        batch,
+        step_tokens,
+        need_ptr,
+        (nz % (L * E)).astype(np.int32),
+        counts[nz].astype(np.int32),
+        active,
+        contexts,
+    )
 
 
 @dataclass(frozen=True)
@@ -185,15 +195,20 @@ def price_episode(
     for n in range(1, B + 1):
         calls = dense_calls(model, n) + [
             KernelCall("linear", {"tokens": n, "d_in": model.hidden, "d_out": model.vocab}),
-            KernelCall("linear", {"tokens": n, "d_in": model.hidden, "d_out": model.experts},
-                       n_moe),  # routers
+            KernelCall(
+                "linear", {"tokens": n, "d_in": model.hidden, "d_out": model.experts}, n_moe
+            ),  # routers
         ]
         if model.shared_experts:
-            calls += [KernelCall(c.kernel, c.params, c.count * n_moe)
-                      for c in mlp_calls(model, n, model.shared_intermediate)]
+            calls += [
+                KernelCall(c.kernel, c.params, c.count * n_moe)
+                for c in mlp_calls(model, n, model.shared_intermediate)
+            ]
         if first_dense:
-            calls += [KernelCall(c.kernel, c.params, c.count * first_dense)
-                      for c in mlp_calls(model, n, dense_width)]
+            calls += [
+                KernelCall(c.kernel, c.params, c.count * first_dense)
+                for c in mlp_calls(model, n, dense_width)
+            ]
         fixed[n] = price(gpu, calls)
     (attn,) = attention_calls(model, Batch(decode_contexts=[1]))
     params = dict(attn.params, batch=episode.active.astype(float), context=episode.contexts)
@@ -242,8 +257,9 @@ class MoECore:
         self.capacity, self.prefetch, self.cpu_offload = capacity, prefetch, cpu_offload
         self.skip = self.n_slots
         per_layer, extra = divmod(capacity, L)
-        initial = [layer * E + e for layer in range(L)
-                   for e in range(min(E, per_layer + (layer < extra)))]
+        initial = [
+            layer * E + e for layer in range(L) for e in range(min(E, per_layer + (layer < extra)))
+        ]
         self.initial = np.array(initial, np.int64)
         # Per-expert state lives in bytearrays and arrays: the per-visit hot path reads and
         # writes their scalars (fast in Python), policies and observations use numpy views of
@@ -307,15 +323,36 @@ class MoECore:
     def get_state(self) -> dict[str, Any]:
         """A cheap snapshot (array copies and scalars; the event history is shared)."""
         return {
-            "resident": self.resident.copy(), "needed": self.needed.copy(),
-            "ready": self.ready.copy(), "last_use": self.last_use.copy(),
-            "use_count": self.use_count.copy(), "prefetched": bytes(self._prefetched),
-            "scalars": (self.n_resident, self.visit, self.phase, self.prefetch_left,
-                        self.pending, list(self._misses), self._miss_at, list(self._cpu_now),
-                        self.clock, self.engine_free, self.stall_s, self.hits, self.accesses,
-                        self.demand_loads, self.prefetches, self.prefetch_hits,
-                        self.cpu_experts, self._events, self.in_flight, self.in_flight_stall_s,
-                        list(self._in_flight_now), [list(c) for c in self._copies]),
+            "resident": self.resident.copy(),
+            "needed": self.needed.copy(),
+            "ready": self.ready.copy(),
+            "last_use": self.last_use.copy(),
+            "use_count": self.use_count.copy(),
+            "prefetched": bytes(self._prefetched),
+            "scalars": (
+                self.n_resident,
+                self.visit,
+                self.phase,
+                self.prefetch_left,
+                self.pending,
+                list(self._misses),
+                self._miss_at,
+                list(self._cpu_now),
+                self.clock,
+                self.engine_free,
+                self.stall_s,
+                self.hits,
+                self.accesses,
+                self.demand_loads,
+                self.prefetches,
+                self.prefetch_hits,
+                self.cpu_experts,
+                self._events,
+                self.in_flight,
+                self.in_flight_stall_s,
+                list(self._in_flight_now),
+                [list(c) for c in self._copies],
+            ),
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -325,11 +362,30 @@ class MoECore:
         self.last_use[:] = state["last_use"]
         self.use_count[:] = state["use_count"]
         self._prefetched[:] = state["prefetched"]
-        (self.n_resident, self.visit, self.phase, self.prefetch_left, self.pending, misses,
-         self._miss_at, cpu_now, self.clock, self.engine_free, self.stall_s, self.hits,
-         self.accesses, self.demand_loads, self.prefetches, self.prefetch_hits,
-         self.cpu_experts, self._events, self.in_flight, self.in_flight_stall_s, in_flight_now,
-         copies) = state["scalars"]
+        (
+            self.n_resident,
+            self.visit,
+            self.phase,
+            self.prefetch_left,
+            self.pending,
+            misses,
+            self._miss_at,
+            cpu_now,
+            self.clock,
+            self.engine_free,
+            self.stall_s,
+            self.hits,
+            self.accesses,
+            self.demand_loads,
+            self.prefetches,
+            self.prefetch_hits,
+            self.cpu_experts,
+            self._events,
+            self.in_flight,
+            self.in_flight_stall_s,
+            in_flight_now,
+            copies,
+        ) = state["scalars"]
         self._misses, self._cpu_now = list(misses), list(cpu_now)
         self._in_flight_now = list(in_flight_now)
         self._copies = [list(c) for c in copies]
@@ -537,14 +593,16 @@ class MoECore:
             ideal += gpu[n]
         if self._misses or self.engine_free > routed:  # some needed copy may be in flight
             cpu_set, ready = self._cpu_now, self._ready
-            on_gpu = [(ready[g], gpu[n], g) for g, n in zip(ids, counts, strict=True)
-                      if g not in cpu_set]
+            on_gpu = [
+                (ready[g], gpu[n], g) for g, n in zip(ids, counts, strict=True) if g not in cpu_set
+            ]
             end = _gpu_end(routed, on_gpu)
             reference = ideal
             if cpu_set:
                 cpu = self._cpu
-                cpu_end = routed + sum(cpu[n] for g, n in zip(ids, counts, strict=True)
-                                       if g in cpu_set)
+                cpu_end = routed + sum(
+                    cpu[n] for g, n in zip(ids, counts, strict=True) if g in cpu_set
+                )
                 end = cpu_end if cpu_end > end else end
                 landed = routed + sum(c for _, c, _ in on_gpu)
                 split = cpu_end if cpu_end > landed else landed
@@ -552,8 +610,9 @@ class MoECore:
                 self.cpu_experts += len(cpu_set)
             if self._in_flight_now:
                 late = set(self._in_flight_now)
-                sooner = _gpu_end(routed, [(routed if g in late else at, c, g)
-                                           for at, c, g in on_gpu])
+                sooner = _gpu_end(
+                    routed, [(routed if g in late else at, c, g) for at, c, g in on_gpu]
+                )
                 if cpu_set:
                     sooner = cpu_end if cpu_end > sooner else sooner
                 self.in_flight_stall_s += end - sooner

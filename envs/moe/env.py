@@ -53,7 +53,9 @@ EXPERT_FEATURES = (
 # Names the observation features' meaning, order and scale; exported policies record it.
 ENCODER_VERSION = "moe-features-1"
 GLOBAL_FEATURES = (
-    "phase_prefetch", "phase_prefetch_evict", "phase_evict",
+    "phase_prefetch",
+    "phase_prefetch_evict",
+    "phase_evict",
     "layer",  # current layer / layers
     "progress",  # visits done / visits
     "capacity",  # cache slots / experts
@@ -80,23 +82,47 @@ class CasePreset:
 
 CASES: dict[str, CasePreset] = {
     "tinymoe-code": CasePreset(
-        "tinymoe:code", "mixtral-8x7b", 0.5, 512,
-        "routing of the tiny MoE on held-out stdlib sources, Mixtral-8x7B experts"),
+        "tinymoe:code",
+        "mixtral-8x7b",
+        0.5,
+        512,
+        "routing of the tiny MoE on held-out stdlib sources, Mixtral-8x7B experts",
+    ),
     "tinymoe-docs": CasePreset(
-        "tinymoe:docs", "mixtral-8x7b", 0.5, 512,
-        "routing of the tiny MoE on held-out pydoc topics, Mixtral-8x7B experts"),
+        "tinymoe:docs",
+        "mixtral-8x7b",
+        0.5,
+        512,
+        "routing of the tiny MoE on held-out pydoc topics, Mixtral-8x7B experts",
+    ),
     "mixtral": CasePreset(
-        "synth:mixtral-8x7b", "mixtral-8x7b", 0.5, 256,
-        "generator calibrated to Mixtral's Table 5; 4 of 8 experts per layer cached"),
+        "synth:mixtral-8x7b",
+        "mixtral-8x7b",
+        0.5,
+        256,
+        "generator calibrated to Mixtral's Table 5; 4 of 8 experts per layer cached",
+    ),
     "olmoe": CasePreset(
-        "synth:olmoe-1b-7b", "olmoe-1b-7b", 0.25, 128,
-        "generator calibrated to OLMoE's expert skew; a quarter of the experts cached"),
+        "synth:olmoe-1b-7b",
+        "olmoe-1b-7b",
+        0.25,
+        128,
+        "generator calibrated to OLMoE's expert skew; a quarter of the experts cached",
+    ),
     "qwen": CasePreset(
-        "synth:qwen1.5-moe-a2.7b", "qwen1.5-moe-a2.7b", 0.25, 128,
-        "generator (OLMoE-like skew), Qwen1.5-MoE-A2.7B; a quarter cached"),
+        "synth:qwen1.5-moe-a2.7b",
+        "qwen1.5-moe-a2.7b",
+        0.25,
+        128,
+        "generator (OLMoE-like skew), Qwen1.5-MoE-A2.7B; a quarter cached",
+    ),
     "deepseek": CasePreset(
-        "synth:deepseek-v2-lite", "deepseek-v2-lite", 0.25, 128,
-        "generator (OLMoE-like skew), DeepSeek-V2-Lite's 26 MoE layers; a quarter cached"),
+        "synth:deepseek-v2-lite",
+        "deepseek-v2-lite",
+        0.25,
+        128,
+        "generator (OLMoE-like skew), DeepSeek-V2-Lite's 26 MoE layers; a quarter cached",
+    ),
 }
 # Rows every preset fits in, so one env (and one policy) serves them all by default.
 DEFAULT_MAX_ENTITIES = max(
@@ -119,7 +145,8 @@ def model_for_trace(trace: RoutingTrace, model: str | None) -> ModelConfig:
     named = f"model {model!r}" if model else "no shipped MoE model"
     raise WorkloadError(
         f"{named} matches a trace of {trace.n_layers} layers x {trace.n_experts} experts, "
-        f"top-{trace.top_k}", trace.name,
+        f"top-{trace.top_k}",
+        trace.name,
     )
 
 
@@ -241,9 +268,18 @@ class MoEOffloadEnv(gym.Env):
             raise ValueError(f"cache_fraction must be in (0, 1], got {cache_fraction}")
         self.default_case = case or DEFAULT_CASE
         self.settings = {
-            "model": model, "bits": bits, "capacity": capacity, "cache_fraction": cache_fraction,
-            "batch": batch, "tokens": tokens, "prefetch": prefetch, "cpu_offload": cpu_offload,
-            "gpu": gpu, "cpu": cpu, "prompt_tokens": prompt_tokens, "max_entities": max_entities,
+            "model": model,
+            "bits": bits,
+            "capacity": capacity,
+            "cache_fraction": cache_fraction,
+            "batch": batch,
+            "tokens": tokens,
+            "prefetch": prefetch,
+            "cpu_offload": cpu_offload,
+            "gpu": gpu,
+            "cpu": cpu,
+            "prompt_tokens": prompt_tokens,
+            "max_entities": max_entities,
         }
         self.gpu_table = load_cost_table(gpu)
         self.cpu_table = load_cost_table(cpu) if cpu_offload else None
@@ -287,15 +323,24 @@ class MoEOffloadEnv(gym.Env):
             fraction = s["cache_fraction"] or (preset.cache_fraction if preset else 0.5)
             capacity = max(episode.max_needed, round(fraction * G))
         core = MoECore(
-            episode, costs, int(capacity),
+            episode,
+            costs,
+            int(capacity),
             prefetch=0 if all_resident else (s["prefetch"] if prefetch is None else prefetch),
-            cpu_offload=s["cpu_offload"], n_slots=self.layout.max_entities,
+            cpu_offload=s["cpu_offload"],
+            n_slots=self.layout.max_entities,
         )
         core.meta = {
-            "case": case, "seed": seed, "trace": trace.name, "source": trace.source,
-            "model": model.name, "moe_layers": trace.n_layers, "bits": s["bits"],
-            "gpu": self.gpu_table.name, "cpu": None if self.cpu_table is None
-            else self.cpu_table.name, "all_resident": all_resident,
+            "case": case,
+            "seed": seed,
+            "trace": trace.name,
+            "source": trace.source,
+            "model": model.name,
+            "moe_layers": trace.n_layers,
+            "bits": s["bits"],
+            "gpu": self.gpu_table.name,
+            "cpu": None if self.cpu_table is None else self.cpu_table.name,
+            "all_resident": all_resident,
         }
         return core
 
@@ -309,16 +354,16 @@ class MoEOffloadEnv(gym.Env):
                 raise WorkloadError(f"unknown case {case!r}; known: {known}, or a routing file")
             model = self.settings["model"]
             m = get_model(model) if model else None
-            trace = load_trace(path, n_experts=m.experts if m else None,
-                               top_k=m.top_k if m else None)
+            trace = load_trace(
+                path, n_experts=m.experts if m else None, top_k=m.top_k if m else None
+            )
             if tokens is not None:
                 trace = trace.window(0, tokens)
             return trace, None
         tokens = tokens or preset.tokens
         kind, _, name = preset.source.partition(":")
         if kind == "synth":
-            return generate_routing(PROFILES[name], tokens, seed, calibration_tokens=tokens), \
-                preset
+            return generate_routing(PROFILES[name], tokens, seed, calibration_tokens=tokens), preset
         trace = tinymoe_trace(name)
         first = int(np.random.default_rng(seed).integers(trace.n_seqs))
         return trace.window(first, tokens), preset
@@ -450,8 +495,14 @@ class MoEOffloadEnv(gym.Env):
 # --- the fast path and the hit-rate curve -------------------------------------------------------
 
 
-def simulate(policy: Any, case: str | None = None, seed: int = 0, *,
-             capacity: int | None = None, **env_kwargs: Any) -> tuple[dict, dict]:
+def simulate(
+    policy: Any,
+    case: str | None = None,
+    seed: int = 0,
+    *,
+    capacity: int | None = None,
+    **env_kwargs: Any,
+) -> tuple[dict, dict]:
     """Run ``policy`` (a name or object) on ``case`` without observations: (metrics, record)."""
     from schedgym.policy import resolve_policy
 
@@ -467,8 +518,11 @@ def simulate(policy: Any, case: str | None = None, seed: int = 0, *,
 
 
 def hit_rate_curve(
-    policies: list[str], case: str | None = None, seed: int = 0,
-    capacities: list[int] | None = None, **env_kwargs: Any,
+    policies: list[str],
+    case: str | None = None,
+    seed: int = 0,
+    capacities: list[int] | None = None,
+    **env_kwargs: Any,
 ) -> dict[str, list[tuple[int, float, float]]]:
     """``{policy: [(capacity, hit_rate, stall_per_token_s), ...]}`` over cache sizes, from the
     fewest experts a layer needs up to nine tenths of all experts (8 sizes) unless given."""
@@ -488,8 +542,12 @@ def hit_rate_curve(
 
 
 def plot_hit_rate_curve(
-    policies: list[str] | str, path: str | Path, case: str | None = None, seed: int = 0,
-    capacities: list[int] | None = None, **env_kwargs: Any,
+    policies: list[str] | str,
+    path: str | Path,
+    case: str | None = None,
+    seed: int = 0,
+    capacities: list[int] | None = None,
+    **env_kwargs: Any,
 ) -> dict[str, list[tuple[int, float, float]]]:
     """Write a PNG of hit rate (left) and stall per token (right) against cache size for each
     policy, running it at several cache sizes on the fast path; return the points."""
@@ -507,10 +565,17 @@ def plot_hit_rate_curve(
         style = "--" if name.startswith(("oracle:", "bound:")) else "-"
         ax_hit.plot(c, hit, style, marker="o", label=name)
         ax_stall.plot(c, np.array(stall) * 1e3, style, marker="o", label=name)
-    ax_hit.set(xlabel="experts cached in GPU memory", ylabel="hit rate", ylim=(0, 1.02),
-               title=f"hit rate vs cache size: {case or DEFAULT_CASE}")
-    ax_stall.set(xlabel="experts cached in GPU memory", ylabel="stall per token (ms)",
-                 title="stall per token")
+    ax_hit.set(
+        xlabel="experts cached in GPU memory",
+        ylabel="hit rate",
+        ylim=(0, 1.02),
+        title=f"hit rate vs cache size: {case or DEFAULT_CASE}",
+    )
+    ax_stall.set(
+        xlabel="experts cached in GPU memory",
+        ylabel="stall per token (ms)",
+        title="stall per token",
+    )
     for ax in (ax_hit, ax_stall):
         ax.grid(alpha=0.3)
     ax_hit.legend(fontsize=8)

@@ -1,5 +1,4 @@
-"""MoEOffload episode records: the picture and an independent validator that replays the record.
-"""
+"""MoEOffload episode records: the picture and an independent validator that replays the record."""
 
 from __future__ import annotations
 
@@ -14,8 +13,9 @@ from schedgym.envs.moe.env import plot_hit_rate_curve
 from schedgym.errors import RecordError
 
 
-def plot_record(record: dict[str, Any], path: str | Path, policy: str | None = None,
-                **kw: Any) -> None:
+def plot_record(
+    record: dict[str, Any], path: str | Path, policy: str | None = None, **kw: Any
+) -> None:
     """Per-layer hit rate and cumulative stall of the episode; with ``policy`` (the policy that
     produced it, or any), a second image beside ``path`` (``<stem>-curve.png``) plots hit rate
     against cache size for it and Belady's MIN on the record's case and settings."""
@@ -28,16 +28,24 @@ def plot_record(record: dict[str, Any], path: str | Path, policy: str | None = N
     fig, (ax_layer, ax_time) = plt.subplots(1, 2, figsize=(11, 4))
     L = record["n_layers"]
     ax_layer.bar(np.arange(L), replay["layer_hit_rate"], color="tab:blue")
-    ax_layer.set(xlabel="MoE layer", ylabel="hit rate", ylim=(0, 1.02),
-                 title=f"{record['case']}: hit rate {replay['metrics']['hit_rate']:.3f}, "
-                       f"capacity {record['capacity']}")
+    ax_layer.set(
+        xlabel="MoE layer",
+        ylabel="hit rate",
+        ylim=(0, 1.02),
+        title=f"{record['case']}: hit rate {replay['metrics']['hit_rate']:.3f}, "
+        f"capacity {record['capacity']}",
+    )
     ends = np.array(replay["step_end_s"])
-    ax_time.plot(np.arange(1, ends.size + 1), np.array(replay["step_stall_s"]).cumsum() * 1e3,
-                 label="stall")
+    ax_time.plot(
+        np.arange(1, ends.size + 1), np.array(replay["step_stall_s"]).cumsum() * 1e3, label="stall"
+    )
     ax_time.plot(np.arange(1, ends.size + 1), ends * 1e3, label="elapsed")
-    ax_time.set(xlabel="decode step", ylabel="ms",
-                title=f"{replay['metrics']['tokens_per_s']:.1f} tokens/s, stall "
-                      f"{replay['metrics']['stall_per_token_s'] * 1e3:.2f} ms/token")
+    ax_time.set(
+        xlabel="decode step",
+        ylabel="ms",
+        title=f"{replay['metrics']['tokens_per_s']:.1f} tokens/s, stall "
+        f"{replay['metrics']['stall_per_token_s'] * 1e3:.2f} ms/token",
+    )
     ax_time.legend()
     for ax in (ax_layer, ax_time):
         ax.grid(alpha=0.3)
@@ -48,8 +56,14 @@ def plot_record(record: dict[str, Any], path: str | Path, policy: str | None = N
         settings = {k: v for k, v in record["settings"].items() if k != "capacity"}
         p = Path(path)
         names = [policy] + (["oracle:belady"] if policy != "oracle:belady" else [])
-        plot_hit_rate_curve(names, p.with_name(f"{p.stem}-curve{p.suffix or '.png'}"),
-                            record["case"], record["seed"], **settings, **kw)
+        plot_hit_rate_curve(
+            names,
+            p.with_name(f"{p.stem}-curve{p.suffix or '.png'}"),
+            record["case"],
+            record["seed"],
+            **settings,
+            **kw,
+        )
 
 
 # --- independent validation ---------------------------------------------------------------------
@@ -132,6 +146,7 @@ def _replay(record: dict[str, Any]) -> dict[str, Any]:
             end, k = finish, k + 1
         base = end
         del order[:k]
+
     layer_hits, layer_acc = [0] * L, [0] * L
     step_end, step_stall = [], []
     ei = 0
@@ -160,8 +175,11 @@ def _replay(record: dict[str, Any]) -> dict[str, Any]:
         for layer in range(L):
             v = s * L + layer
             drop_finished(clock)
-            needed = Counter(layer * E + routing[t][layer][r] for t in active
-                             for r in range(len(routing[t][layer])))
+            needed = Counter(
+                layer * E + routing[t][layer][r]
+                for t in active
+                for r in range(len(routing[t][layer]))
+            )
             while ei < len(events) and events[ei][0] == v and events[ei][1] == 0:
                 _, _, g, victim = take(v)
                 where = f"visit {v}: prefetch of expert {g}"
@@ -190,8 +208,10 @@ def _replay(record: dict[str, Any]) -> dict[str, Any]:
             for g in misses:
                 ev = take(v)
                 if ev is None or ev[2] != g or ev[1] not in (1, 2):
-                    raise fail(f"visit {v}: expert {g} is needed, not cached, and no load or "
-                               f"CPU decision follows (found {ev})")
+                    raise fail(
+                        f"visit {v}: expert {g} is needed, not cached, and no load or "
+                        f"CPU decision follows (found {ev})"
+                    )
                 if ev[1] == 2:
                     if not cpu_ok or cpu_s is None:
                         raise fail(f"visit {v}: expert {g} on the CPU but CPU offload is off")
@@ -203,8 +223,10 @@ def _replay(record: dict[str, Any]) -> dict[str, Any]:
                     raise fail(f"visit {v}: load of expert {g} into a full cache, no eviction")
                 resident.add(g)
                 # ahead of every prefetch not started by now, behind earlier demand copies
-                ahead = max(started_before(routed),
-                            max((i + 1 for i, c in enumerate(order) if c[2]), default=0))
+                ahead = max(
+                    started_before(routed),
+                    max((i + 1 for i, c in enumerate(order) if c[2]), default=0),
+                )
                 order.insert(ahead, (g, routed, True))
                 schedule()
                 loads += 1
