@@ -468,6 +468,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"schedgym: error: {message} (see `{self.prog} --help`)\n")
 
 
+def _add_ray_flag(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="run the cases as Ray tasks: on the cluster at ADDRESS (auto, ray://HOST:10001), or "
+        "on a local Ray instance without one; needs schedgym[ray] (docs/scale.md)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="schedgym",
@@ -747,14 +758,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 0.9, as vidur and DistServe)",
     )
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
-    s.add_argument(
-        "--ray",
-        nargs="?",
-        const="",
-        metavar="ADDRESS",
-        help="run the cases as Ray tasks: on the cluster at ADDRESS (auto, ray://HOST:10001), or "
-        "on a local Ray instance without one; needs schedgym[ray] (docs/scale.md)",
-    )
+    _add_ray_flag(s)
     s.set_defaults(fn=cmd_evaluate)
 
     s = sub.add_parser(
@@ -798,14 +802,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-run", action="store_true", help="only rebuild the pages from the files")
     s.add_argument("--root", help="the checkout to write into (default: this package's folder)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
-    s.add_argument(
-        "--ray",
-        nargs="?",
-        const="",
-        metavar="ADDRESS",
-        help="run the cases as Ray tasks: on the cluster at ADDRESS (auto, ray://HOST:10001), or "
-        "on a local Ray instance without one; needs schedgym[ray] (docs/scale.md)",
-    )
+    _add_ray_flag(s)
     s.set_defaults(fn=cmd_leaderboard)
 
     s = sub.add_parser(
