@@ -615,12 +615,14 @@ def _markdown(
         "[leaderboard/index.html](leaderboard/index.html). Rebuild everything from a fresh clone "
         "with `scripts/rebuild_leaderboard.sh`.",
         "",
-        "Scores are means over a suite's cases (↓: lower is better, ↑: higher). Bounds see the "
-        "future or spend unbounded compute and are listed apart, below the ranked policies. "
+        "Scores are means over a suite's cases (↓: lower is better, ↑: higher). Listed apart, "
+        "below the ranked policies: solvers (large compute for a feasible answer; a time-limited "
+        "solver's score is an upper bound on the optimum, not a bound), oracles (they see the "
+        "future without being optimal) and bounds (proven limits no policy can pass). "
         "*gap closed*: the share of the gap between the best heuristic and the best bound that a "
-        "learned policy closes. Decision: median wall time of one `act` call (bounds that solve "
-        "whole cases make none). Commit: the checkout a row was run from (+: with uncommitted "
-        "changes).",
+        "learned policy closes. Decision: median wall time of one `act` call (solvers and bounds "
+        "that solve whole cases make none). Commit: the checkout a row was run from (+: with "
+        "uncommitted changes).",
         "",
         "## Headline",
         "",

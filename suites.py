@@ -284,7 +284,10 @@ def _memmap() -> list[Suite]:
             about="activation buffers of 5 zoo models traced with torch.fx, H100 costs, a fast "
             "tier of a quarter of each model's peak live bytes beside HBM (at the H100's 50 MiB "
             "L2 every buffer of these models fits and all policies tie)",
-            skip={"bound:peak-live": "it bounds the pack task only"},
+            skip={
+                "bound:peak-live": "it bounds the pack task only",
+                "solver:minimalloc": "it solves the pack task only",
+            },
         ),
         Suite(
             "memmap/msa-resnet18",
@@ -302,6 +305,7 @@ def _memmap() -> list[Suite]:
             skip={
                 "bound:peak-live": "it bounds the pack task only",
                 "solver:cpsat": "it solves the map and pack tasks, not msa",
+                "solver:minimalloc": "it solves the pack task only",
                 "ppo:policies/memmap-ppo": "it was trained on the map task's observations",
             },
         ),
