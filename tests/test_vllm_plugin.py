@@ -6,6 +6,7 @@ decisions and outputs, never wall-clock time."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import shutil
@@ -30,23 +31,18 @@ from vllm.inputs import TokensPrompt  # noqa: E402
 from schedgym.agents.export import export  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_LLAMA = {
-    "architectures": ["LlamaForCausalLM"],
-    "model_type": "llama",
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 2,
-    "head_dim": 32,  # CPU attention supports head sizes 32, 64, 80, ...
-    "vocab_size": 512,
-    "max_position_embeddings": 2048,
-    "rms_norm_eps": 1e-5,
-    "torch_dtype": "float32",
-    "tie_word_embeddings": False,
-    "bos_token_id": 1,
-    "eos_token_id": 2,
-}
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# the gym-vs-engine recipe and these tests run the same tiny dummy-weight Llama
+GYM_VS_VLLM = _load_script("gym_vs_vllm")
+TINY_LLAMA = {**GYM_VS_VLLM.TINY_LLAMA, "max_position_embeddings": 2048}
 BLOCK = 32  # the CPU backend needs a multiple of 32
 # 16 KV blocks of 32 tokens (2 layers x 2 heads x 32 x fp32 x K and V = 1 KiB per token):
 # 512 tokens for up to 8 running requests of up to 200 + 100 tokens, so decodes outgrow the
@@ -316,11 +312,7 @@ def test_the_simulator_schedules_like_vllm_step_by_step_on_200_azure_requests():
     """heuristic:vllm-v1 in the simulator and vLLM's own scheduler, on the first 200 requests
     of the Azure conversation trace (lengths scaled to max_model_len 1024), all arriving at
     once: the same tokens for the same requests at every step, preemptions included."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("gym_vs_vllm", ROOT / "scripts/gym_vs_vllm.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = GYM_VS_VLLM
     prompt, output = script.azure_slice(200, 1024)
     shape = {"block": BLOCK, "kv_blocks": 128, "budget": 512, "seqs": 16}
     real, real_preempted, llm = script.run_vllm(prompt, output, max_model_len=1024, **shape)

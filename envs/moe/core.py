@@ -320,75 +320,35 @@ class MoECore:
         self._events: tuple | None = None  # persistent list: (event, previous) cells
         self._advance()
 
+    # What a snapshot holds: arrays copied, scalars (and the shared event history) as they are,
+    # lists copied, in-flight copies copied one level deep. One list of names serves both ways.
+    _STATE_ARRAYS = ("resident", "needed", "ready", "last_use", "use_count")
+    _STATE_SCALARS = (
+        "n_resident", "visit", "phase", "prefetch_left", "pending", "_miss_at", "clock",
+        "engine_free", "stall_s", "hits", "accesses", "demand_loads", "prefetches",
+        "prefetch_hits", "cpu_experts", "_events", "in_flight", "in_flight_stall_s",
+    )  # fmt: skip
+    _STATE_LISTS = ("_misses", "_cpu_now", "_in_flight_now")
+
     def get_state(self) -> dict[str, Any]:
         """A cheap snapshot (array copies and scalars; the event history is shared)."""
         return {
-            "resident": self.resident.copy(),
-            "needed": self.needed.copy(),
-            "ready": self.ready.copy(),
-            "last_use": self.last_use.copy(),
-            "use_count": self.use_count.copy(),
+            "arrays": tuple(getattr(self, n).copy() for n in self._STATE_ARRAYS),
             "prefetched": bytes(self._prefetched),
-            "scalars": (
-                self.n_resident,
-                self.visit,
-                self.phase,
-                self.prefetch_left,
-                self.pending,
-                list(self._misses),
-                self._miss_at,
-                list(self._cpu_now),
-                self.clock,
-                self.engine_free,
-                self.stall_s,
-                self.hits,
-                self.accesses,
-                self.demand_loads,
-                self.prefetches,
-                self.prefetch_hits,
-                self.cpu_experts,
-                self._events,
-                self.in_flight,
-                self.in_flight_stall_s,
-                list(self._in_flight_now),
-                [list(c) for c in self._copies],
-            ),
+            "scalars": tuple(getattr(self, n) for n in self._STATE_SCALARS),
+            "lists": tuple(list(getattr(self, n)) for n in self._STATE_LISTS),
+            "copies": [list(c) for c in self._copies],
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self.resident[:] = state["resident"]
-        self.needed[:] = state["needed"]
-        self.ready[:] = state["ready"]
-        self.last_use[:] = state["last_use"]
-        self.use_count[:] = state["use_count"]
+        for name, value in zip(self._STATE_ARRAYS, state["arrays"], strict=True):
+            getattr(self, name)[:] = value
         self._prefetched[:] = state["prefetched"]
-        (
-            self.n_resident,
-            self.visit,
-            self.phase,
-            self.prefetch_left,
-            self.pending,
-            misses,
-            self._miss_at,
-            cpu_now,
-            self.clock,
-            self.engine_free,
-            self.stall_s,
-            self.hits,
-            self.accesses,
-            self.demand_loads,
-            self.prefetches,
-            self.prefetch_hits,
-            self.cpu_experts,
-            self._events,
-            self.in_flight,
-            self.in_flight_stall_s,
-            in_flight_now,
-            copies,
-        ) = state["scalars"]
-        self._misses, self._cpu_now = list(misses), list(cpu_now)
-        self._in_flight_now = list(in_flight_now)
-        self._copies = [list(c) for c in copies]
+        for name, value in zip(self._STATE_SCALARS, state["scalars"], strict=True):
+            setattr(self, name, value)
+        for name, value in zip(self._STATE_LISTS, state["lists"], strict=True):
+            setattr(self, name, list(value))
+        self._copies = [list(c) for c in state["copies"]]
 
     @property
     def done(self) -> bool:
