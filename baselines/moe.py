@@ -9,6 +9,10 @@ calibration routing). The oracle reads the future routing.
   per-layer caches (Eliseev & Mazur, 2023); global LRU when that layer has no candidate.
 * ``heuristic:lru``: global LRU over all cached experts.
 * ``heuristic:lfu``: least frequently used so far (ties: least recently).
+* ``heuristic:fiddler``: Fiddler's execution rule (Kamahori et al., ICLR 2025, arXiv 2402.07033,
+  Algorithm 1; its code's ``latency_cpu * tokens`` against ``latency_gpu``): with CPU offload, a
+  miss runs on the CPU when the CPU's time for its tokens is below the copy plus the GPU's time,
+  both from the env's cost tables; otherwise it is loaded, evicting as ``heuristic:lru-layer``.
 * ``heuristic:static``: pin the experts most often chosen in offline profiling (calibration
   routing), prefetching them in; the remaining slots run LRU.
 * ``heuristic:moe-infinity``: activation-aware caching and prefetching in the manner of
@@ -95,6 +99,24 @@ class LRUPerLayer(_CachePolicy):
         if own.any():
             return lo + int(np.where(own, core.last_use[lo : lo + E], _NEVER).argmin())
         return int(np.where(candidates, core.last_use, _NEVER).argmin())
+
+
+class Fiddler(LRUPerLayer):
+    """Fiddler's rule for a missed expert: compute it where it finishes sooner, the CPU (its
+    tokens' CPU time) or the GPU (one copy plus the GPU time), queueing ignored as Fiddler's
+    latency model ignores it; loads evict as ``heuristic:lru-layer``. Without CPU offload it
+    is ``heuristic:lru-layer``."""
+
+    name = "heuristic:fiddler"
+
+    def evict(self, core: MoECore, candidates: np.ndarray) -> int:
+        if core.cpu_offload:
+            ep, costs = core.episode, core.costs
+            at = ep.need_ptr[core.visit] + core.needs(core.visit).index(core.pending)
+            n = int(ep.need_cnt[at])
+            if costs.cpu_s[n] < costs.copy_s + costs.gpu_s[n]:
+                return core.skip
+        return super().evict(core, candidates)
 
 
 class LFU(_CachePolicy):
@@ -323,6 +345,7 @@ POLICIES: dict[str, Callable[[], Any]] = {
     "heuristic:lru-layer": LRUPerLayer,
     "heuristic:lru": LRU,
     "heuristic:lfu": LFU,
+    "heuristic:fiddler": Fiddler,
     "heuristic:static": StaticPinning,
     "heuristic:moe-infinity": MoEInfinity,
     "oracle:belady": Belady,

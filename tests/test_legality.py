@@ -192,6 +192,7 @@ def test_memory_policies_are_legal(task, case, fast, order, max_candidates, hard
     [
         "heuristic:lru",
         "heuristic:lfu",
+        "heuristic:fiddler",
         "heuristic:lru-layer",
         "heuristic:moe-infinity",
         "heuristic:static",

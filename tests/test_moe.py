@@ -15,14 +15,16 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from schedgym.baselines.moe import POLICIES, Belady
+from schedgym.baselines.moe import POLICIES, Belady, Fiddler
 from schedgym.envs.hardware import MODELS, load_cost_table
+from schedgym.envs.hardware.models import price
 from schedgym.envs.moe.core import (
     EVICT,
     PREFETCH,
     MoECore,
     MoECosts,
     build_episode,
+    mlp_calls,
     moe_layers,
     run_policy,
 )
@@ -312,6 +314,23 @@ def test_stall_is_never_negative_with_a_fast_cpu():
     assert m["stall_s"] == 0.0
 
 
+@pytest.mark.parametrize(("cpu_s", "on_cpu"), [(0.4, True), (1.5, False)])
+def test_fiddler_runs_a_miss_where_it_finishes_sooner(cpu_s, on_cpu):
+    """Fiddler's rule on the miss at step 1: the CPU takes ``cpu_s``, the GPU a 1 s copy plus
+    0.1 s. At 0.4 s the CPU is sooner (the hand-worked 1.5 s of the CPU offload case above);
+    at 1.5 s the copy is, and the miss is loaded, evicting expert 0 (the layer's LRU)."""
+    trace = RoutingTrace(np.array([0, 1]).reshape(-1, 1, 1), 3)
+    episode = build_episode(trace)
+    costs = MoECosts(
+        1000, 1.0, np.array([0.0, 0.1]), np.array([0.0, cpu_s]), np.full(episode.n_steps, 0.5)
+    )
+    core = MoECore(episode, costs, 1, prefetch=0, cpu_offload=True)
+    run_policy(core, Fiddler())
+    m = _checked(core)
+    assert (m["cpu_experts"], m["demand_loads"]) == ((1, 0) if on_cpu else (0, 1))
+    assert m["time_s"] == pytest.approx(1.5 if on_cpu else 1.1 + 1.1)
+
+
 def test_lru_and_belady_on_the_textbook_sequence():
     # cache {0, 1}, requests 0 1 2 0 1: LRU evicts 0 then 1 then 2 (2 hits); MIN evicts 1 for 2
     # (needed last), then hits 0 (3 hits).
@@ -574,3 +593,24 @@ def test_cpu_table_prices_cpu_offload():
         + cpu.predict("activation", elements=1024)
         + cpu.predict("linear", tokens=1, d_in=1024, d_out=2048)
     )
+
+
+def test_server_cpu_profile_prices_a_mixtral_expert_from_the_published_figures():
+    """``xeon-spr``: one socket of the Xeon Platinum 8452Y of KTransformers' SOSP'25 testbed.
+    One decoded token through a Mixtral expert reads its 352,321,536 BF16 bytes at the
+    datasheet's 8 x DDR5-4800 = 307.2 GB/s: 1.147 ms by hand. 512 tokens through it are
+    compute-bound and run at the 21.3 TFLOP/s KTransformers measured for its AMX BF16 kernel
+    on one socket (2.5 % tolerance: the gated activation's memory traffic adds 0.14 ms).
+    Fiddler's and KTransformers' premise then holds on it and not on this 2-vCPU machine: a
+    missed expert computed on the CPU finishes before its copy over PCIe 5.0 would."""
+    model = MODELS["mixtral-8x7b"]
+    env = MoEOffloadEnv("mixtral", tokens=4, cpu_offload=True, cpu="xeon-spr")
+    costs = env.make_core("mixtral", 0).costs
+    assert costs.cpu_s[1] == pytest.approx(352_321_536 / 307.2e9, rel=0.01)
+    server = load_cost_table("xeon-spr")
+    flops = 2 * 512 * 3 * model.hidden * model.intermediate
+    t512 = price(server, mlp_calls(model, 512, model.intermediate))
+    assert flops / t512 == pytest.approx(21.3e12, rel=0.025)
+    assert costs.cpu_s[1] < costs.copy_s
+    here = MoEOffloadEnv("mixtral", tokens=4, cpu_offload=True).make_core("mixtral", 0).costs
+    assert here.cpu_s[1] > here.copy_s
