@@ -211,7 +211,7 @@ def _batching() -> list[Suite]:
         ),
         Suite(
             "batching/azure-conv",
-            2,
+            3,
             tuple(Case("azure-conv:1000", s) for s in _seeds(2)),
             "goodput_rps",
             "mean goodput: requests/s meeting their TTFT and mean-TPOT SLOs, DistServe's "
@@ -220,13 +220,18 @@ def _batching() -> list[Suite]:
             key_metrics=(
                 "slo_attainment",
                 "strict_goodput_rps",
+                "capacity_rps",
                 "ttft_p99_s",
                 "tpot_p99_s",
                 "tbt_p99_s",
             ),
             about="the first 1,000 requests of the real Azure 2023 conversation trace at their "
-            "recorded arrival times; the seed assigns SLO classes",
+            "recorded arrival times (4.6 requests/s, well under an H100's capacity, so every "
+            "policy meets nearly every SLO); the seed assigns SLO classes. capacity_rps: the "
+            "highest rate of those 1,000 arrivals, their recorded pattern rescaled, at which the "
+            "policy keeps 90 % SLO attainment",
             data=("traces/azure-llm-2023/AzureLLMInferenceTrace_conv.csv",),
+            capacity_slo=0.9,
         ),
     ]
 
