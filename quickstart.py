@@ -24,6 +24,8 @@ def price_demo_step() -> None:
     rows = []
     for name in builtin_tables():
         table = load_cost_table(name)
+        if not table.n_points():
+            continue  # a roofline from published figures for one job (xeon-spr: MoE experts)
         model = get_model("tiny-llama-4l" if table.device.get("kind") == "cpu" else "llama-2-7b")
         seconds = StepCost(table, model)(DEMO_BATCH)
         rows.append(
