@@ -2,6 +2,7 @@
 
     python scripts/headroom.py memmap [--capacities 0.05,0.1,0.25,0.5] [--markdown]
     python scripts/headroom.py msa [--capacities 0.05,0.1,0.15,0.25] [--markdown]
+    python scripts/headroom.py msa --fast-tier trn1-sbuf [--capacities ...] [--markdown]
     python scripts/headroom.py batching [--markdown]
 
 ``memmap``: for each fast-tier capacity (a share of each model's peak live bytes) on the
@@ -12,7 +13,9 @@ every placement), and the ratio bound / greedy: no policy goes below it.
 ``msa``: the same on the msa task (prefetch and eviction over time), model by model: the
 all-slow time, ``heuristic:msa`` (XLA's memory-space assignment), the best of the other greedies
 (best and first fit in three orders, each keeping a buffer fast from its write to its last use),
-the msa task's LP relaxation, and bound / best greedy.
+the msa task's LP relaxation, and bound / best greedy. ``--fast-tier`` picks the fast tier
+(``l2``, the default, or a datasheet scratchpad such as ``trn1-sbuf``); a capacity of ``full``
+is the tier's own size.
 
 ``batching``: on the azure-conv-synth suite, Sarathi-EDF's goodput beside a ceiling no policy can
 pass. Goodput is on-time requests over the span from the first arrival to the last finish; the
@@ -33,12 +36,12 @@ from schedgym.report import format_table
 from schedgym.suites import SUITES
 
 
-def memmap(capacities: list[float], markdown: bool) -> str:
+def memmap(capacities: list[float | None], markdown: bool, fast_tier: str = "l2") -> str:
     policies = ("heuristic:all-slow", "heuristic:msa", "bound:knapsack")
     suite = SUITES["memmap/torch-models"]
     rows = []
     for capacity in capacities:
-        kwargs = {**suite.env_kwargs, "fast_capacity": capacity}
+        kwargs = {**suite.env_kwargs, "fast_capacity": capacity, "fast_tier": fast_tier}
         mean = {
             p: float(
                 np.mean(
@@ -53,11 +56,11 @@ def memmap(capacities: list[float], markdown: bool) -> str:
             for p in policies
         }
         ratio = mean["bound:knapsack"] / mean["heuristic:msa"]
-        rows.append([capacity, *(mean[p] for p in policies), ratio])
+        rows.append([capacity or "full", *(mean[p] for p in policies), ratio])
     return format_table(["fast capacity", *policies, "bound / msa"], rows, markdown)
 
 
-def msa(capacities: list[float], markdown: bool) -> str:
+def msa(capacities: list[float | None], markdown: bool, fast_tier: str = "l2") -> str:
     from schedgym.baselines.memory import POLICIES
 
     greedies = [
@@ -68,7 +71,7 @@ def msa(capacities: list[float], markdown: bool) -> str:
     rows = []
     for case in ("gpt2-tiny", "gpt2-small", "resnet-tiny", "resnet18", "mlp"):
         for capacity in capacities:
-            kwargs = {"task": "msa", "fast_capacity": capacity}
+            kwargs = {"task": "msa", "fast_capacity": capacity, "fast_tier": fast_tier}
 
             def time_of(policy: str, case: str = case, kwargs: dict = kwargs) -> float:
                 return run_episode(
@@ -79,7 +82,7 @@ def msa(capacities: list[float], markdown: bool) -> str:
                 time_of(p) for p in ("heuristic:all-slow", "heuristic:msa", "bound:knapsack")
             )
             best = min(time_of(p) for p in greedies)
-            rows.append([case, capacity, slow, xla, best, bound, bound / min(xla, best)])
+            rows.append([case, capacity or "full", slow, xla, best, bound, bound / min(xla, best)])
     return format_table(
         [
             "model",
@@ -120,13 +123,21 @@ def batching(markdown: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("env", choices=["memmap", "msa", "batching"])
-    ap.add_argument("--capacities", default="0.05,0.1,0.25,0.5", help="fast-tier shares")
+    ap.add_argument(
+        "--capacities",
+        default="0.05,0.1,0.25,0.5",
+        help="fast-tier shares of each model's peak live bytes, or 'full' for the tier's size",
+    )
     ap.add_argument("--markdown", action="store_true", help="a Markdown table")
+    ap.add_argument(
+        "--fast-tier", default="l2", help="memmap, msa: the fast tier, l2 or trn1-sbuf (default l2)"
+    )
     args = ap.parse_args(argv)
+    capacities = [None if c == "full" else float(c) for c in args.capacities.split(",")]
     if args.env == "memmap":
-        print(memmap([float(c) for c in args.capacities.split(",")], args.markdown))
+        print(memmap(capacities, args.markdown, args.fast_tier))
     elif args.env == "msa":
-        print(msa([float(c) for c in args.capacities.split(",")], args.markdown))
+        print(msa(capacities, args.markdown, args.fast_tier))
     else:
         print(batching(args.markdown))
     return 0

@@ -220,3 +220,27 @@ def test_normalised_rewards_survive_a_resume(tmp_path):
 def test_cloning_a_solver_is_refused_with_a_clear_error():
     with pytest.raises(SchedgymError, match="solver:cpsat: it made no step decisions"):
         collect("jobshop", "solver:cpsat", 1, {"case": "random:3x3"}, progress=False)
+
+
+def test_a_policy_refuses_an_env_whose_observations_it_was_not_trained_on(tmp_path):
+    # the memory env's map task has 6 features per candidate, its msa task 6 + 5 window features
+    # and its pack task no slow-memory action (docs/memory-map.md)
+    cfg = TrainConfig(
+        env="memmap",
+        out=str(tmp_path),
+        steps=1,
+        n_envs=1,
+        n_steps=8,
+        batch_size=8,
+        env_kwargs={"case": "random:8", "task": "map"},
+        tensorboard=None,
+    )
+    train(cfg, progress=False)
+    policy = PPOPolicy(tmp_path)
+    run_episode("memmap", policy, case="random:8:1", env_kwargs={"task": "map"})
+    with pytest.raises(
+        SchedgymError, match=r"entities of shape \(32, 6\), this env gives \(32, 11\)"
+    ):
+        run_episode("memmap", policy, case="random:8:1", env_kwargs={"task": "msa"})
+    with pytest.raises(SchedgymError, match=r"actions of shape \(33,\), this env gives \(32,\)"):
+        run_episode("memmap", policy, case="random:8:1", env_kwargs={"task": "pack"})

@@ -347,3 +347,38 @@ def test_every_msa_policy_runs_validated_or_refuses():
         ).metrics["modelled_time_s"]
     lower = results.pop("bound:knapsack")
     assert all(t >= lower * (1 - 1e-9) for t in results.values()), results
+
+
+# AWS's NKI architecture guide for Trainium/Inferentia2 (envs/hardware/scratchpads.py): SBUF
+# 24 MiB, 128 elements/cycle at 1.4 GHz per read and per write interface (bf16: 2 bytes);
+# HBM 820 GB/s for the device's two NeuronCores; 16 DMA engines of 27 GiB/s per core.
+TRN1_SBUF_BYTES = 24 * 2**20
+TRN1_SBUF_BW = 2 * (128 * 2 * 1.4e9)  # read and write interfaces together: 716.8 GB/s
+TRN1_HBM_BW = 820e9 / 2  # one core's share: 410 GB/s, below its 16 x 27 GiB/s of DMA
+
+
+def test_the_trainium_scratchpad_prices_ops_and_copies_from_its_datasheet():
+    s = 4 * 2**20  # 4 MiB buffers
+    # op 0 writes A, op 1 computes 20 us, op 2 reads A
+    bs = _set([0.0, 20e-6, 0.0], [(0, 0), (2, 0)], [(0, 3)], size=s)
+    env = MemoryMapEnv(task="msa", fast_tier="trn1-sbuf")
+    env.reset(seed=0, options={"case": bs})
+    assert env.core.capacity == TRN1_SBUF_BYTES
+    assert env.core.all_slow == pytest.approx(20e-6 + 2 * s / TRN1_HBM_BW)  # 40.46 us
+    # A written slow (10.23 us), prefetched at op 1: the DMA copy (4 MiB at 410 GB/s, 10.23
+    # us) hides behind op 1's 20 us, op 2 reads A from the SBUF (4 MiB at 716.8 GB/s, 5.85 us)
+    _play(env.core, {0: (1, 3, 1)})
+    m = env.core.metrics()
+    assert m["modelled_time_s"] == pytest.approx(s / TRN1_HBM_BW + 20e-6 + s / TRN1_SBUF_BW)
+    assert m["modelled_time_s"] == pytest.approx(36.0814e-6, rel=1e-5)
+    assert m["stall_s"] == pytest.approx(0.0, abs=1e-15)
+    rec = env.core.record()
+    assert rec["copies"]["end_s"][0] - rec["copies"]["start_s"][0] == pytest.approx(s / TRN1_HBM_BW)
+    assert validate(json.loads(json.dumps(rec)))["modelled_time_s"] == pytest.approx(
+        m["modelled_time_s"]
+    )
+
+
+def test_an_unknown_fast_tier_is_refused():
+    with pytest.raises(ValueError, match="unknown fast_tier 'tpu'; known: l2, trn1-sbuf"):
+        MemoryMapEnv(task="msa", fast_tier="tpu")

@@ -56,6 +56,14 @@ def op_seconds(table: Any, op: Any) -> float:
     return table.predict(op.kernel, **op.params) * op.count
 
 
+def flops_seconds(peak_flops: float, dtype_bytes: int, op: Any) -> float:
+    """Compute seconds of one traced op at ``peak_flops`` FLOP/s (its FLOPs at
+    ``dtype_bytes``-byte elements over the peak, times ``op.count``): the pricing of a chip
+    known by its datasheet (a `Scratchpad`) rather than by a measured kernel table."""
+    flops, _ = KERNELS[op.kernel].work(dtype_bytes, **op.params)
+    return float(flops) / peak_flops * op.count
+
+
 @dataclass(frozen=True, eq=False)
 class CostModel:
     """The map task's time model over one buffer set, with per-buffer access lists (CSR)."""

@@ -14,11 +14,13 @@ import gymnasium as gym
 import numpy as np
 
 from schedgym.envs.hardware import device_from_table, load_cost_table
+from schedgym.envs.hardware.scratchpads import SCRATCHPADS, get_scratchpad
 from schedgym.envs.memory.core import (
     ORDERS,
     TASKS,
     MemoryMapCore,
     MsaCore,
+    flops_seconds,
     op_seconds,
 )
 from schedgym.envs.spaces import EntityLayout, action_index
@@ -42,6 +44,9 @@ FAST_TIER_NAMES = ("sram", "l2")
 # bandwidth (NVIDIA A100 Tensor Core GPU Architecture whitepaper, 2020: 5,120 B/clk at 1,410 MHz
 # = 7.2 TB/s, against 1,555 GB/s of HBM2), an assumption carried to the other devices.
 FAST_BANDWIDTH_RATIO = 4.6
+# The fast tiers: the cost table's device with an L2-like cache (the defaults above), or a
+# datasheet scratchpad (envs/hardware/scratchpads.py).
+FAST_TIERS = ("l2", *SCRATCHPADS)
 
 CANDIDATE_FEATURES = (
     "offset",  # candidate offset / C
@@ -210,6 +215,7 @@ class MemoryMapEnv(gym.Env):
         order: str = "start",
         max_candidates: int = 32,
         copy_bandwidth: float | None = None,
+        fast_tier: str = "l2",
     ):
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
@@ -217,28 +223,35 @@ class MemoryMapEnv(gym.Env):
             raise ValueError(f"unknown buffer order {order!r}; known: {', '.join(ORDERS)}")
         if max_candidates < 1:
             raise ValueError(f"max_candidates must be >= 1, got {max_candidates}")
+        if fast_tier not in FAST_TIERS:
+            raise ValueError(f"unknown fast_tier {fast_tier!r}; known: {', '.join(FAST_TIERS)}")
         if isinstance(fast_capacity, float) and not 0.0 < fast_capacity <= 1.0:
             raise ValueError(f"a float fast_capacity is a share in (0, 1], got {fast_capacity}")
         if isinstance(fast_capacity, int) and fast_capacity < 1:
             raise ValueError(f"fast_capacity must be a positive byte count, got {fast_capacity}")
         self.task, self.default_case, self.order = task, case or DEFAULT_CASE, order
-        self.hardware = str(hardware)
+        self.hardware, self.fast_tier = str(hardware), fast_tier
         self.table = _cost_table(self.hardware)
-        device = device_from_table(self.table)
-        slow = next((t for t in device.memory if t.name == "hbm"), None) or (
-            device.memory[0] if device.memory else None
-        )
-        if slow is None:
-            raise SchedgymError(f"cost table {hardware!r} lists no memory tier for slow memory")
-        fast = next((t for t in device.memory if t.name in FAST_TIER_NAMES), None)
-        self.slow_bandwidth = slow.bandwidth
-        self.fast_bandwidth = float(
-            fast_bandwidth or (fast.bandwidth if fast else FAST_BANDWIDTH_RATIO * slow.bandwidth)
-        )
-        # A copy between the tiers streams from or to the slow tier, so moves at its speed.
-        self.copy_bandwidth = float(copy_bandwidth or slow.bandwidth)
         self.fast_capacity_arg = fast_capacity
-        self.default_fast_capacity = fast.capacity_bytes if fast else DEFAULT_FAST_CAPACITY
+        if fast_tier == "l2":
+            device = device_from_table(self.table)
+            slow = next((t for t in device.memory if t.name == "hbm"), None) or (
+                device.memory[0] if device.memory else None
+            )
+            if slow is None:
+                raise SchedgymError(f"cost table {hardware!r} lists no memory tier for slow memory")
+            fast = next((t for t in device.memory if t.name in FAST_TIER_NAMES), None)
+            self.slow_bandwidth = slow.bandwidth
+            fast_default = fast.bandwidth if fast else FAST_BANDWIDTH_RATIO * slow.bandwidth
+            # A copy between the tiers streams from or to the slow tier, so moves at its speed.
+            copy_default = slow.bandwidth
+            self.default_fast_capacity = fast.capacity_bytes if fast else DEFAULT_FAST_CAPACITY
+        else:
+            pad = get_scratchpad(fast_tier)
+            self.slow_bandwidth, fast_default = pad.slow_bandwidth, pad.bandwidth
+            copy_default, self.default_fast_capacity = pad.copy_bandwidth, pad.capacity_bytes
+        self.fast_bandwidth = float(fast_bandwidth or fast_default)
+        self.copy_bandwidth = float(copy_bandwidth or copy_default)
         self.layout = EntityLayout(
             max_entities=max_candidates,
             n_features=len(CANDIDATE_FEATURES) + len(WINDOW_FEATURES) * (task == "msa"),
@@ -264,7 +277,9 @@ class MemoryMapEnv(gym.Env):
         case = options.get("case") or self.default_case
         order = options.get("order") or self.order
         buffers = (
-            case if isinstance(case, BufferSet) else load_case(case, self.hardware, self.np_random)
+            case
+            if isinstance(case, BufferSet)
+            else load_case(case, self.hardware, self.np_random, self.fast_tier)
         )
         self._use(buffers, order)
         self.core.reset()
@@ -417,21 +432,28 @@ def _csv_case(path: str) -> BufferSet:
 
 
 @functools.cache
-def _model_case(model: str, table_name: str) -> BufferSet:
+def _model_case(model: str, table_name: str, fast_tier: str = "l2") -> BufferSet:
+    if fast_tier != "l2":  # the scratchpad's chip, priced from its datasheet
+        pad = get_scratchpad(fast_tier)
+        price = functools.partial(flops_seconds, pad.peak_flops, pad.dtype_bytes)
+        return model_buffer_set(model, price, pad.dtype_bytes)
     table = _cost_table(table_name)
     return model_buffer_set(model, functools.partial(op_seconds, table), table.dtype_bytes)
 
 
-def load_case(case: str, hardware: str = "h100", rng: Any = None) -> BufferSet:
+def load_case(
+    case: str, hardware: str = "h100", rng: Any = None, fast_tier: str = "l2"
+) -> BufferSet:
     """Resolve a case string (class docstring) into a buffer set; ``hardware`` (a cost table's
-    name or path) prices traced models, ``rng`` seeds random cases that name no seed."""
+    name or path) prices traced models, or with a scratchpad ``fast_tier`` its chip's peak
+    FLOP/s does; ``rng`` seeds random cases that name no seed."""
     if case.startswith("random"):
         return parse_random_case(case, rng)
     if case.startswith("model:") or case in MODEL_ZOO:
         model = case.removeprefix("model:")
         if model not in MODEL_ZOO:
             raise WorkloadError(f"unknown model {model!r}; zoo: {', '.join(MODEL_ZOO)}")
-        return _model_case(model, hardware)
+        return _model_case(model, hardware, fast_tier)
     family, _, name = case.partition(":")
     if family in ("minimalloc", "idealloc") and name:
         return _csv_case(str(benchmark_path(family, name)))
