@@ -17,7 +17,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from schedgym.baselines.memory import POLICIES
-from schedgym.envs.memory.core import MemoryMapCore, op_seconds
+from schedgym.envs.memory.core import TASKS, MemoryMapCore, lifetime_neighbours, op_seconds
 from schedgym.envs.memory.env import MemoryMapEnv, load_case
 from schedgym.envs.memory.record import plot_record, validate
 from schedgym.episode import run_episode
@@ -474,10 +474,12 @@ def test_first_fit_greedies_overshoot_minimalloc_capacities(shared_data):
 
 
 def test_bench_rows_are_well_formed():
-    from schedgym.envs.memory.bench import bench
+    from schedgym.envs.memory.bench import LARGE_RUNS, bench
 
-    rows = bench()
-    assert len(rows) == 7
+    rows = bench(large=300)  # the 20,000-buffer runs take minutes: `schedgym bench` times them
+    assert len(rows) == len(TASKS) + len(LARGE_RUNS)
+    heuristics = {n for n in POLICIES if n.startswith("heuristic:")}
+    assert {name for task, name, _, _ in LARGE_RUNS if task == "map"} == heuristics
     for row in rows:
         assert set(row) == {"name", "value", "unit", "note"} and row["value"] > 0
 
@@ -490,3 +492,35 @@ def test_plot_record_writes_pictures(tmp_path: Path):
         path = tmp_path / f"{task}.png"
         plot_record(result.record, path)
         assert path.stat().st_size > 10_000
+
+
+def test_lifetime_neighbours_match_every_pair_checked():
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 40, 300):
+        start = rng.integers(0, 50, n)
+        end = start + rng.integers(1, 20, n)
+        nbr, ptr = lifetime_neighbours(start, end)
+        for b in range(n):
+            want = [a for a in range(n) if a != b and start[a] < end[b] and start[b] < end[a]]
+            assert nbr[ptr[b] : ptr[b + 1]].tolist() == want
+    assert lifetime_neighbours(start, end, max_pairs=10) is None
+
+
+@pytest.mark.parametrize("task", ["pack", "map", "msa"])
+def test_the_neighbour_index_leaves_every_choice_as_a_scan_of_all_placed(task, monkeypatch):
+    def episode() -> dict:
+        env = MemoryMapEnv(task=task, case="random:200:5", fast_capacity=0.3)
+        env.reset(seed=0)
+        rng, done, offers = np.random.default_rng(0), False, []
+        while not done:
+            offers.append(env.core.cand_offset.tolist())
+            legal = np.flatnonzero(env.action_masks())
+            _, _, done, _, info = env.step(int(rng.choice(legal)))
+        return {"offers": offers, "scanned": env.core._neighbours is None, **info["metrics"]}
+
+    indexed = episode()
+    monkeypatch.setattr("schedgym.envs.memory.core.MAX_NEIGHBOUR_PAIRS", 0)
+    scanned = episode()
+    assert (indexed.pop("scanned"), scanned.pop("scanned")) == (False, True)
+    indexed.pop("solve_s", None), scanned.pop("solve_s", None)
+    assert indexed == scanned

@@ -33,6 +33,10 @@ TASKS = ("pack", "map", "msa")
 ORDERS = ("start", "size", "area", "benefit")
 RECORD_FORMAT = "schedgym-memmap-record/1"
 _UNBOUNDED = np.int64(2**62)  # the pack task's address space has no ceiling
+# Above this many (buffer, overlapping buffer) pairs a step scans every placed buffer instead of
+# the current one's neighbours (a set where thousands of buffers live at once would need
+# millions of pairs for nothing: every placed buffer is a neighbour there anyway).
+MAX_NEIGHBOUR_PAIRS = 1 << 24
 
 # Where a buffer lives.
 UNDECIDED, FAST, SLOW = 0, 1, 2
@@ -239,6 +243,33 @@ def placement_record(
     return record
 
 
+def lifetime_neighbours(
+    start: np.ndarray, end: np.ndarray, max_pairs: int = MAX_NEIGHBOUR_PAIRS
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The buffers whose half-open lifetimes ``[start, end)`` overlap each buffer's, as CSR:
+    buffer ``b``'s are ``nbr[ptr[b]:ptr[b + 1]]`` (ascending, ``b`` itself excluded). Of two
+    overlapping lifetimes, the later-starting one starts inside the other, so the pairs are the
+    ranges of a sort by start, found by binary search. ``None`` when the pairs would exceed
+    ``max_pairs``. ``start``, ``end``: ``[n]`` int arrays."""
+    n = start.size
+    order = np.argsort(start, kind="stable")
+    first = np.searchsorted(start[order], start, "left")
+    count = np.searchsorted(start[order], end, "left") - first
+    total = int(count.sum())
+    if 2 * total > max_pairs:
+        return None
+    rows = np.repeat(np.arange(n), count)
+    within = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+    cols = order[np.repeat(first, count) + within]
+    keep = rows != cols
+    rows, cols = rows[keep], cols[keep]
+    # both directions; equal starts list a pair twice, hence unique
+    key = np.unique(np.concatenate((rows * n + cols, cols * n + rows)))
+    ptr = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(key // n, minlength=n), out=ptr[1:])
+    return key % n, ptr
+
+
 @dataclass(frozen=True)
 class Snapshot:
     k: int
@@ -289,7 +320,11 @@ class MemoryMapCore:
         n = buffers.n
         self.where = np.zeros(n, np.int8)
         self.offset = np.full(n, -1, np.int64)
-        self._placed = np.zeros((4, n), np.int64)  # rows contiguous: scanned every step
+        self._placed = np.zeros((4, n), np.int64)  # [4, m]: lo, hi, offset, top, in order placed
+        # each buffer's placed box spans [_lo_of[b], _hi_of[b]) (its lifetime here; MsaCore's
+        # windows lie within it), so only lifetime neighbours can overlap the current buffer
+        self._lo_of, self._hi_of = self._start, self._end
+        self._neighbours = lifetime_neighbours(self._start, self._end, MAX_NEIGHBOUR_PAIRS)
         self._fast_bytes = np.zeros(self.cost.compute.size)
         self._prepare()
         self.reset()
@@ -350,12 +385,23 @@ class MemoryMapCore:
             self.cand_gap = np.zeros(0, np.int64)
             return
         b = self.current
-        bottoms, gap = self._gaps(self._start[b], self._end[b])
+        bottoms, gap = self._gaps(self._start[b], self._end[b], self._near(b))
         fits = np.flatnonzero(gap >= self._size[b])
         if fits.size > self.K:
             fits = np.concatenate((fits[: self.K - 1], fits[-1:]))
         self.cand_offset = bottoms[fits]
         self.cand_gap = gap[fits]
+
+    def _near(self, b: int) -> np.ndarray:
+        """``[4, k]`` lo, hi, offset, top of the placed boxes that may overlap buffer ``b``'s
+        lifetime: its placed lifetime neighbours, else (no neighbour index) every placed box."""
+        if self._neighbours is None:
+            return self._placed[:, : self.m]
+        nbr, ptr = self._neighbours
+        nb = nbr[ptr[b] : ptr[b + 1]]
+        nb = nb[self.where[nb] == FAST]
+        x = self.offset[nb]
+        return np.stack((self._lo_of[nb], self._hi_of[nb], x, x + self._size[nb]))
 
     def _gaps(
         self, s: int, e: int, placed: np.ndarray | None = None
@@ -591,6 +637,7 @@ class MsaCore(MemoryMapCore):
         # XLA: max_async_copy_elapsed_ = copy time of the whole alternate memory x ratio.
         self.max_prefetch_elapsed = PICKER_MAX_MEM_RATIO * self.capacity / self.copy_bandwidth
         self.win_lo, self.win_hi = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+        self._lo_of, self._hi_of = self.win_lo, self.win_hi  # a placed buffer holds its window
         self.first_op, self.last_op = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
 
     def accesses(self, b: int) -> tuple[np.ndarray, np.ndarray]:
@@ -664,7 +711,7 @@ class MsaCore(MemoryMapCore):
         rows, offs, gaps = [], [], []
         whole = max(1, self.K // 2)
         # Every window lies within [u_0, u_k + 1): look only at the boxes overlapping it.
-        p = self._placed[:, : self.m]
+        p = self._near(b)
         near = p[:, (p[0] < ops[k] + 1) & (p[1] > ops[0])]
         # The whole window: every gap that fits, as in the map task.
         bottoms, gap = self._gaps(ops[0], ops[k] + 1, near)
