@@ -30,6 +30,8 @@ from tqdm.auto import tqdm
 
 from schedgym.episode import run_episode
 from schedgym.errors import SchedgymError
+from schedgym.policy import resolve_policy
+from schedgym.registry import env_entry
 
 # Demonstration episodes reset with seeds from here: far from training envs' (0, 1000, ...),
 # validation's (500,000 + i) and the test suites' (10,000-19,999).
@@ -43,6 +45,33 @@ def generator_kwargs(env_kwargs: dict[str, Any], i: int) -> dict[str, Any]:
     if isinstance(case, list | tuple):
         return {**env_kwargs, "case": case[i % len(case)]}
     return env_kwargs
+
+
+class StepwiseHeuristic:
+    """A heuristic that plans its episode in its own buffer order (``solve``, as the memory
+    env's heuristics do), played decision by decision in the env's order instead: its ``act``
+    rule is what a policy acting in that order can clone."""
+
+    kind = "heuristic"
+
+    def __init__(self, heuristic: Any):
+        self.inner, self.name = heuristic, f"{heuristic.name} (per decision)"
+
+    def reset(self, env: Any) -> None:
+        self.inner.reset(env)
+
+    def act(self, env: Any, obs: Any) -> int:
+        return self.inner.act(env, obs)
+
+
+def stepwise(env: str, spec: str) -> Any:
+    """The policy ``spec`` as ``collect`` plays it: a heuristic with both a ``solve`` and an
+    ``act`` is played by ``act`` (`StepwiseHeuristic`); anything else as resolved, so a solver
+    that only plans whole episodes is still refused."""
+    policy = resolve_policy(env_entry(env).name, spec)
+    if getattr(policy, "kind", None) == "heuristic" and callable(getattr(policy, "solve", None)):
+        return StepwiseHeuristic(policy)
+    return policy
 
 
 @dataclass
@@ -88,7 +117,8 @@ def collect(
     gamma: float = 1.0,
     progress: bool = True,
 ) -> Demonstrations:
-    """``episodes`` validated episodes of ``heuristic`` on the env's training generator(s)."""
+    """``episodes`` validated episodes of ``heuristic`` on the env's training generator(s), each
+    decision made in the env's own order (`stepwise`)."""
     obs: list[dict[str, np.ndarray]] = []
     masks: list[np.ndarray] = []
     actions: list[int] = []
@@ -108,7 +138,7 @@ def collect(
         first = len(rewards)
         run_episode(
             env,
-            heuristic,
+            stepwise(env, heuristic),
             seed=DEMO_SEED_OFFSET + i,
             env_kwargs=generator_kwargs(env_kwargs, i),
             on_step=keep,

@@ -244,3 +244,20 @@ def test_a_policy_refuses_an_env_whose_observations_it_was_not_trained_on(tmp_pa
         run_episode("memmap", policy, case="random:8:1", env_kwargs={"task": "msa"})
     with pytest.raises(SchedgymError, match=r"actions of shape \(33,\), this env gives \(32,\)"):
         run_episode("memmap", policy, case="random:8:1", env_kwargs={"task": "pack"})
+
+
+def test_a_heuristic_that_plans_in_its_own_order_is_cloned_in_the_envs_order():
+    """heuristic:msa plans a memory episode in its own buffer order (solve); cloning plays its
+    rule decision by decision in the env's order, one decision per buffer, each legal, and the
+    return is the env's documented 1 - 1/speedup of that episode."""
+    kwargs = {"task": "msa", "case": "random:24", "fast_capacity": 0.2}
+    demos = collect("memmap", "heuristic:msa", 2, kwargs, progress=False)
+    assert np.bincount(demos.episode).tolist() == [24, 24]
+    assert demos.masks[np.arange(len(demos)), demos.actions].all()
+    env = gym.make("schedgym/MemoryMap-v0", disable_env_checker=True, **kwargs)
+    env.reset(seed=DEMO_SEED_OFFSET)
+    done = False
+    while not done:
+        _, _, done, _, info = env.step(env.unwrapped.core.xla_choice())
+    speedup = info["metrics"]["speedup"]
+    assert demos.returns[0] == pytest.approx(1 - 1 / speedup, rel=1e-5, abs=1e-9)
