@@ -3,6 +3,7 @@
     python scripts/headroom.py memmap [--capacities 0.05,0.1,0.25,0.5] [--markdown]
     python scripts/headroom.py msa [--capacities 0.05,0.1,0.15,0.25] [--markdown]
     python scripts/headroom.py msa --fast-tier trn1-sbuf [--capacities ...] [--markdown]
+    python scripts/headroom.py msa-suites [--markdown]
     python scripts/headroom.py batching [--markdown]
 
 ``memmap``: for each fast-tier capacity (a share of each model's peak live bytes) on the
@@ -16,6 +17,12 @@ all-slow time, ``heuristic:msa`` (XLA's memory-space assignment), the best of th
 the msa task's LP relaxation, and bound / best greedy. ``--fast-tier`` picks the fast tier
 (``l2``, the default, or a datasheet scratchpad such as ``trn1-sbuf``); a capacity of ``full``
 is the tier's own size.
+
+``msa-suites``: on each msa-task suite (``memmap/msa-*``), the speedup over all-slow memory of
+XLA's heuristic, the best other greedy, a one-step lookahead search (at every decision, each
+legal action followed by XLA's rule to the end, the best kept: a policy-improvement step over
+XLA's rule, in the env's buffer order), each committed PPO policy trained on the msa task
+(``policies/*/config.json`` with ``"task": "msa"``), and the LP bound above them all.
 
 ``batching``: on the azure-conv-synth suite, Sarathi-EDF's goodput beside a ceiling no policy can
 pass. Goodput is on-time requests over the span from the first arrival to the last finish; the
@@ -98,6 +105,83 @@ def msa(capacities: list[float | None], markdown: bool, fast_tier: str = "l2") -
     )
 
 
+def lookahead_speedup(case: str, seed: int, env_kwargs: dict) -> float:
+    """Speedup of one-step lookahead over XLA's rule (module docstring) on one msa case."""
+    from schedgym.envs.memory.env import MemoryMapEnv
+
+    env = MemoryMapEnv(**env_kwargs)
+    env.reset(seed=seed, options={"case": case})
+
+    def finish() -> float:
+        while not env.core.done:
+            env.step(env.core.xla_choice())
+        return env.core.metrics()["speedup"]
+
+    while not env.core.done:
+        state = env.get_state()
+        best, pick = -np.inf, None
+        for action in np.flatnonzero(env.action_masks()).tolist():
+            env.set_state(state)
+            env.step(action)
+            value = finish()
+            if value > best:
+                best, pick = value, action
+        env.set_state(state)
+        env.step(pick)
+    return env.core.metrics()["speedup"]
+
+
+def msa_suites(markdown: bool) -> str:
+    import json
+    from pathlib import Path
+
+    from schedgym.baselines.memory import POLICIES
+
+    root = Path(__file__).resolve().parent.parent
+    learned = [
+        f"ppo:{p.parent.relative_to(root)}"
+        for p in sorted((root / "policies").glob("*/config.json"))
+        if json.loads(p.read_text()).get("env_kwargs", {}).get("task") == "msa"
+    ]
+    greedies = [n for n in POLICIES if n.startswith("heuristic:") and n != "heuristic:msa"]
+    rows = []
+    for suite in (s for name, s in SUITES.items() if name.startswith("memmap/msa-")):
+        kwargs = dict(suite.env_kwargs)
+
+        def speedup(policy: str, kwargs: dict = kwargs, suite=suite) -> float:
+            return float(
+                np.mean(
+                    [
+                        run_episode(
+                            "memmap", policy, case=c.case, seed=c.seed, env_kwargs=kwargs
+                        ).metrics["speedup"]
+                        for c in suite.cases
+                    ]
+                )
+            )
+
+        search = float(np.mean([lookahead_speedup(c.case, c.seed, kwargs) for c in suite.cases]))
+        rows.append(
+            [
+                suite.name,
+                speedup("heuristic:msa"),
+                max(speedup(p) for p in greedies),
+                search,
+                *(speedup(p) for p in learned),
+                speedup("bound:knapsack"),
+            ]
+        )
+    headers = [
+        "suite",
+        "heuristic:msa",
+        "best other greedy",
+        "lookahead search",
+        *learned,
+        "bound:knapsack",
+    ]
+    return format_table(headers, rows, markdown)
+
+
 def batching(markdown: bool) -> str:
     from schedgym.envs.batching.core import Batch, EngineConfig, replica
 
@@ -122,7 +206,7 @@ def batching(markdown: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("env", choices=["memmap", "msa", "batching"])
+    ap.add_argument("env", choices=["memmap", "msa", "msa-suites", "batching"])
     ap.add_argument(
         "--capacities",
         default="0.05,0.1,0.25,0.5",
@@ -138,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         print(memmap(capacities, args.markdown, args.fast_tier))
     elif args.env == "msa":
         print(msa(capacities, args.markdown, args.fast_tier))
+    elif args.env == "msa-suites":
+        print(msa_suites(args.markdown))
     else:
         print(batching(args.markdown))
     return 0

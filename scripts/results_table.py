@@ -21,11 +21,12 @@ def main() -> int:
     for path in sorted(root.glob("*/results.json")):
         r = json.loads(path.read_text())
         ppo, best = r["scores"]["ppo"], r["scores"][r["best_heuristic"]]
-        named = RECIPES[r["env"]].baseline
+        recipe = r.get("recipe", r["env"])  # memmap-msa: the memory env's msa task
+        named = RECIPES[recipe].baseline
         arrow = " ↓" if r["lower_is_better"] else " ↑"
         rows.append(
             (
-                r["env"],
+                recipe,
                 r["metric"] + arrow,
                 ppo,
                 r["scores"].get("imitation"),

@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     best = pick(heuristics, key=heuristics.get)
     result = {
         "env": env,
+        "recipe": args.recipe,
         "metric": recipe.metric,
         "lower_is_better": entry.lower_is_better,
         "test_cases": recipe.test_cases,

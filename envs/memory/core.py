@@ -248,23 +248,22 @@ def lifetime_neighbours(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The buffers whose half-open lifetimes ``[start, end)`` overlap each buffer's, as CSR:
     buffer ``b``'s are ``nbr[ptr[b]:ptr[b + 1]]`` (ascending, ``b`` itself excluded). Of two
-    overlapping lifetimes, the later-starting one starts inside the other, so the pairs are the
-    ranges of a sort by start, found by binary search. ``None`` when the pairs would exceed
-    ``max_pairs``. ``start``, ``end``: ``[n]`` int arrays."""
+    overlapping lifetimes, the one later in a sort by start starts inside the other, so each
+    pair is found once, in the range of the sort after the earlier one that starts before its
+    end (a binary search). ``None`` when the pairs would exceed ``max_pairs``. ``start``,
+    ``end``: ``[n]`` int arrays."""
     n = start.size
     order = np.argsort(start, kind="stable")
-    first = np.searchsorted(start[order], start, "left")
-    count = np.searchsorted(start[order], end, "left") - first
+    sorted_start = start[order]
+    first = np.arange(1, n + 1)  # sorted positions after each buffer's own
+    count = np.maximum(np.searchsorted(sorted_start, end[order], "left") - first, 0)
     total = int(count.sum())
     if 2 * total > max_pairs:
         return None
-    rows = np.repeat(np.arange(n), count)
     within = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
-    cols = order[np.repeat(first, count) + within]
-    keep = rows != cols
-    rows, cols = rows[keep], cols[keep]
-    # both directions; equal starts list a pair twice, hence unique
-    key = np.unique(np.concatenate((rows * n + cols, cols * n + rows)))
+    a = np.repeat(order, count)
+    b = order[np.repeat(first, count) + within]
+    key = np.sort(np.concatenate((a * n + b, b * n + a)))
     ptr = np.zeros(n + 1, np.int64)
     np.cumsum(np.bincount(key // n, minlength=n), out=ptr[1:])
     return key % n, ptr
