@@ -192,7 +192,12 @@ class MemoryMapEnv(gym.Env):
       boundedness: alternate-memory benefit / sqrt(size));
     * ``max_candidates`` (32): candidate rows, and the action space's size less one;
     * ``copy_bandwidth`` (``None``): bytes/s of the msa task's copy engine; ``None`` means the
-      slow tier's bandwidth, as a copy streams from or to it.
+      slow tier's bandwidth, as a copy streams from or to it;
+    * ``fast_tier`` (``"l2"``): ``"l2"`` derives the tiers from ``hardware`` as above (a
+      cache-like fast tier); a scratchpad name (``"trn1-sbuf"``: one AWS Trainium
+      NeuronCore-v2, `envs.hardware.scratchpads`) takes the fast tier's size and bandwidth, the
+      slow tier's and copy bandwidth from its datasheet, and prices traced ops by their FLOPs at
+      its peak; explicit ``fast_capacity``, ``fast_bandwidth`` and ``copy_bandwidth`` still win.
 
     ``get_state()``/``set_state(state)`` snapshot and restore an episode (numpy copies); the
     simulator core is ``env.core`` (`memory_core.MemoryMapCore`), the case ``env.buffers``.
