@@ -82,12 +82,20 @@ def is_learned(policy: str) -> bool:
     return policy.partition(":")[0] in learned_kinds()
 
 
+def learned_path(policy: str) -> Path:
+    """The checkpoint path a learned policy name names, less a search budget ``@N``
+    (``muzero:policies/jobshop-muzero@16``)."""
+    rest = policy.partition(":")[2]
+    base, at, budget = rest.rpartition("@")
+    return Path(base if at and budget.isdigit() else rest)
+
+
 def checkpoint_files(policy: str) -> list[Path]:
     """The files a learned policy's results depend on, the one that must exist first: a policy
     folder's ``model.zip`` and ``config.json``, or, where its ``config.json`` lists them under
-    ``checkpoint_files`` (an RLlib module's many files), those and ``config.json``; a file
-    named directly is itself."""
-    where = Path(policy.partition(":")[2])
+    ``checkpoint_files`` (an RLlib module's many files, MuZero's ``model.pt``), those and
+    ``config.json``; a file named directly is itself."""
+    where = learned_path(policy)
     if not where.is_dir():
         return [where]
     config = where / "config.json"
@@ -99,7 +107,7 @@ def learned_layout_kwargs(policy: str) -> dict[str, Any]:
     """The padding sizes (``max_*`` env arguments) a learned policy was trained with: its
     network's input shapes. Only these are taken from its ``config.json``; everything that
     changes the problem comes from the suite."""
-    path = Path(policy.partition(":")[2])
+    path = learned_path(policy)
     config = (path if path.is_dir() else path.parent) / "config.json"
     if not config.is_file():
         return {}
