@@ -255,6 +255,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.algo == "rllib-ppo":
         _train_rllib(args, env_kwargs)
         return
+    if args.algo == "muzero":
+        _train_muzero(args, env_kwargs)
+        return
+    if args.simulations is not None or args.model is not None:
+        raise SchedgymError("--simulations and --model are options of --algo muzero")
     if args.env_runners is not None or args.ray is not None:
         raise SchedgymError("--env-runners and --ray are options of --algo rllib-ppo")
     cfg = TrainConfig(
@@ -316,6 +321,37 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     print(
         f"wrote {out}/best.json and {out}/best (schedgym evaluate --policy {best['policy']}); "
         f"TensorBoard: tensorboard --logdir runs"
+    )
+
+
+def _train_muzero(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> None:
+    from schedgym.agents.muzero.train import MuZeroConfig, train
+
+    unsupported = [
+        f"--{k.replace('_', '-')}"
+        for k in ("imitate", "normalize_reward", "env_runners", "ray")
+        if getattr(args, k)
+    ]
+    if unsupported:
+        raise SchedgymError(f"--algo muzero does not take {', '.join(unsupported)}")
+    cfg = MuZeroConfig(
+        env=args.env,
+        out=args.out or f"policies/{args.env}-muzero",
+        steps=args.steps,
+        n_envs=args.n_envs,
+        seed=args.seed,
+        env_kwargs=env_kwargs,
+        val_cases=[c for c in (args.val_cases or "").split(",") if c],
+        eval_every=args.eval_every,
+        model=args.model or "simulator",
+        simulations=args.simulations or 16,
+        learning_rate=args.learning_rate,
+        init_from=args.init_from,
+    )
+    train(cfg, heuristic=args.baseline, resume=args.resume, progress=not args.no_progress)
+    print(
+        f"wrote {cfg.out}/model.pt, config.json, training.json (policy muzero:{cfg.out}@"
+        f"{cfg.simulations}); TensorBoard: tensorboard --logdir runs"
     )
 
 
@@ -584,24 +620,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser(
         "train",
-        help="train a MaskablePPO agent on an environment",
+        help="train a MaskablePPO or Gumbel MuZero agent on an environment",
         description="Train MaskablePPO with the permutation-equivariant entity network on one "
         "environment. Each reset draws a fresh instance from --generator (the env's case "
         "argument); validation runs greedily on --val-cases; TensorBoard logs go to runs/ with "
         "the problem's metrics under sched/. --algo rllib-ppo trains RLlib's PPO with the same "
-        "network instead, sampling on Ray env runners.",
-        epilog="example:\n  schedgym train --env jobshop --generator random:15x15 "
+        "network instead, sampling on Ray env runners. --algo muzero trains Gumbel MuZero by "
+        "self-play (docs/agents.md): --steps counts decisions, --simulations is the search "
+        "budget per decision, --model picks the true simulator (get_state/set_state) or the "
+        "learned dynamics to plan with, --init-from takes a PPO policy folder to warm-start "
+        "the representation and prediction nets.",
+        epilog="examples:\n  schedgym train --env jobshop --generator random:15x15 "
         "--val-cases random:15x15:90001,random:15x15:90002 --baseline heuristic:mor "
-        "--steps 200000 --out policies/jobshop-ppo",
+        "--steps 200000 --out policies/jobshop-ppo\n"
+        "  schedgym train --algo muzero --env jobshop --generator random:15x15 "
+        "--simulations 16 --model simulator --init-from policies/jobshop-ppo --steps 3000 "
+        "--val-cases random:15x15:90001 --baseline heuristic:mor",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s.add_argument("--env", required=True)
     s.add_argument(
         "--algo",
         default="ppo",
-        choices=["ppo", "rllib-ppo"],
+        choices=["ppo", "rllib-ppo", "muzero"],
         help="ppo: sb3-contrib MaskablePPO here; rllib-ppo: RLlib's PPO, sampling on "
-        "--env-runners Ray actors (needs schedgym[ray], docs/scale.md)",
+        "--env-runners Ray actors (needs schedgym[ray], docs/scale.md); muzero: Gumbel MuZero "
+        "by self-play (agents/muzero)",
+    )
+    s.add_argument(
+        "--simulations",
+        type=int,
+        metavar="N",
+        help="muzero: simulations per decision in self-play and in the saved policy (default 16)",
+    )
+    s.add_argument(
+        "--model",
+        choices=["simulator", "learned"],
+        help="muzero: plan with the env's own simulator (default) or the learned dynamics",
     )
     s.add_argument(
         "--env-runners",
@@ -623,7 +678,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--val-cases", help="comma-separated validation cases")
     s.add_argument("--baseline", help="heuristic to log beside the agent on the validation cases")
-    s.add_argument("--steps", type=int, default=100_000)
+    s.add_argument(
+        "--steps", type=int, default=100_000, help="env steps (muzero: self-play decisions)"
+    )
     s.add_argument(
         "--imitate",
         metavar="POLICY",
@@ -646,10 +703,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--eval-every", type=int, default=10_000, help="env steps between validations")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", help="output folder (default policies/ENV-ppo)")
-    s.add_argument("--resume", action="store_true", help="continue from OUT/last.zip")
+    s.add_argument("--out", help="output folder (default policies/ENV-ALGO)")
     s.add_argument(
-        "--init-from", metavar="CHECKPOINT", help="start from these weights (fine-tuning)"
+        "--resume", action="store_true", help="continue from OUT/last.zip (muzero: OUT/last.pt)"
+    )
+    s.add_argument(
+        "--init-from",
+        metavar="CHECKPOINT",
+        help="start from these weights (fine-tuning; muzero: a PPO policy folder)",
     )
     s.add_argument("--env-kwargs", metavar="JSON", help="extra env constructor arguments")
     s.add_argument("--no-progress", action="store_true")

@@ -106,19 +106,31 @@ def results_file(root: Path, suite: Suite, policy: str) -> Path:
 def learned_policies(env: str, root: Path) -> list[tuple[str, str]]:
     """``(name, spec)`` of the committed checkpoints ``policies/*/model.zip`` trained on
     ``env`` (their ``config.json`` names it): ``("ppo:policies/jobshop-ppo", "ppo:/abs/...")``,
-    and of RLlib ones (``"algo": "rllib-ppo"`` in their ``config.json``) as ``rllib:``."""
+    of RLlib ones (``"algo": "rllib-ppo"`` in their ``config.json``) as ``rllib:``, and of
+    Gumbel MuZero ones (``"algo": "muzero"``, ``model.pt``) as ``muzero:...@N`` with ``N`` the
+    simulations per decision they were saved to plan with."""
     found = []
     for config in sorted((root / "policies").glob("*/config.json")):
         try:
             settings = json.loads(config.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        kind = "rllib" if settings.get("algo") == "rllib-ppo" else "ppo"
-        if kind == "ppo" and not (config.parent / "model.zip").is_file():
+        algo = settings.get("algo")
+        kind = {"rllib-ppo": "rllib", "muzero": "muzero"}.get(algo, "ppo")
+        weights = {"ppo": "model.zip", "muzero": "model.pt"}.get(kind)
+        if weights and not (config.parent / weights).is_file():
             continue
+        budget = ""
+        if kind == "muzero":
+            budget = f"@{settings.get('eval_simulations') or settings['simulations']}"
         trained_on = settings.get("env")
         if trained_on and env_entry(trained_on).name == env:
-            found.append((f"{kind}:policies/{config.parent.name}", f"{kind}:{config.parent}"))
+            found.append(
+                (
+                    f"{kind}:policies/{config.parent.name}{budget}",
+                    f"{kind}:{config.parent}{budget}",
+                )
+            )
     return found
 
 

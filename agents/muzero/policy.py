@@ -1,0 +1,119 @@
+"""A MuZero checkpoint as a ``Policy``: ``muzero:PATH`` or ``muzero:PATH@N`` (N simulations).
+
+``PATH`` is a training folder (its ``model.pt``) or a ``.pt`` file written by
+`schedgym.agents.muzero.train`; without ``@N`` the checkpoint's own evaluation budget is used.
+Acting is deterministic: the search runs without Gumbel noise and takes the considered action
+with the most visits and the largest ``logits + sigma(completed Q)``; only legal actions are
+ever chosen (the root mask is the env's ``action_masks()``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+
+from schedgym.agents.muzero.models import make_model
+from schedgym.agents.muzero.networks import MuZeroNet
+from schedgym.agents.muzero.search import SearchConfig, gumbel_search
+from schedgym.errors import SchedgymError
+from schedgym.policy import PolicyKind, unwrap_env
+
+CHECKPOINT = "model.pt"
+
+
+def parse_spec(spec: str) -> tuple[Path, int | None]:
+    """``"PATH@N"`` -> ``(PATH, N)``, ``"PATH"`` -> ``(PATH, None)``; raises ``SchedgymError``
+    (one line) when ``N`` is not a positive integer or ``PATH`` is empty."""
+    path, at, budget = spec.rpartition("@")
+    if not at:
+        path, budget = spec, ""
+    if not path:
+        raise SchedgymError(f"muzero:{spec}: no checkpoint path (use muzero:PATH or PATH@N)")
+    if at:
+        if not budget.isdigit() or int(budget) < 1:
+            raise SchedgymError(
+                f"muzero:{spec}: the simulation budget after @ must be a positive integer, "
+                f"got {budget!r}"
+            )
+        return Path(path), int(budget)
+    return Path(path), None
+
+
+def checkpoint_file(path: Path) -> Path:
+    """``path/model.pt`` for a folder, else ``path``; raises ``SchedgymError`` when absent."""
+    file = path / CHECKPOINT if path.is_dir() else path
+    if not file.is_file():
+        raise SchedgymError(f"no MuZero checkpoint at {file}")
+    return file
+
+
+def load_checkpoint(path: Path) -> tuple[MuZeroNet, dict[str, Any]]:
+    """The network and the settings (``model``, ``search``) saved by `save_checkpoint`."""
+    data = th.load(checkpoint_file(path), map_location="cpu", weights_only=False)
+    net = MuZeroNet(data["observation_space"], **data["net_kwargs"])
+    net.load_state_dict(data["state_dict"])
+    net.eval()
+    return net, data
+
+
+def save_checkpoint(
+    file: Path, net: MuZeroNet, net_kwargs: dict[str, Any], model: str, search: SearchConfig
+) -> None:
+    """Write the weights, the observation space and the planning settings to ``file``."""
+    th.save(
+        {
+            "state_dict": net.state_dict(),
+            "observation_space": net.encoder._observation_space,
+            "net_kwargs": net_kwargs,
+            "model": model,
+            "search": search.__dict__,
+        },
+        file,
+    )
+
+
+class MuZeroPolicy:
+    """Deterministic Gumbel MuZero planning with a checkpoint's network (module docstring).
+
+    Either ``spec`` (``"PATH"`` or ``"PATH@N"``) or an in-memory ``net`` with ``model`` and
+    ``search`` (training's validation) is given."""
+
+    kind: PolicyKind = "learned"
+
+    def __init__(
+        self,
+        spec: str | None = None,
+        name: str | None = None,
+        *,
+        net: MuZeroNet | None = None,
+        model: str = "simulator",
+        search: SearchConfig | None = None,
+        seed: int = 0,
+    ):
+        th.set_num_threads(1)
+        if spec is not None:
+            path, budget = parse_spec(spec)
+            net, data = load_checkpoint(path)
+            model, search = data["model"], SearchConfig(**data["search"])
+            if budget is not None:
+                search = replace(search, simulations=budget)
+        if net is None:
+            raise SchedgymError("MuZeroPolicy needs a checkpoint path or a network")
+        self.net = net
+        self.model = make_model(model, net)
+        self.search = replace(search or SearchConfig(), gumbel_scale=0.0)
+        self.name = name or f"muzero:{spec}"
+        self._seed = seed
+        self._rng = np.random.default_rng(seed)
+
+    def reset(self, env: Any) -> None:
+        """Restart the (unused without noise, kept for seeded variants) generator."""
+        self._rng = np.random.default_rng(self._seed)
+
+    def act(self, env: Any, obs: Any) -> int:
+        result = gumbel_search(self.model, [unwrap_env(env)], [obs], self.search, self._rng)
+        return int(result.action[0])

@@ -1,0 +1,55 @@
+"""Reproduce the committed Gumbel MuZero policies ``policies/<env>-muzero`` (one recipe).
+
+Each env's run warm-starts the representation and prediction nets from the committed PPO
+policy (``policies/<env>-ppo``, `MuZeroNet.load_ppo`), plans with the true simulator
+(``--model simulator``), self-plays on PPO's training generator and validates on PPO's
+validation cases against the same heuristic. Budgets (decisions of self-play) are sized for
+about 5-10 minutes on this 2-core machine under ``nice``:
+
+    .venv/bin/python scripts/train_muzero.py jobshop [--steps N] [--simulations N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from schedgym.agents.muzero.train import MuZeroConfig, train
+
+ROOT = Path(__file__).resolve().parent.parent
+# env -> (self-play decisions, validation every, heuristic logged beside it)
+RECIPES = {
+    "jobshop": (3_000, 1_500, "heuristic:mor"),
+    "dag": (3_000, 1_500, "heuristic:peft"),
+    "memmap": (3_000, 1_500, None),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("env", choices=sorted(RECIPES))
+    parser.add_argument("--steps", type=int, help="self-play decisions (default: the recipe's)")
+    parser.add_argument("--simulations", type=int, default=16)
+    parser.add_argument("--out", help="default policies/ENV-muzero")
+    args = parser.parse_args()
+    steps, eval_every, heuristic = RECIPES[args.env]
+    ppo = json.loads((ROOT / "policies" / f"{args.env}-ppo" / "config.json").read_text())
+    cfg = MuZeroConfig(
+        env=args.env,
+        out=args.out or f"policies/{args.env}-muzero",
+        steps=args.steps or steps,
+        n_envs=2,
+        env_kwargs=ppo["env_kwargs"],
+        val_cases=ppo["val_cases"],
+        eval_every=eval_every,
+        model="simulator",
+        simulations=args.simulations,
+        decisions_per_update=8,
+        init_from=f"policies/{args.env}-ppo",
+    )
+    train(cfg, heuristic=heuristic)
+
+
+if __name__ == "__main__":
+    main()
