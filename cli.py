@@ -50,7 +50,11 @@ def cmd_list(args: argparse.Namespace) -> None:
         rows = []
         for e in ENVIRONMENTS:
             rows.append((e.name, ", ".join(["random", *sorted(e.policies())])))
-        print(format_table(["env", "policies (also: ppo:PATH, module:function)"], rows))
+        print(
+            format_table(
+                ["env", "policies (also: ppo:PATH, muzero:PATH[@N], module:function)"], rows
+            )
+        )
         print()
     if what in ("all", "suites"):
         from schedgym.suites import SUITES

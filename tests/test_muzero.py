@@ -310,3 +310,26 @@ def test_policy_names_parse_and_bad_ones_fail_in_one_line(tmp_path):
         assert "\n" not in str(err.value)
     with pytest.raises(SchedgymError, match="no MuZero checkpoint"):
         resolve_policy("jobshop", f"muzero:{tmp_path}@8")
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+def test_train_algo_muzero_from_the_command_line(tmp_path, capsys):
+    from schedgym.cli import main
+
+    out = tmp_path / "js"
+    argv = ["train", "--algo", "muzero", "--env", "jobshop", "--generator", "random:3x3"]
+    argv += ["--env-kwargs", '{"max_jobs": 3, "max_machines": 3}', "--steps", "24"]
+    argv += ["--simulations", "3", "--model", "learned", "--out", str(out), "--no-progress"]
+    assert main(argv) in (None, 0)
+    assert "muzero:" in capsys.readouterr().out
+    policy = resolve_policy("jobshop", f"muzero:{out}@2")
+    assert policy.search.simulations == 2 and policy.search.gumbel_scale == 0
+    assert run_episode("jobshop", policy, case="random:3x3:1", env_kwargs=TINY).decisions == 9
+    # options of the other algorithms are refused in one line
+    assert (
+        main(["train", "--env", "jobshop", "--algo", "muzero", "--imitate", "heuristic:mor"]) == 2
+    )
+    assert main(["train", "--env", "jobshop", "--simulations", "8"]) == 2
+    assert "--simulations and --model are options of --algo muzero" in capsys.readouterr().err
