@@ -111,7 +111,8 @@ class MuZeroPolicy:
         self._rng = np.random.default_rng(seed)
 
     def reset(self, env: Any) -> None:
-        """Restart the (unused without noise, kept for seeded variants) generator."""
+        """Reseed the search's generator, so every episode plans alike (acting draws no noise
+        today, but a noisy variant would stay reproducible)."""
         self._rng = np.random.default_rng(self._seed)
 
     def act(self, env: Any, obs: Any) -> int:

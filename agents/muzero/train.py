@@ -40,7 +40,7 @@ from schedgym.agents.muzero.models import make_model
 from schedgym.agents.muzero.networks import MuZeroNet, obs_to_tensor
 from schedgym.agents.muzero.policy import MuZeroPolicy, save_checkpoint
 from schedgym.agents.muzero.search import SearchConfig, gumbel_search
-from schedgym.agents.ppo import baseline_scores, validation_episodes
+from schedgym.agents.ppo import TrainConfig, baseline_scores, validation_episodes
 from schedgym.episode import make_env, run_episode
 from schedgym.errors import SchedgymError
 from schedgym.registry import env_entry
@@ -252,9 +252,8 @@ class Validator:
         return means[primary] if self.entry.lower_is_better else -means[primary]
 
 
-def _as_ppo_config(cfg: MuZeroConfig):
-    from schedgym.agents.ppo import TrainConfig
-
+def _as_ppo_config(cfg: MuZeroConfig) -> TrainConfig:
+    """The fields `baseline_scores` reads, for the heuristic's validation scores."""
     return TrainConfig(env=cfg.env, out=cfg.out, env_kwargs=cfg.env_kwargs, val_cases=cfg.val_cases)
 
 
