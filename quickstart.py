@@ -3,7 +3,9 @@
 (1) Price one LLM engine step on every shipped hardware profile with the measured cost tables;
 (2) run every available environment's heuristic baselines on its default case, each episode
 record re-checked by the environment's independent validator; (3) train a PPO agent briefly on
-random 6x6 job shops and compare it, greedy, with every dispatching rule on held-out instances.
+random 6x6 job shops and compare it, greedy, and a Gumbel MuZero planner on its network (16
+simulations per decision with the true simulator) with every dispatching rule on held-out
+instances.
 """
 
 from __future__ import annotations
@@ -71,8 +73,9 @@ def train_and_compare(steps: int, seed: int, out: str) -> None:
     from schedgym.registry import env_entry
 
     print(
-        f"\n3. PPO, trained now for {steps:,} steps on random 6x6 job shops, against the rules "
-        f"on {len(QUICK_TEST_CASES)} held-out instances (greedy decoding)"
+        f"\n3. PPO, trained now for {steps:,} steps on random 6x6 job shops, and Gumbel MuZero "
+        f"planning on its network, against the rules on {len(QUICK_TEST_CASES)} held-out "
+        "instances (greedy decoding; planning without noise)"
     )
     cfg = TrainConfig(
         env="jobshop",
@@ -86,7 +89,7 @@ def train_and_compare(steps: int, seed: int, out: str) -> None:
         eval_every=max(steps // 4, 1000),
     )
     train(cfg, heuristic="heuristic:mor")
-    policies = [PPOPolicy(out, name="ppo (just trained)")] + sorted(
+    policies = [PPOPolicy(out, name="ppo (just trained)"), planner(out)] + sorted(
         n for n in env_entry("jobshop").policies() if n.startswith("heuristic:")
     )
     rows = []
@@ -100,6 +103,24 @@ def train_and_compare(steps: int, seed: int, out: str) -> None:
     rows.sort(key=lambda r: r[1])
     print(format_table(["policy", "mean makespan (lower is better)"], rows))
     print(f"   checkpoint and curve in {out}/; watch training with `tensorboard --logdir runs`")
+
+
+def planner(ppo: str, simulations: int = 16):
+    """Gumbel MuZero planning with the true simulator, on the just-trained PPO network as prior
+    and value (docs/agents.md): what lookahead adds to the same network."""
+    from schedgym.agents.muzero.networks import MuZeroNet
+    from schedgym.agents.muzero.policy import MuZeroPolicy
+    from schedgym.agents.muzero.search import SearchConfig
+    from schedgym.episode import make_env
+
+    net = MuZeroNet(make_env("jobshop").observation_space)
+    net.load_ppo(ppo)
+    return MuZeroPolicy(
+        net=net,
+        model="simulator",
+        search=SearchConfig(simulations=simulations),
+        name=f"gumbel muzero @{simulations} (simulator, ppo's network)",
+    )
 
 
 def quickstart(seed: int = 0, train_steps: int = 20_000, out: str = "runs/quickstart-ppo") -> None:
