@@ -202,7 +202,8 @@ def root_scores(tree: Tree, gumbel: np.ndarray, considered_visit: np.ndarray, cf
 
 
 def interior_action(tree: Tree, rows: np.ndarray, nodes: np.ndarray, cfg: SearchConfig):
-    """The paper's deterministic selection (its eq. 14) at ``(rows, nodes)``."""
+    """The paper's deterministic non-root selection (mctx's
+    ``gumbel_muzero_interior_action_selection``) at ``(rows, nodes)``."""
     mask = tree.mask[rows, nodes]
     improved = masked_softmax(tree.logits[rows, nodes] + tree.sigma(rows, nodes, cfg), mask)
     visits = tree.child_visits[rows, nodes]
