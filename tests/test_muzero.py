@@ -18,7 +18,7 @@ from schedgym.agents.muzero.search import (
     considered_visit_sequence,
     gumbel_search,
 )
-from schedgym.agents.muzero.train import History, MuZeroConfig, ReplayBuffer, train
+from schedgym.agents.muzero.train import Episode, History, MuZeroConfig, ReplayBuffer, train
 from schedgym.episode import make_env, run_episode
 from schedgym.errors import SchedgymError
 from schedgym.policy import resolve_policy
@@ -333,3 +333,19 @@ def test_train_algo_muzero_from_the_command_line(tmp_path, capsys):
     )
     assert main(["train", "--env", "jobshop", "--simulations", "8"]) == 2
     assert "--simulations and --model are options of --algo muzero" in capsys.readouterr().err
+
+
+def test_n_step_value_targets_worked_by_hand():
+    # rewards -1, -2, -3; search values 10, 20, 30; n = 2, undiscounted:
+    # z0 = -1 - 2 + v2 = 27; z1 = -2 - 3 + (past the end) 0 = -5; z2 = -3
+    episode = Episode(
+        {},
+        np.ones((3, 1), bool),
+        np.zeros(3),
+        np.array([-1.0, -2, -3]),
+        np.ones((3, 1)),
+        np.array([10.0, 20, 30]),
+    )
+    np.testing.assert_allclose(episode.value_targets(2, 1.0), [27, -5, -3])
+    # discounted by 0.5: z0 = -1 - 1 + 0.25 * 30
+    assert episode.value_targets(2, 0.5)[0] == pytest.approx(5.5)

@@ -324,7 +324,7 @@ def train(
         net.eval()
         result = gumbel_search(model, [e.unwrapped for e in envs], obs, search_cfg, rng)
         for i, env in enumerate(envs):
-            mask = np.asarray(env.unwrapped.action_masks(), bool)
+            mask = np.array(env.unwrapped.action_masks(), dtype=bool)  # a copy: kept for training
             action = int(result.action[i])
             step_obs, reward, term, trunc, info = env.step(action)
             histories[i].add(obs[i], mask, action, reward, result.policy[i], result.value[i])
