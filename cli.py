@@ -252,10 +252,7 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from schedgym.agents.ppo import TrainConfig, train
 
-    env_kwargs = _env_kwargs(args) or {}
-    if args.generator:
-        mix = args.generator.split(",")
-        env_kwargs["case"] = mix if len(mix) > 1 else mix[0]
+    env_kwargs = _training_env_kwargs(args)
     if args.algo == "rllib-ppo":
         _train_rllib(args, env_kwargs)
         return
@@ -267,14 +264,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.env_runners is not None or args.ray is not None:
         raise SchedgymError("--env-runners and --ray are options of --algo rllib-ppo")
     cfg = TrainConfig(
-        env=args.env,
-        out=args.out or f"policies/{args.env}-ppo",
-        steps=args.steps,
-        n_envs=args.n_envs,
-        seed=args.seed,
-        env_kwargs=env_kwargs,
-        val_cases=[c for c in (args.val_cases or "").split(",") if c],
-        eval_every=args.eval_every,
+        **_training_settings(args, env_kwargs, f"policies/{args.env}-ppo"),
         imitate=args.imitate,
         imitate_episodes=args.imitate_episodes,
         learning_rate=args.learning_rate,
@@ -292,10 +282,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     from schedgym.agents.ppo import TrainConfig
     from schedgym.agents.sweep import SweepConfig, load_space, sweep
 
-    env_kwargs = _env_kwargs(args) or {}
-    if args.generator:
-        mix = args.generator.split(",")
-        env_kwargs["case"] = mix if len(mix) > 1 else mix[0]
+    env_kwargs = _training_env_kwargs(args)
     out = args.out or f"sweeps/{args.env}-{args.algo}"
     base = TrainConfig(
         env=args.env,
@@ -328,6 +315,31 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     )
 
 
+def _training_env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``--env-kwargs`` with ``--generator``'s case (a comma list is a mix of generators)."""
+    env_kwargs = _env_kwargs(args) or {}
+    if args.generator:
+        mix = args.generator.split(",")
+        env_kwargs["case"] = mix if len(mix) > 1 else mix[0]
+    return env_kwargs
+
+
+def _training_settings(
+    args: argparse.Namespace, env_kwargs: dict[str, Any], default_out: str
+) -> dict[str, Any]:
+    """The settings every training algorithm's config takes from the command line."""
+    return {
+        "env": args.env,
+        "out": args.out or default_out,
+        "steps": args.steps,
+        "n_envs": args.n_envs,
+        "seed": args.seed,
+        "env_kwargs": env_kwargs,
+        "val_cases": [c for c in (args.val_cases or "").split(",") if c],
+        "eval_every": args.eval_every,
+    }
+
+
 def _train_muzero(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> None:
     from schedgym.agents.muzero.train import MuZeroConfig, train
 
@@ -339,14 +351,7 @@ def _train_muzero(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> None:
     if unsupported:
         raise SchedgymError(f"--algo muzero does not take {', '.join(unsupported)}")
     cfg = MuZeroConfig(
-        env=args.env,
-        out=args.out or f"policies/{args.env}-muzero",
-        steps=args.steps,
-        n_envs=args.n_envs,
-        seed=args.seed,
-        env_kwargs=env_kwargs,
-        val_cases=[c for c in (args.val_cases or "").split(",") if c],
-        eval_every=args.eval_every,
+        **_training_settings(args, env_kwargs, f"policies/{args.env}-muzero"),
         model=args.model or "simulator",
         simulations=args.simulations or 16,
         learning_rate=args.learning_rate,
@@ -830,7 +835,7 @@ def build_parser() -> argparse.ArgumentParser:
         "leaderboard",
         help="run every policy on every suite and write LEADERBOARD.md and the HTML page",
         description="Bring leaderboard/results up to date (every baseline, bound and committed "
-        "learned policy, policies/*/model.zip, on every suite whose env is available), reusing a "
+        "learned policy, policies/*/config.json, on every suite whose env is available), reusing a "
         "results file whose inputs (schedgym version, suite, policy, settings, the source and "
         "data it depends on) have not changed; then write LEADERBOARD.md and "
         "leaderboard/index.html (tables, score bars, Gantt charts, latency CDFs, hit rate "

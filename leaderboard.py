@@ -1,6 +1,6 @@
 """The policy leaderboard: results files in, ``LEADERBOARD.md`` and ``leaderboard/index.html`` out.
 
-``build`` runs every baseline, bound and committed learned policy (``policies/*/model.zip``) on
+``build`` runs every baseline, bound and committed learned policy (``policies/*/config.json``) on
 every suite whose env is available, reusing a committed results file when its inputs (schedgym
 version, suite definition, policy, run settings, the source and data it depends on: see
 ``evaluate.inputs_of``) have not changed, and writes ``leaderboard/results/<suite>__<policy>.json``
@@ -104,7 +104,7 @@ def results_file(root: Path, suite: Suite, policy: str) -> Path:
 
 
 def learned_policies(env: str, root: Path) -> list[tuple[str, str]]:
-    """``(name, spec)`` of the committed checkpoints ``policies/*/model.zip`` trained on
+    """``(name, spec)`` of the committed checkpoints ``policies/*/config.json`` trained on
     ``env`` (their ``config.json`` names it): ``("ppo:policies/jobshop-ppo", "ppo:/abs/...")``,
     of RLlib ones (``"algo": "rllib-ppo"`` in their ``config.json``) as ``rllib:``, and of
     Gumbel MuZero ones (``"algo": "muzero"``, ``model.pt``) as ``muzero:...@N`` with ``N`` the
@@ -534,7 +534,7 @@ def _gap_lines(suite: Suite, rows: list[dict[str, Any]]) -> list[str]:
         line += " (the bound is not better here: no gap to close)"
     if not any(r["kind"] == "learned" for r in rows):
         line += (
-            ". No learned policy for this env is committed yet (policies/*/model.zip); "
+            ". No learned policy for this env is committed yet (policies/*/config.json); "
             "when one is, its row shows the share of this gap it closes"
         )
     return [line + "."]
