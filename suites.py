@@ -289,6 +289,15 @@ def _moe() -> list[Suite]:
     ]
 
 
+# what the msa suites do not run, and why
+_MSA_SKIP = {
+    "bound:peak-live": "it bounds the pack task only",
+    "solver:cpsat": "it solves the map and pack tasks, not msa",
+    "solver:minimalloc": "it solves the pack task only",
+    "ppo:policies/memmap-ppo": "it was trained on the map task's observations",
+}
+
+
 def _memmap() -> list[Suite]:
     return [
         Suite(
@@ -325,12 +334,7 @@ def _memmap() -> list[Suite]:
             about="XLA's memory-space assignment task on ResNet-18's activation buffers (batch 8, "
             "H100 costs), a fast tier of 10 % of the peak live bytes beside HBM: the size where "
             "the LP bound lies furthest below the greedies among the zoo models tried",
-            skip={
-                "bound:peak-live": "it bounds the pack task only",
-                "solver:cpsat": "it solves the map and pack tasks, not msa",
-                "solver:minimalloc": "it solves the pack task only",
-                "ppo:policies/memmap-ppo": "it was trained on the map task's observations",
-            },
+            skip=_MSA_SKIP,
         ),
         Suite(
             "memmap/msa-trn1-resnet18",
@@ -347,12 +351,7 @@ def _memmap() -> list[Suite]:
             "(SBUF, HBM share, DMA and 92 TFLOPS from AWS's NKI architecture guide), fast tier "
             "10 % of the peak live bytes as in memmap/msa-resnet18 (at the full 24 MiB SBUF the "
             "LP bound lies only 4.0 % above the greedy)",
-            skip={
-                "bound:peak-live": "it bounds the pack task only",
-                "solver:cpsat": "it solves the map and pack tasks, not msa",
-                "solver:minimalloc": "it solves the pack task only",
-                "ppo:policies/memmap-ppo": "it was trained on the map task's observations",
-            },
+            skip=_MSA_SKIP,
         ),
         Suite(
             "memmap/minimalloc",
