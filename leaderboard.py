@@ -149,7 +149,6 @@ def plan(root: Path, suites: Iterable[Suite], report: BuildReport) -> list[Pair]
             continue
         for name, spec in policies_for(suite.env, root):
             if name in suite.skip:
-                report.notes.setdefault(suite.name, []).append(f"{name}: {suite.skip[name]}")
                 continue
             pairs.append(Pair(suite, name, spec, results_file(root, suite, name)))
     return pairs
@@ -550,6 +549,14 @@ def render(
 ) -> None:
     """Write LEADERBOARD.md, leaderboard/index.html and the images from the listed results."""
     stale = _stale(root, catalogue, listed)
+    # a suite's skips belong to the catalogue, not to this run: rendering after a run of one env
+    # (or none, --no-run) still names every suite's unlisted policies
+    for suite in catalogue.values():
+        report.notes[suite.name] = [
+            f"{name}: {suite.skip[name]}"
+            for name, _ in policies_for(suite.env, root)
+            if name in suite.skip
+        ]
     img = root / "leaderboard" / "img"
     img.mkdir(parents=True, exist_ok=True)
     images = _pictures(root, catalogue, listed, img, log)

@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -539,3 +540,17 @@ def test_proven_bound_row_from_a_solver_by_hand():
     assert proven_bound_row({**solver, "kind": "heuristic"}) is None
     partial = [cases[0], {"case": "b", "metrics": {"makespan": 66}}]
     assert proven_bound_row({**solver, "cases": partial}) is None
+
+
+def test_every_suites_skips_are_named_after_a_run_of_another_env(board, tmp_path):
+    # the page is rendered whole after any run: a run of the job shop alone (or --no-run) must
+    # still say which policies the DAG suite does not list and why
+    root, _ = board
+    scratch = tmp_path / "checkout"
+    shutil.copytree(root, scratch)
+    topcuoglu = replace(CATALOGUE["dag/topcuoglu"], skip={"random": "a reason given by hand"})
+    catalogue = {**CATALOGUE, topcuoglu.name: topcuoglu}
+    for run in (True, False):
+        build(scratch, envs=["jobshop"], catalogue=catalogue, run=run, log=lambda _: None)
+        section = (scratch / "LEADERBOARD.md").read_text().split("## dag/topcuoglu")[1]
+        assert "Not listed: random: a reason given by hand." in section.split("\n## ")[0]
