@@ -48,6 +48,10 @@ from schedgym.registry import env_entry
 
 @dataclass
 class MuZeroConfig:
+    """One training run's settings (units in the comments), saved as ``OUT/config.json``; the
+    leaderboard reads ``algo``, ``eval_simulations`` (else ``simulations``) and
+    ``checkpoint_files`` from that file."""
+
     env: str
     out: str
     steps: int = 20_000  # self-play decisions, all envs together
