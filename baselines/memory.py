@@ -579,6 +579,7 @@ class _MiniMalloc:
         self.total0 = (live * self.size[:, None]).sum(axis=0)
         overlap = (start[:, None] < end[None, :]) & (start[None, :] < end[:, None])
         np.fill_diagonal(overlap, False)
+        self.overlap = overlap
         self.overlaps = [np.flatnonzero(overlap[b]) for b in range(n)]
         self.nodes = 0
 
@@ -663,7 +664,24 @@ class _MiniMalloc:
         cand = cand[np.lexsort((ranks[cand], lows[cand]))]
         size, cap = self.size, self.capacity
         s0, s1 = secs
-        for k in cand.tolist():
+        # The spatial check of every candidate at once (the state is restored after each
+        # trial, so the trials are independent). Placing b at o turns each of b's sections
+        # into o + total (its top replaces the floor, its size leaves the total) and any
+        # other into max(floor, o) + total: it fits iff o + total <= cap everywhere and
+        # every section already over (floor + total > cap) lies in b's span.
+        cb, co = free[cand], lows[cand]
+        total = self.total[s0:s1]
+        over = np.flatnonzero(self.floor[s0:s1] + total > cap) + s0
+        fits = co + int(total.max()) <= cap
+        if over.size:
+            fits &= (self.sec_lo[cb] <= over[0]) & (self.sec_hi[cb] > over[-1])
+        # hatless: no unplaced buffer overlaps it (then no sibling after it does better)
+        hatless = ~self.overlap[cb[:, None], free[None, :]].any(axis=1)
+        for k, fit, bare in zip(cand.tolist(), fits.tolist(), hatless.tolist(), strict=True):
+            if not fit:
+                if bare:
+                    break
+                continue
             b = int(free[k])
             o, r = int(lows[k]), int(ranks[k])
             top = o + int(size[b])
@@ -680,9 +698,8 @@ class _MiniMalloc:
             saved_floor = self.floor[f0:f1].copy()
             self.floor[lo:hi] = top
             self.total[lo:hi] -= size[b]
-            # Check first; raising floors only prunes more, so a failed check stands.
-            ok = (np.maximum(self.floor[s0:s1], o) + self.total[s0:s1] <= cap).all()
-            if ok and raised.size:  # no floor below the least minimum offset of its unplaced
+            ok = True  # the check above; raising floors below only prunes more
+            if raised.size:  # no floor below the least minimum offset of its unplaced
                 rest = free[self.offset[free] < 0]
                 # a section with no unplaced buffer keeps its floor (the minimum is then _BIG)
                 least = np.where(self.live[rest, f0:f1], self.min_off[rest, None], _BIG)
