@@ -88,3 +88,16 @@ def test_random_sets_agree_with_cpsat():
         assert found is not None and _overlap_free(bs, found)
         assert (found + bs.size).max() <= best
         assert _MiniMalloc(bs.start, bs.end, bs.size, best - 1, deadline).solve() is None
+
+
+def test_minimalloc_instance_d_packs_within_its_capacity(shared_data):
+    # MiniMalloc packs every one of its hard instances A-F within 1,048,576 bytes (Moffitt,
+    # ASPLOS 2023); D is the quickest here (~2 s). The overlap check is this file's own.
+    if not (shared_data / "memory" / "minimalloc").is_dir():
+        pytest.skip("no MiniMalloc instances")
+    from schedgym.envs.memory.env import load_case
+
+    bs = load_case("minimalloc:D")
+    found = _MiniMalloc(bs.start, bs.end, bs.size, 1_048_576, time.perf_counter() + 60).solve()
+    assert found is not None and (found >= 0).all() and _overlap_free(bs, found)
+    assert (found + bs.size).max() <= 1_048_576
