@@ -195,23 +195,27 @@ def _dag() -> list[Suite]:
 
 
 def _batching() -> list[Suite]:
+    score = (
+        "goodput_rps",
+        "mean goodput: requests/s meeting their TTFT and mean-TPOT SLOs, DistServe's definition "
+        "(higher is better)",
+    )
+    keys = (
+        "slo_attainment",
+        "strict_goodput_rps",
+        "capacity_rps",
+        "ttft_p99_s",
+        "tpot_p99_s",
+        "tbt_p99_s",
+    )
     return [
         Suite(
             "batching/azure-conv-synth",
             2,
             tuple(Case("azure-conv-synth", s) for s in _seeds(3)),
-            "goodput_rps",
-            "mean goodput: requests/s meeting their TTFT and mean-TPOT SLOs, DistServe's "
-            "definition (higher is better)",
+            *score,
             lower_is_better=False,
-            key_metrics=(
-                "slo_attainment",
-                "strict_goodput_rps",
-                "capacity_rps",
-                "ttft_p99_s",
-                "tpot_p99_s",
-                "tbt_p99_s",
-            ),
+            key_metrics=keys,
             about="Batching-v0's azure-conv-synth case: Poisson arrivals with Azure-2023 "
             "conversation lengths, sized to the replica's measured capacity, half interactive "
             "and half relaxed SLOs; 3 seeds. capacity_rps: the highest arrival rate (the same "
@@ -222,18 +226,9 @@ def _batching() -> list[Suite]:
             "batching/azure-conv",
             3,
             tuple(Case("azure-conv:1000", s) for s in _seeds(2)),
-            "goodput_rps",
-            "mean goodput: requests/s meeting their TTFT and mean-TPOT SLOs, DistServe's "
-            "definition (higher is better)",
+            *score,
             lower_is_better=False,
-            key_metrics=(
-                "slo_attainment",
-                "strict_goodput_rps",
-                "capacity_rps",
-                "ttft_p99_s",
-                "tpot_p99_s",
-                "tbt_p99_s",
-            ),
+            key_metrics=keys,
             about="the first 1,000 requests of the real Azure 2023 conversation trace at their "
             "recorded arrival times (4.6 requests/s, well under an H100's capacity, so every "
             "policy meets nearly every SLO); the seed assigns SLO classes. capacity_rps: the "
@@ -299,6 +294,10 @@ _MSA_SKIP = {
 
 
 def _memmap() -> list[Suite]:
+    msa_score = (
+        "speedup",
+        "speedup of the modelled time, stalls included, over all-slow memory (higher is better)",
+    )
     return [
         Suite(
             "memmap/torch-models",
@@ -325,9 +324,7 @@ def _memmap() -> list[Suite]:
             "memmap/msa-resnet18",
             1,
             (Case("resnet18", TEST_SEEDS.start),),
-            "speedup",
-            "speedup of the modelled time, stalls included, over all-slow memory (higher is "
-            "better)",
+            *msa_score,
             lower_is_better=False,
             key_metrics=("modelled_time_s", "stall_s", "prefetches", "evictions"),
             env_kwargs={"task": "msa", "fast_capacity": 0.1},
@@ -340,9 +337,7 @@ def _memmap() -> list[Suite]:
             "memmap/msa-trn1-resnet18",
             1,
             (Case("resnet18", TEST_SEEDS.start),),
-            "speedup",
-            "speedup of the modelled time, stalls included, over all-slow memory (higher is "
-            "better)",
+            *msa_score,
             lower_is_better=False,
             key_metrics=("modelled_time_s", "stall_s", "prefetches", "evictions"),
             env_kwargs={"task": "msa", "fast_tier": "trn1-sbuf", "fast_capacity": 0.1},
