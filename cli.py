@@ -259,8 +259,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.algo == "muzero":
         _train_muzero(args, env_kwargs)
         return
-    if args.simulations is not None or args.model is not None:
-        raise SchedgymError("--simulations and --model are options of --algo muzero")
+    if any(
+        getattr(args, k) is not None for k in ("simulations", "model", "rollout", "rollout_mix")
+    ):
+        raise SchedgymError(
+            "--simulations, --model, --rollout and --rollout-mix are options of --algo muzero"
+        )
     if args.env_runners is not None or args.ray is not None:
         raise SchedgymError("--env-runners and --ray are options of --algo rllib-ppo")
     cfg = TrainConfig(
@@ -353,6 +357,8 @@ def _train_muzero(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> None:
     cfg = MuZeroConfig(
         **_training_settings(args, env_kwargs, f"policies/{args.env}-muzero"),
         model=args.model or "simulator",
+        rollout=args.rollout,
+        rollout_mix=1.0 if args.rollout_mix is None else args.rollout_mix,
         simulations=args.simulations or 16,
         learning_rate=args.learning_rate,
         init_from=args.init_from,
@@ -666,6 +672,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         choices=["simulator", "learned"],
         help="muzero: plan with the env's own simulator (default) or the learned dynamics",
+    )
+    s.add_argument(
+        "--rollout",
+        metavar="POLICY",
+        help="muzero with --model simulator: value every new search node by playing this "
+        "policy of the env to the episode's end (e.g. heuristic:mwkr); only honest where the "
+        "simulator's state holds no future the scheduler could not know (docs/agents.md)",
+    )
+    s.add_argument(
+        "--rollout-mix",
+        type=float,
+        metavar="LAMBDA",
+        help="muzero: leaf value = (1 - LAMBDA) * value net + LAMBDA * rollout return "
+        "(AlphaGo's mixing; default 1)",
     )
     s.add_argument(
         "--env-runners",

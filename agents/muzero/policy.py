@@ -52,7 +52,7 @@ def checkpoint_file(path: Path) -> Path:
 
 
 def load_checkpoint(path: Path) -> tuple[MuZeroNet, dict[str, Any]]:
-    """The network and the settings (``model``, ``search``) saved by `save_checkpoint`."""
+    """The network and the settings (``planner``, ``search``) saved by `save_checkpoint`."""
     data = th.load(checkpoint_file(path), map_location="cpu", weights_only=False)
     net = MuZeroNet(data["observation_space"], **data["net_kwargs"])
     net.load_state_dict(data["state_dict"])
@@ -61,15 +61,20 @@ def load_checkpoint(path: Path) -> tuple[MuZeroNet, dict[str, Any]]:
 
 
 def save_checkpoint(
-    file: Path, net: MuZeroNet, net_kwargs: dict[str, Any], model: str, search: SearchConfig
+    file: Path,
+    net: MuZeroNet,
+    net_kwargs: dict[str, Any],
+    planner: dict[str, Any],
+    search: SearchConfig,
 ) -> None:
-    """Write the weights, the observation space and the planning settings to ``file``."""
+    """Write the weights, the observation space and the planning settings to ``file``:
+    ``planner`` holds `make_model`'s keywords (``kind``, ``env``, ``rollout``, ``mix``)."""
     th.save(
         {
             "state_dict": net.state_dict(),
             "observation_space": net.encoder._observation_space,
             "net_kwargs": net_kwargs,
-            "model": model,
+            "planner": planner,
             "search": search.__dict__,
         },
         file,
@@ -79,8 +84,9 @@ def save_checkpoint(
 class MuZeroPolicy:
     """Deterministic Gumbel MuZero planning with a checkpoint's network (module docstring).
 
-    Either ``spec`` (``"PATH"`` or ``"PATH@N"``) or an in-memory ``net`` with ``model`` and
-    ``search`` (training's validation) is given."""
+    Either ``spec`` (``"PATH"`` or ``"PATH@N"``) or an in-memory ``net`` with ``planner``
+    (`make_model`'s keywords; default: the simulator without rollouts) and ``search``
+    (training's validation) is given."""
 
     kind: PolicyKind = "learned"
 
@@ -90,7 +96,7 @@ class MuZeroPolicy:
         name: str | None = None,
         *,
         net: MuZeroNet | None = None,
-        model: str = "simulator",
+        planner: dict[str, Any] | None = None,
         search: SearchConfig | None = None,
         seed: int = 0,
     ):
@@ -98,14 +104,16 @@ class MuZeroPolicy:
         if spec is not None:
             path, budget = parse_spec(spec)
             net, data = load_checkpoint(path)
-            model, search = data["model"], SearchConfig(**data["search"])
+            planner, search = data["planner"], SearchConfig(**data["search"])
             if budget is not None:
                 search = replace(search, simulations=budget)
         if net is None:
             raise SchedgymError("MuZeroPolicy needs a checkpoint path or a network")
         self.net = net
-        self.model = make_model(model, net)
         self.search = replace(search or SearchConfig(), gumbel_scale=0.0)
+        self.model = make_model(
+            **(planner or {"kind": "simulator"}), net=net, gamma=self.search.gamma
+        )
         self.name = name or f"muzero:{spec}"
         self._seed = seed
         self._rng = np.random.default_rng(seed)

@@ -61,6 +61,8 @@ class MuZeroConfig:
     val_cases: list[str] = field(default_factory=list)
     eval_every: int = 5_000  # decisions between validations
     model: str = "simulator"  # or "learned"
+    rollout: str | None = None  # a policy of the env valuing leaves by playing out (simulator)
+    rollout_mix: float = 1.0  # AlphaGo's lambda: leaf value (1 - mix) * v_net + mix * return
     simulations: int = 16
     max_considered: int = 16
     eval_simulations: int | None = None  # the shipped checkpoint's budget (default: simulations)
@@ -81,6 +83,15 @@ class MuZeroConfig:
     algo: str = "muzero"  # read by the leaderboard to name the policy kind
     # what the leaderboard hashes as this policy's weights (evaluate.checkpoint_files)
     checkpoint_files: list[str] = field(default_factory=lambda: ["model.pt"])
+
+    def planner(self) -> dict[str, Any]:
+        """`make_model`'s keywords, as the checkpoint stores them."""
+        return {
+            "kind": self.model,
+            "env": self.env,
+            "rollout": self.rollout,
+            "mix": self.rollout_mix,
+        }
 
     def search(self, evaluation: bool = False) -> SearchConfig:
         n = (self.eval_simulations or self.simulations) if evaluation else self.simulations
@@ -235,7 +246,7 @@ class Validator:
 
     def __call__(self, net: MuZeroNet, decisions: int) -> float:
         net.eval()
-        policy = MuZeroPolicy(net=net, model=self.cfg.model, search=self.cfg.search(True))
+        policy = MuZeroPolicy(net=net, planner=self.cfg.planner(), search=self.cfg.search(True))
         rows = [
             run_episode(
                 self.cfg.env,
@@ -272,11 +283,15 @@ def train(
     th.set_num_threads(cfg.torch_threads)
     th.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     envs = [make_env(cfg.env, **generator_kwargs(cfg.env_kwargs, i)) for i in range(cfg.n_envs)]
     obs = [env.reset(seed=cfg.seed + 1000 * i)[0] for i, env in enumerate(envs)]
     net, net_kwargs = build_net(cfg, envs[0])
+    try:
+        model = make_model(**cfg.planner(), net=net, gamma=cfg.gamma)
+    except ValueError as exc:
+        raise SchedgymError(str(exc)) from None
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
     optimizer = th.optim.Adam(net.parameters(), lr=cfg.learning_rate)
     decisions, best = 0, np.inf
     if resume:
@@ -292,7 +307,6 @@ def train(
         except ValueError as exc:
             raise SchedgymError(str(exc)) from None
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
-    model = make_model(cfg.model, net)
     buffer = ReplayBuffer(cfg.buffer_decisions, cfg.td_steps, cfg.gamma, rng)
     histories = [History() for _ in envs]
     validator = Validator(cfg, heuristic) if cfg.val_cases else None
@@ -303,7 +317,7 @@ def train(
         writer = SummaryWriter(str(Path(cfg.tensorboard) / cfg.env / "muzero"))
 
     def checkpoint(file: str) -> None:
-        save_checkpoint(out / file, net, net_kwargs, cfg.model, cfg.search(True))
+        save_checkpoint(out / file, net, net_kwargs, cfg.planner(), cfg.search(True))
 
     def validate() -> None:
         nonlocal best
