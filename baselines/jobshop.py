@@ -53,6 +53,19 @@ class NonDelayRule:
             self._plan(core)
         return int(self._actions[done])
 
+    def play_out(self, env: Any) -> float:
+        """The undiscounted return of finishing ``env``'s episode by this rule from its current
+        state, planned on a copy of the core with the fast path: ``env`` is left unchanged, and
+        the value equals stepping the env with `act` to the end (``tests/test_muzero.py``).
+        Search agents use it for rollout values (`SimulatorModel`)."""
+        inner = unwrap_env(env, JobShopEnv)
+        core = inner.core
+        if core is None:
+            raise SchedgymError(f"{self.name}: reset the env before asking for a play-out")
+        rest = core.clone()
+        non_delay_plan(rest, DISPATCH_RULES[self.rule](core.instance))
+        return inner.reward_between(core.makespan, rest.makespan)
+
     def _plan(self, core: JobShopCore) -> None:
         rule = DISPATCH_RULES[self.rule](core.instance)
         rest = non_delay_plan(core.clone(), rule)

@@ -172,19 +172,49 @@ class Indifferent(th.nn.Module):
         return th.zeros((latent.shape[0], 100))
 
 
+class StepOnly:
+    """A policy that only acts: rollouts must step the env with it to the end."""
+
+    def __init__(self, policy):
+        self.name, self.kind, self._policy = policy.name, policy.kind, policy
+        self.reset, self.act = policy.reset, policy.act
+
+
 def test_rollout_values_are_the_heuristics_own_makespan():
     """At a fresh root, a pure rollout value (mix 1) is the return of finishing by the rule: the
-    negated makespan the rule's own episode reports, in the env's reward scale."""
+    negated makespan the rule's own episode reports, in the env's reward scale, whether the
+    rollout steps the env or takes the rule's fast play-out."""
     env = make_env("jobshop")
     obs, _ = env.reset(seed=0, options={"case": "ft06"})
-    model = SimulatorModel(
-        MuZeroNet(env.observation_space), resolve_policy("jobshop", "heuristic:spt")
-    )
-    _, _, values, _ = model.root([env], [obs])
-    model.finish()
     spt = run_episode("jobshop", "heuristic:spt", case="ft06").metrics["makespan"]
-    assert values[0] == pytest.approx(-spt * env.unwrapped._encoder.inv_scale)
-    assert env.unwrapped.core.n_done == 0  # the root is restored after its rollout
+    rule = resolve_policy("jobshop", "heuristic:spt")
+    for rollout in (rule, StepOnly(rule)):
+        model = SimulatorModel(MuZeroNet(env.observation_space), rollout)
+        _, _, values, _ = model.root([env], [obs])
+        model.finish()
+        assert values[0] == pytest.approx(-spt * env.unwrapped._encoder.inv_scale)
+        assert env.unwrapped.core.n_done == 0  # the root is restored after its rollout
+
+
+@pytest.mark.parametrize("rule", ["mwkr", "spt"])
+def test_a_rules_fast_play_out_equals_stepping_it_to_the_end(rule):
+    """`NonDelayRule.play_out` (the core's fast path on a copy) must give the very return that
+    stepping the env with the rule's actions gives, from mid-episode states, and leave the env
+    alone."""
+    env = make_env("jobshop")
+    obs, _ = env.reset(seed=0, options={"case": "ta01"})
+    policy = resolve_policy("jobshop", f"heuristic:{rule}")
+    for a in [3, 3, 7, 0, 14, 3, 9, 9, 2]:
+        obs, *_ = env.step(a)
+        state = env.unwrapped.get_state()
+        fast = policy.play_out(env)
+        assert env.unwrapped.core.n_done == state["n_done"]
+        total, done = 0.0, False
+        while not done:
+            obs, reward, done, _, _ = env.step(policy.act(env, obs))
+            total += reward
+        assert fast == pytest.approx(total, abs=1e-12)
+        obs = env.unwrapped.set_state(state)
 
 
 def test_one_step_rollout_never_loses_to_its_heuristic():

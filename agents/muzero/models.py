@@ -60,7 +60,12 @@ class SimulatorModel:
 
     def _play_out(self, env: Any, obs: Any) -> float:
         """The discounted return of ``rollout`` from ``env``'s state to the episode's end; the
-        env is left at the end (callers restore a snapshot)."""
+        env may be left at the end (callers restore a snapshot). A policy's own ``play_out(env)``
+        (the undiscounted return, computed without stepping the env: `NonDelayRule.play_out`)
+        is used when ``gamma`` is 1."""
+        fast = getattr(self.rollout, "play_out", None)
+        if fast is not None and self.gamma == 1.0:
+            return float(fast(env))
         self.rollout.reset(env)
         total, discount, done = 0.0, 1.0, False
         while not done:

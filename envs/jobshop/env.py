@@ -157,7 +157,7 @@ class JobShopEnv(gym.Env):
         core = self._require_core()
         before = core.makespan
         core.step(action_index(action))
-        reward = (before - core.makespan) * self._encoder.inv_scale
+        reward = self.reward_between(before, core.makespan)
         done = core.done
         info: dict[str, Any] = {}
         if done:
@@ -171,6 +171,13 @@ class JobShopEnv(gym.Env):
         mask = np.zeros(self.layout.max_entities, bool)
         mask[: core.n_jobs] = core.next_op < core.n_ops
         return mask
+
+    def reward_between(self, before: int, after: int) -> float:
+        """The reward for the makespan growing from ``before`` to ``after`` (time units):
+        ``-(after - before) / scale``. It telescopes, so over any run of steps it is that run's
+        return: a planner can value a completion computed on a copy of the core without
+        stepping the env (`NonDelayRule.play_out`)."""
+        return (before - after) * self._encoder.inv_scale
 
     # --- snapshots -----------------------------------------------------------------------
 
