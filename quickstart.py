@@ -4,8 +4,8 @@
 (2) run every available environment's heuristic baselines on its default case, each episode
 record re-checked by the environment's independent validator; (3) train a PPO agent briefly on
 random 6x6 job shops and compare it, greedy, and a Gumbel MuZero planner on its network (16
-simulations per decision with the true simulator) with every dispatching rule on held-out
-instances.
+simulations per decision with the true simulator, leaves valued by MWKR rollouts) with every
+dispatching rule on held-out instances.
 """
 
 from __future__ import annotations
@@ -106,8 +106,9 @@ def train_and_compare(steps: int, seed: int, out: str) -> None:
 
 
 def planner(ppo: str, simulations: int = 16):
-    """Gumbel MuZero planning with the true simulator, on the just-trained PPO network as prior
-    and value (docs/agents.md): what lookahead adds to the same network."""
+    """Gumbel MuZero planning with the true simulator, on the just-trained PPO network as prior,
+    leaves valued by finishing with MWKR as the committed planner does (docs/agents.md): what
+    lookahead adds to the same network."""
     from schedgym.agents.muzero.networks import MuZeroNet
     from schedgym.agents.muzero.policy import MuZeroPolicy
     from schedgym.agents.muzero.search import SearchConfig
@@ -117,9 +118,9 @@ def planner(ppo: str, simulations: int = 16):
     net.load_ppo(ppo)
     return MuZeroPolicy(
         net=net,
-        model="simulator",
+        planner={"kind": "simulator", "env": "jobshop", "rollout": "heuristic:mwkr"},
         search=SearchConfig(simulations=simulations),
-        name=f"gumbel muzero @{simulations} (simulator, ppo's network)",
+        name=f"gumbel muzero @{simulations} (simulator, mwkr rollouts, ppo's network)",
     )
 
 
