@@ -49,6 +49,7 @@ from schedgym.evaluate import (
     run_settings,
     save_results,
 )
+from schedgym.policy import learned_kinds
 from schedgym.registry import env_entry
 from schedgym.report import fmt, format_table
 from schedgym.suites import SUITES, Suite
@@ -532,10 +533,13 @@ def _gap_lines(suite: Suite, rows: list[dict[str, Any]]) -> list[str]:
     if gap_closed(h["summary"]["score"], h["summary"]["score"], b["summary"]["score"], lib) is None:
         line += " (the bound is not better here: no gap to close)"
     if not any(r["kind"] == "learned" for r in rows):
-        line += (
-            ". No learned policy for this env is committed yet (policies/*/config.json); "
-            "when one is, its row shows the share of this gap it closes"
-        )
+        if any(name.partition(":")[0] in learned_kinds() for name in suite.skip):
+            line += ". The committed learned policies do not run on this suite (why: Not listed)"
+        else:
+            line += (
+                ". No learned policy for this env is committed yet (policies/*/config.json); "
+                "when one is, its row shows the share of this gap it closes"
+            )
     return [line + "."]
 
 

@@ -31,7 +31,7 @@ from schedgym.evaluate import (
     records_path,
     save_results,
 )
-from schedgym.leaderboard import best, build, gap_closed, proven_bound_row
+from schedgym.leaderboard import _gap_lines, best, build, gap_closed, proven_bound_row
 from schedgym.registry import env_entry
 from schedgym.suites import SUITES, TEST_SEEDS, TRAINING_SEEDS, VALIDATION_SEEDS_FROM, Case, Suite
 
@@ -309,6 +309,19 @@ def test_the_gap_is_measured_against_the_tightest_bound():
     assert best(rows, "heuristic", True)["policy"] == "heuristic:minmin"
     flipped = [{**r, "summary": {"score": -r["summary"]["score"]}} for r in rows]
     assert best(flipped, "bound", False)["policy"] == "bound:cpsat-lb"
+
+
+def test_a_suite_its_learned_policies_skip_says_so_not_that_none_exists():
+    """moe/mixtral-synth has a heuristic and a bound but no learned row because the committed
+    PPO policy cannot run there: the page must say that, not "no learned policy committed"."""
+    rows = [
+        {"policy": "heuristic:lru", "kind": "heuristic", "summary": {"score": 0.2}},
+        {"policy": "bound:infinite", "kind": "bound", "summary": {"score": 0.0}},
+    ]
+    suite = SUITES["moe/mixtral-synth"]
+    skipped = replace(suite, skip={"ppo:policies/moe-ppo": "trained with 32 expert rows"})
+    assert "do not run on this suite" in " ".join(_gap_lines(skipped, rows))
+    assert "No learned policy" in " ".join(_gap_lines(replace(suite, skip={}), rows))
 
 
 @pytest.fixture(scope="module")
