@@ -103,11 +103,13 @@ def _seeds(n: int) -> range:
     return range(TEST_SEEDS.start, TEST_SEEDS.start + n)
 
 
-# 16 simulations per decision cost one network call each: about 2-5 minutes per case from 50
-# jobs up on 2 cores, hours per suite; `schedgym evaluate --policy muzero:...@16` still runs them.
+# 16 simulations per decision cost one network call and one MWKR play-out each: on a loaded
+# 2-core machine 0.6 s per decision at 50x15 and 1.3 s at 100x20 (the first 30 decisions of ta51
+# and ta71), i.e. about 5 to 25 minutes per case and hours per suite; `schedgym evaluate
+# --policy muzero:...@16` still runs them.
 _MUZERO_TOO_SLOW = {
-    "muzero:policies/jobshop-muzero@16": "16-simulation planning takes 2-5 minutes per case at "
-    "this size on 2 cores; run it with `schedgym evaluate`"
+    "muzero:policies/jobshop-muzero@16": "16-simulation planning with MWKR play-outs takes "
+    "about 5-25 minutes per case at this size on 2 cores; run it with `schedgym evaluate`"
 }
 
 
