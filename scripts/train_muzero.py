@@ -1,12 +1,19 @@
 """Reproduce the committed Gumbel MuZero policies ``policies/<env>-muzero`` (one recipe).
 
-Each env's run warm-starts the representation and prediction nets from the committed PPO
-policy (``policies/<env>-ppo``, `MuZeroNet.load_ppo`), plans with the true simulator
-(``--model simulator``), self-plays on PPO's training generator and validates on PPO's
-validation cases against the same heuristic. Budgets (decisions of self-play) are sized for
-about 10 minutes on this 2-core machine under ``nice``:
+Both plan with the true simulator (``--model simulator``), only honest on instances whose state
+holds no future (docs/agents.md), value every search node by a heuristic's rollout, and
+validate on cases disjoint from the suites' against a heuristic. Budgets (decisions of
+self-play) are sized for about 10 minutes on this 2-core machine under ``nice``:
 
-    .venv/bin/python scripts/train_muzero.py jobshop [--steps N] [--simulations N]
+* ``jobshop`` warm-starts the representation and prediction nets from the committed PPO policy
+  (``policies/jobshop-ppo``, `MuZeroNet.load_ppo`) and self-plays on PPO's training generator
+  and validation cases;
+* ``dag`` starts from a uniform prior (`agents.muzero.train.uniform_prior`: ``policies/dag-ppo``
+  was trained on noisy random op DAGs and plans worse as a prior, docs/results.md), considers
+  every legal action at the root (up to 64), and learns the prior from the search by self-play
+  (expert iteration) on noise-free ``daggen:30`` DAGs.
+
+    .venv/bin/python scripts/train_muzero.py {jobshop,dag} [--steps N] [--simulations N]
 """
 
 from __future__ import annotations
@@ -14,43 +21,64 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from schedgym.agents.muzero.train import MuZeroConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent
-# env -> (self-play decisions, validation every, heuristic logged beside it, rollout policy)
-# Only the job shop so far: in dag (sigma > 0, online), batching and moe the simulator's state
-# holds the future (docs/agents.md), so planning with it would be an oracle, and the learned
-# model has not been trained to a useful level in this budget. The job shop's rollouts finish
-# by MWKR: on the validation cases it beat MOR as the rollout policy (36.0 % against 38.4 %
-# mean lb gap at 16 simulations), and mixing in the value net (lambda 0.5) did not help (37.1 %).
+# env -> (self-play decisions, validation every, heuristic logged beside it, rollout policy,
+# simulations). Not batching, moe, nor dag with sigma > 0 or online arrivals: there the
+# simulator's state holds the future (docs/agents.md), so planning with it would be an oracle,
+# and the learned model has not been trained to a useful level in this budget. The job shop's
+# rollouts finish by MWKR: on the validation cases it beat MOR as the rollout policy (36.0 %
+# against 38.4 % mean lb gap at 16 simulations), and mixing in the value net (lambda 0.5) did
+# not help (37.1 %). The DAG's finish by PEFT: mean SLR 1.457 against HEFT rollouts' 1.488 on
+# daggen:30 validation DAGs at 32 simulations (docs/results.md).
 RECIPES = {
-    "jobshop": (3_000, 1_500, "heuristic:mor", "heuristic:mwkr"),
+    "jobshop": (3_000, 1_500, "heuristic:mor", "heuristic:mwkr", 16),
+    "dag": (1_200, 600, "heuristic:heft", "heuristic:peft", 32),
 }
+# MuZeroConfig fields of a recipe that does not warm-start from policies/<env>-ppo; validation
+# seeds come from 500,000 (agents.ppo.validation_episodes), training seeds below 10,000
+OWN_SETTINGS: dict[str, dict[str, Any]] = {
+    "dag": {
+        "env_kwargs": {"case": "daggen:30"},
+        "val_cases": ["daggen:30"] * 6,
+        "uniform_prior": True,
+        "max_considered": 64,
+    },
+}
+
+
+def warm_start(env: str) -> dict[str, Any]:
+    """PPO's generator and validation cases, and its weights as the starting point."""
+    ppo = json.loads((ROOT / "policies" / f"{env}-ppo" / "config.json").read_text())
+    return {
+        "env_kwargs": ppo["env_kwargs"],
+        "val_cases": ppo["val_cases"],
+        "init_from": f"policies/{env}-ppo",
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("env", choices=sorted(RECIPES))
     parser.add_argument("--steps", type=int, help="self-play decisions (default: the recipe's)")
-    parser.add_argument("--simulations", type=int, default=16)
+    parser.add_argument("--simulations", type=int, help="per decision (default: the recipe's)")
     parser.add_argument("--out", help="default policies/ENV-muzero")
     args = parser.parse_args()
-    steps, eval_every, heuristic, rollout = RECIPES[args.env]
-    ppo = json.loads((ROOT / "policies" / f"{args.env}-ppo" / "config.json").read_text())
+    steps, eval_every, heuristic, rollout, simulations = RECIPES[args.env]
     cfg = MuZeroConfig(
         env=args.env,
         out=args.out or f"policies/{args.env}-muzero",
         steps=args.steps or steps,
         n_envs=2,
-        env_kwargs=ppo["env_kwargs"],
-        val_cases=ppo["val_cases"],
         eval_every=eval_every,
         model="simulator",
         rollout=rollout,
-        simulations=args.simulations,
+        simulations=args.simulations or simulations,
         decisions_per_update=8,
-        init_from=f"policies/{args.env}-ppo",
+        **(OWN_SETTINGS.get(args.env) or warm_start(args.env)),
     )
     train(cfg, heuristic=heuristic)
 

@@ -20,6 +20,10 @@
 ``init_from`` (a PPO policy folder) warm-starts ``h`` and ``f`` from PPO's encoder, actor and
 critic (`MuZeroNet.load_ppo`): planning then starts from a prior and a value that already
 schedule well, which is what makes a useful policy reachable in minutes on two cores.
+``uniform_prior`` starts instead from logits all 0 (`MuZeroNet.uniform_prior`), the start of
+expert iteration for a rollout planner whose heuristic is better than any network at hand
+(``scripts/train_muzero.py dag``). Either start is validated before self-play and kept as
+``model.pt`` if self-play does not beat it.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ class MuZeroConfig:
     layers: int = 2
     heads: int = 4
     init_from: str | None = None  # a PPO policy folder to warm-start h and f from
+    uniform_prior: bool = False  # start from logits all 0 (`MuZeroNet.uniform_prior`)
     torch_threads: int = 1
     tensorboard: str | None = "runs"
     algo: str = "muzero"  # read by the leaderboard to name the policy kind
@@ -280,6 +285,8 @@ def train(
     ``--resume`` without ``last.pt`` or an unknown model."""
     if cfg.model not in ("simulator", "learned"):
         raise SchedgymError(f"--model must be simulator or learned, got {cfg.model!r}")
+    if cfg.uniform_prior and cfg.init_from:
+        raise SchedgymError("uniform_prior and init_from both set the starting prior: pick one")
     th.set_num_threads(cfg.torch_threads)
     th.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -301,6 +308,8 @@ def train(
         net.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         decisions, best = state["decisions"], state["best"]
+    elif cfg.uniform_prior:
+        net.uniform_prior()
     elif cfg.init_from:
         try:
             net.load_ppo(cfg.init_from)
@@ -332,7 +341,8 @@ def train(
             checkpoint("model.pt")
 
     start = time.perf_counter()
-    if validator and (cfg.init_from or resume) and not (out / "model.pt").exists():
+    starts_planning = cfg.init_from or cfg.uniform_prior or resume
+    if validator and starts_planning and not (out / "model.pt").exists():
         validate()  # the warm start is a candidate for the shipped checkpoint
     updates = decisions // cfg.decisions_per_update
     search_cfg = cfg.search()
