@@ -12,7 +12,7 @@ import torch as th
 from schedgym.agents.muzero.networks import MuZeroNet, obs_to_tensor
 from schedgym.agents.muzero.policy import MuZeroPolicy
 from schedgym.agents.muzero.search import SearchConfig
-from schedgym.agents.muzero.train import MuZeroConfig, train
+from schedgym.agents.muzero.train import MuZeroConfig, train, uniform_prior
 from schedgym.envs.dag.record import validate
 from schedgym.episode import make_env, run_episode
 from schedgym.errors import SchedgymError
@@ -75,7 +75,7 @@ def test_rollout_planning_beats_heft_on_the_papers_example():
     73 (tests/test_dag.py), and its schedule passes the independent re-check."""
     env = make_env("dag")
     net = _net(env)
-    net.uniform_prior()
+    uniform_prior(net)
     planner = {"kind": "simulator", "env": "dag", "rollout": "heuristic:heft"}
     policy = MuZeroPolicy(
         net=net, planner=planner, search=SearchConfig(simulations=32, max_considered=64)
@@ -89,7 +89,7 @@ def test_uniform_prior_gives_equal_logits_and_still_learns():
     env = make_env("dag")
     obs, _ = env.reset(seed=0, options={"case": "daggen:30"})
     net = _net(env)
-    net.uniform_prior()
+    uniform_prior(net)
     logits, _ = net.predict(net.represent(obs_to_tensor([obs]))[0])
     assert th.count_nonzero(logits) == 0
     logits[0, 0].backward()  # the zeroed layer's inputs are not zero: its weights get gradient

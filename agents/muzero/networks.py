@@ -103,20 +103,6 @@ class MuZeroNet(nn.Module):
         special = th.ones(present.shape[0], self.n_special, dtype=th.bool, device=present.device)
         return th.cat([entity, special], dim=1)
 
-    def uniform_prior(self) -> None:
-        """Zero the policy head's output layer, so every logit is 0 until training moves it: a
-        uniform prior over the legal actions (its inputs are not zero, so gradients still reach
-        it). A rollout planner (`SimulatorModel` with a heuristic) then considers every legal
-        action alike and decides by the rollouts' returns alone, where a randomly initialised
-        head's logits (spread over 0.2-0.6 across the 15 legal actions of a
-        ``daggen:30`` start) would outweigh small differences in return."""
-        last = self.policy_head.score[-1]
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
-        if self.policy_head.special is not None:
-            nn.init.zeros_(self.policy_head.special.weight)
-            nn.init.zeros_(self.policy_head.special.bias)
-
     def load_ppo(self, path: str) -> None:
         """Copy a PPO checkpoint's encoder, actor head and critic into ``h`` and ``f``
         (the warm start); raises ``ValueError`` when the architectures differ."""

@@ -20,7 +20,7 @@
 ``init_from`` (a PPO policy folder) warm-starts ``h`` and ``f`` from PPO's encoder, actor and
 critic (`MuZeroNet.load_ppo`): planning then starts from a prior and a value that already
 schedule well, which is what makes a useful policy reachable in minutes on two cores.
-``uniform_prior`` starts instead from logits all 0 (`MuZeroNet.uniform_prior`), the start of
+``uniform_prior`` starts instead from logits all 0 (`uniform_prior`), the start of
 expert iteration for a rollout planner whose heuristic is better than any network at hand
 (``scripts/train_muzero.py dag``). Either start is validated before self-play and kept as
 ``model.pt`` if self-play does not beat it.
@@ -82,7 +82,7 @@ class MuZeroConfig:
     layers: int = 2
     heads: int = 4
     init_from: str | None = None  # a PPO policy folder to warm-start h and f from
-    uniform_prior: bool = False  # start from logits all 0 (`MuZeroNet.uniform_prior`)
+    uniform_prior: bool = False  # start from logits all 0 (`uniform_prior`)
     torch_threads: int = 1
     tensorboard: str | None = "runs"
     algo: str = "muzero"  # read by the leaderboard to name the policy kind
@@ -227,6 +227,20 @@ def losses(net: MuZeroNet, batch: dict[str, Any], cfg: MuZeroConfig) -> dict[str
     return terms
 
 
+def uniform_prior(net: MuZeroNet) -> None:
+    """Zero the policy head's output layer, so every logit is 0 until training moves it: a
+    uniform prior over the legal actions (its inputs are not zero, so gradients still reach
+    it). A rollout planner (`SimulatorModel` with a heuristic) then considers every legal
+    action alike and decides by the rollouts' returns alone, where a randomly initialised
+    head's logits (spread over 0.2-0.6 across the 15 legal actions of a ``daggen:30`` start)
+    would outweigh small differences in return."""
+    head = net.policy_head
+    for layer in (head.score[-1], head.special):
+        if layer is not None:
+            th.nn.init.zeros_(layer.weight)
+            th.nn.init.zeros_(layer.bias)
+
+
 def build_net(cfg: MuZeroConfig, env: Any) -> tuple[MuZeroNet, dict[str, Any]]:
     layout = env.unwrapped.layout
     kwargs = {
@@ -309,7 +323,7 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         decisions, best = state["decisions"], state["best"]
     elif cfg.uniform_prior:
-        net.uniform_prior()
+        uniform_prior(net)
     elif cfg.init_from:
         try:
             net.load_ppo(cfg.init_from)
