@@ -320,6 +320,77 @@ def test_same_seed_same_episode_and_snapshots_restore():
     assert [env.step(env.core.best_fit())[1] for _ in range(15)] == first
 
 
+def _play_out(env, actions=None, rng=None):
+    """Finish ``env``'s episode with ``actions`` (else random legal ones drawn from ``rng``);
+    ``(actions, rewards, observations, masks, last info)``."""
+    taken, rewards, seen, masks, done, info, i = [], [], [], [], False, {}, 0
+    while not done:
+        legal = np.flatnonzero(env.action_masks())
+        masks.append(env.action_masks().copy())
+        a = int(actions[i]) if actions is not None else int(rng.choice(legal))
+        obs, r, done, _, info = env.step(a)
+        taken.append(a), rewards.append(r), seen.append({k: v.copy() for k, v in obs.items()})
+        i += 1
+    return taken, rewards, seen, masks, info
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_a_snapshot_restored_mid_episode_replays_the_episode_exactly(task):
+    # What a planner needs of get_state/set_state: after the snapshot the env is stepped to the
+    # end, switched to another case, and restored; the same actions then give the same rewards,
+    # observations, masks, metrics and record, and the independent validator accepts it.
+    env = MemoryMapEnv(task=task, case="random:60", fast_capacity=0.2)
+    env.reset(seed=4)
+    rng = np.random.default_rng(0)
+    for _ in range(25):
+        env.step(int(rng.choice(np.flatnonzero(env.action_masks()))))
+    snap, obs_at = env.get_state(), env._observe()
+    actions, rewards, seen, masks, info = _play_out(env, rng=rng)
+    env.reset(seed=1, options={"case": "random:30"})
+    env.step(int(np.flatnonzero(env.action_masks())[-1]))
+    restored = env.set_state(snap)
+    assert all(np.array_equal(restored[k], obs_at[k]) for k in obs_at)
+    again, rewards2, seen2, masks2, info2 = _play_out(env, actions)
+    assert rewards2 == rewards
+    assert all(np.array_equal(a, b) for a, b in zip(masks, masks2, strict=True))
+    assert all(np.array_equal(o[k], p[k]) for o, p in zip(seen, seen2, strict=True) for k in o)
+    wall = {"solve_s"}  # pack's wall-clock time since reset, not a state of the episode
+    assert {k: v for k, v in info2["metrics"].items() if k not in wall} == {
+        k: v for k, v in info["metrics"].items() if k not in wall
+    }
+    assert json.dumps(info2["record"]) == json.dumps(info["record"])
+    checked = validate(info2["record"])
+    key = "height" if task == "pack" else "modelled_time_s"
+    assert checked[key] == pytest.approx(info["metrics"][key], rel=1e-9)
+
+
+@pytest.mark.parametrize("task", ("map", "msa"))
+def test_heuristics_act_alike_from_a_restored_mid_episode_state(task):
+    # A rollout restores a snapshot into the planner's env and calls reset(env) there: each
+    # heuristic's rule must then continue exactly as it would have in the uninterrupted episode
+    # (its choices depend on the state alone), so rollout values are the heuristic's own.
+    for name in ("heuristic:msa", "heuristic:best-fit-start", "heuristic:first-fit-size"):
+        policy = POLICIES[name]()
+        env = MemoryMapEnv(task=task, case="random:50", fast_capacity=0.15)
+        env.reset(seed=7)
+        policy.reset(env)
+        snaps, chosen = [], []
+        while not env.core.done:
+            snaps.append(env.get_state())
+            chosen.append(policy.act(env, None))
+            env.step(chosen[-1])
+        other = MemoryMapEnv(task=task, case="random:20", fast_capacity=0.15)
+        other.reset(seed=0)
+        for k in (0, 17, 33, len(snaps) - 1):
+            other.set_state(snaps[k])
+            policy.reset(other)
+            tail = []
+            while not other.core.done:
+                tail.append(policy.act(other, None))
+                other.step(tail[-1])
+            assert tail == chosen[k:], (name, k)
+
+
 def test_mask_is_never_empty_and_obs_in_space():
     for task in ("map", "pack"):
         env = MemoryMapEnv(task=task, case="random:300", fast_capacity=0.2)
