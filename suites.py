@@ -301,6 +301,7 @@ _MSA_SKIP = {
     "solver:cpsat": "it solves the map and pack tasks, not msa",
     "solver:minimalloc": "it solves the pack task only",
     "ppo:policies/memmap-ppo": "it was trained on the map task's observations",
+    "muzero:policies/memmap-muzero@16": "its network was trained on the map task's observations",
 }
 
 
@@ -329,6 +330,8 @@ def _memmap() -> list[Suite]:
                 "bound:peak-live": "it bounds the pack task only",
                 "solver:minimalloc": "it solves the pack task only",
                 "ppo:policies/memmap-msa-ppo": "it was trained on the msa task's observations",
+                "muzero:policies/memmap-msa-muzero@16": "its network was trained on the msa "
+                "task's observations",
             },
         ),
         Suite(
@@ -375,6 +378,10 @@ def _memmap() -> list[Suite]:
                 "memory action)",
                 "ppo:policies/memmap-msa-ppo": "it was trained on the msa task (pack has no slow "
                 "memory action)",
+                "muzero:policies/memmap-muzero@16": "its network was trained on the map task "
+                "(pack has no slow memory action)",
+                "muzero:policies/memmap-msa-muzero@16": "its network was trained on the msa task "
+                "(pack has no slow memory action)",
             },
             data=tuple(f"memory/minimalloc/{x}.1048576.csv" for x in "ABCDEF"),
         ),

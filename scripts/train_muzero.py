@@ -1,6 +1,6 @@
-"""Reproduce the committed Gumbel MuZero policies ``policies/<env>-muzero`` (one recipe).
+"""Reproduce the committed Gumbel MuZero policies ``policies/<recipe>-muzero`` (one recipe each).
 
-Both plan with the true simulator (``--model simulator``), only honest on instances whose state
+All plan with the true simulator (``--model simulator``), only honest on instances whose state
 holds no future (docs/agents.md), value every search node by a heuristic's rollout, and
 validate on cases disjoint from the suites' against a heuristic. Budgets (decisions of
 self-play) are sized for about 10 minutes on this 2-core machine under ``nice``:
@@ -11,9 +11,14 @@ self-play) are sized for about 10 minutes on this 2-core machine under ``nice``:
 * ``dag`` starts from a uniform prior (`agents.muzero.train.uniform_prior`: ``policies/dag-ppo``
   was trained on noisy random op DAGs and plans worse as a prior, docs/results.md), considers
   every legal action at the root (up to 64), and learns the prior from the search by self-play
-  (expert iteration) on noise-free ``daggen:30`` DAGs.
+  (expert iteration) on noise-free ``daggen:30`` DAGs;
+* ``memmap`` (the map task) and ``memmap-msa`` (the msa task) warm-start from
+  ``policies/memmap-ppo`` and ``policies/memmap-msa-ppo`` like the job shop and roll out XLA's
+  rule (``heuristic:msa``, best fit in the map task) in the env's buffer order: memory mapping
+  is a compile-time problem whose simulator holds nothing the compiler could not know.
 
-    .venv/bin/python scripts/train_muzero.py {jobshop,dag} [--steps N] [--simulations N]
+    .venv/bin/python scripts/train_muzero.py {jobshop,dag,memmap,memmap-msa} [--steps N]
+        [--simulations N]
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any
 from schedgym.agents.muzero.train import MuZeroConfig, train
 
 ROOT = Path(__file__).resolve().parent.parent
-# env -> (self-play decisions, validation every, heuristic logged beside it, rollout policy,
+# recipe -> (self-play decisions, validation every, heuristic logged beside it, rollout policy,
 # simulations). Not batching, moe, nor dag with sigma > 0 or online arrivals: there the
 # simulator's state holds the future (docs/agents.md), so planning with it would be an oracle,
 # and the learned model has not been trained to a useful level in this budget. The job shop's
@@ -37,7 +42,11 @@ ROOT = Path(__file__).resolve().parent.parent
 RECIPES = {
     "jobshop": (3_000, 1_500, "heuristic:mor", "heuristic:mwkr", 16),
     "dag": (1_200, 600, "heuristic:heft", "heuristic:peft", 32),
+    "memmap": (600, 300, "heuristic:msa", "heuristic:msa", 16),
+    "memmap-msa": (400, 200, "heuristic:msa", "heuristic:msa", 16),
 }
+# the env of a recipe not named after its env (one per task of the memory env)
+ENV_OF = {"memmap-msa": "memmap"}
 # MuZeroConfig fields of a recipe that does not warm-start from policies/<env>-ppo; validation
 # seeds come from 500,000 (agents.ppo.validation_episodes), training seeds below 10,000
 OWN_SETTINGS: dict[str, dict[str, Any]] = {
@@ -50,27 +59,28 @@ OWN_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-def warm_start(env: str) -> dict[str, Any]:
-    """PPO's generator and validation cases, and its weights as the starting point."""
-    ppo = json.loads((ROOT / "policies" / f"{env}-ppo" / "config.json").read_text())
+def warm_start(recipe: str) -> dict[str, Any]:
+    """PPO's generator and validation cases, and its weights (``policies/<recipe>-ppo``) as the
+    starting point."""
+    ppo = json.loads((ROOT / "policies" / f"{recipe}-ppo" / "config.json").read_text())
     return {
         "env_kwargs": ppo["env_kwargs"],
         "val_cases": ppo["val_cases"],
-        "init_from": f"policies/{env}-ppo",
+        "init_from": f"policies/{recipe}-ppo",
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("env", choices=sorted(RECIPES))
+    parser.add_argument("recipe", choices=sorted(RECIPES))
     parser.add_argument("--steps", type=int, help="self-play decisions (default: the recipe's)")
     parser.add_argument("--simulations", type=int, help="per decision (default: the recipe's)")
-    parser.add_argument("--out", help="default policies/ENV-muzero")
+    parser.add_argument("--out", help="default policies/RECIPE-muzero")
     args = parser.parse_args()
-    steps, eval_every, heuristic, rollout, simulations = RECIPES[args.env]
+    steps, eval_every, heuristic, rollout, simulations = RECIPES[args.recipe]
     cfg = MuZeroConfig(
-        env=args.env,
-        out=args.out or f"policies/{args.env}-muzero",
+        env=ENV_OF.get(args.recipe, args.recipe),
+        out=args.out or f"policies/{args.recipe}-muzero",
         steps=args.steps or steps,
         n_envs=2,
         eval_every=eval_every,
@@ -78,7 +88,7 @@ def main() -> None:
         rollout=rollout,
         simulations=args.simulations or simulations,
         decisions_per_update=8,
-        **(OWN_SETTINGS.get(args.env) or warm_start(args.env)),
+        **(OWN_SETTINGS.get(args.recipe) or warm_start(args.recipe)),
     )
     train(cfg, heuristic=heuristic)
 
