@@ -302,6 +302,8 @@ _MSA_SKIP = {
     "solver:minimalloc": "it solves the pack task only",
     "ppo:policies/memmap-ppo": "it was trained on the map task's observations",
     "muzero:policies/memmap-muzero@16": "its network was trained on the map task's observations",
+    "muzero:policies/memmap-pack-muzero@8": "its network was trained on the pack task, which has "
+    "no slow memory action",
 }
 
 
@@ -332,6 +334,8 @@ def _memmap() -> list[Suite]:
                 "ppo:policies/memmap-msa-ppo": "it was trained on the msa task's observations",
                 "muzero:policies/memmap-msa-muzero@16": "its network was trained on the msa "
                 "task's observations",
+                "muzero:policies/memmap-pack-muzero@8": "its network was trained on the pack "
+                "task, which has no slow memory action",
             },
         ),
         Suite(

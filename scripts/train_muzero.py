@@ -15,10 +15,14 @@ self-play) are sized for about 10 minutes on this 2-core machine under ``nice``:
 * ``memmap`` (the map task) and ``memmap-msa`` (the msa task) warm-start from
   ``policies/memmap-ppo`` and ``policies/memmap-msa-ppo`` like the job shop and roll out XLA's
   rule (``heuristic:msa``, best fit in the map task) in the env's buffer order: memory mapping
-  is a compile-time problem whose simulator holds nothing the compiler could not know.
+  is a compile-time problem whose simulator holds nothing the compiler could not know;
+* ``memmap-pack`` (the pack task) has no PPO policy to start from: an untrained network, best
+  fit rollouts, 8 simulations (2.7 candidates fit per decision on average on random 300-buffer
+  sets), self-play on random sets, checkpoints ranked by ``height_over_capacity`` (the task
+  has no modelled time, the env's primary metric).
 
-    .venv/bin/python scripts/train_muzero.py {jobshop,dag,memmap,memmap-msa} [--steps N]
-        [--simulations N]
+    .venv/bin/python scripts/train_muzero.py {jobshop,dag,memmap,memmap-msa,memmap-pack}
+        [--steps N] [--simulations N]
 """
 
 from __future__ import annotations
@@ -44,9 +48,10 @@ RECIPES = {
     "dag": (1_200, 600, "heuristic:heft", "heuristic:peft", 32),
     "memmap": (600, 300, "heuristic:msa", "heuristic:msa", 16),
     "memmap-msa": (400, 200, "heuristic:msa", "heuristic:msa", 16),
+    "memmap-pack": (300, 300, "heuristic:first-fit-size", "heuristic:best-fit-start", 8),
 }
 # the env of a recipe not named after its env (one per task of the memory env)
-ENV_OF = {"memmap-msa": "memmap"}
+ENV_OF = {"memmap-msa": "memmap", "memmap-pack": "memmap"}
 # MuZeroConfig fields of a recipe that does not warm-start from policies/<env>-ppo; validation
 # seeds come from 500,000 (agents.ppo.validation_episodes), training seeds below 10,000
 OWN_SETTINGS: dict[str, dict[str, Any]] = {
@@ -55,6 +60,11 @@ OWN_SETTINGS: dict[str, dict[str, Any]] = {
         "val_cases": ["daggen:30"] * 6,
         "uniform_prior": True,
         "max_considered": 64,
+    },
+    "memmap-pack": {
+        "env_kwargs": {"task": "pack", "case": "random:200"},
+        "val_cases": ["random:200:20000", "random:200:20001"],
+        "val_metric": "height_over_capacity",
     },
 }
 

@@ -3,6 +3,7 @@ search, masks, the learned model's reward fit, checkpoints and policy names."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -431,6 +432,32 @@ def test_policy_names_parse_and_bad_ones_fail_in_one_line(tmp_path):
 
 
 # --- command line -----------------------------------------------------------------------------
+
+
+def test_a_task_without_the_envs_primary_metric_validates_by_the_named_one(tmp_path):
+    """memmap's pack task reports no modelled time (the env's primary metric): validation then
+    ranks checkpoints by ``val_metric``, and the shipped planner packs a validated episode."""
+    cfg = MuZeroConfig(
+        env="memmap",
+        out=str(tmp_path / "pack"),
+        steps=4,
+        n_envs=1,
+        env_kwargs={"task": "pack", "case": "random:8"},
+        val_cases=["random:8:20000"],
+        eval_every=4,
+        simulations=2,
+        rollout="heuristic:best-fit-start",
+        val_metric="height_over_capacity",
+        tensorboard=None,
+    )
+    train(cfg, progress=False)
+    history = json.loads((tmp_path / "pack" / "training.json").read_text())["validation"]
+    assert [row["decisions"] for row in history] == [4.0]
+    assert history[0]["height_over_capacity"] >= 1.0  # no packing beats the peak of live bytes
+    result = run_episode(
+        "memmap", f"muzero:{tmp_path / 'pack'}", case="random:8:20000", env_kwargs={"task": "pack"}
+    )
+    assert result.metrics["height_over_capacity"] == history[0]["height_over_capacity"]
 
 
 def test_train_algo_muzero_from_the_command_line(tmp_path, capsys):

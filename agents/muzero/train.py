@@ -85,6 +85,9 @@ class MuZeroConfig:
     uniform_prior: bool = False  # start from logits all 0 (`uniform_prior`)
     torch_threads: int = 1
     tensorboard: str | None = "runs"
+    # what picks the shipped checkpoint: the env's primary metric in its own direction, or this
+    # metric, lower is better (a task that lacks the primary one: memmap's pack has no time)
+    val_metric: str | None = None
     algo: str = "muzero"  # read by the leaderboard to name the policy kind
     # what the leaderboard hashes as this policy's weights (evaluate.checkpoint_files)
     checkpoint_files: list[str] = field(default_factory=lambda: ["model.pt"])
@@ -282,6 +285,8 @@ class Validator:
             if isinstance(rows[0][k], int | float) and not isinstance(rows[0][k], bool)
         }
         self.history.append({"decisions": float(decisions), **means})
+        if self.cfg.val_metric:
+            return means[self.cfg.val_metric]
         primary = self.entry.primary_metric
         return means[primary] if self.entry.lower_is_better else -means[primary]
 
