@@ -90,7 +90,10 @@ def test_network_runs_on_two_instance_sizes_and_respects_the_mask(trained):
         assert steps == n_jobs * n_machines
 
 
-def test_entity_network_is_permutation_equivariant():
+@pytest.mark.parametrize("layers", [2, 0])
+def test_entity_network_is_permutation_equivariant_and_blind_to_padding(layers):
+    """Both mixers (attention, and the pooling of ``layers=0``) must permute the logits with
+    the entities and ignore whatever the padding rows hold."""
     env = gym.make("schedgym/JobShop-v0", disable_env_checker=True)
     space = env.observation_space
     layout = env.unwrapped.layout
@@ -101,18 +104,26 @@ def test_entity_network_is_permutation_equivariant():
         lambda _: 1e-3,
         options_per_entity=layout.options_per_entity,
         n_special=0,
+        layers=layers,
     )
     obs, _ = env.reset(seed=0, options={"case": "random:6x6:1"})
-    perm = np.r_[np.random.default_rng(0).permutation(6), np.arange(6, layout.max_entities)]
+    rng = np.random.default_rng(0)
+    perm = np.r_[rng.permutation(6), np.arange(6, layout.max_entities)]
     shuffled = dict(obs, entities=obs["entities"][perm], entity_mask=obs["entity_mask"][perm])
+    garbage = obs["entities"].copy()
+    garbage[6:] = rng.normal(size=garbage[6:].shape)
+    padded = dict(obs, entities=garbage)
     with torch.no_grad():
         logits = [
             policy.get_distribution(policy.obs_to_tensor(o)[0]).distribution.logits[0]
-            for o in (obs, shuffled)
+            for o in (obs, shuffled, padded)
         ]
+    n = 6 * layout.options_per_entity
+    assert logits[0][:n].std() > 0  # the check below is not between constants
     np.testing.assert_allclose(
         logits[1][:6].numpy(), logits[0][perm[:6]].numpy(), rtol=1e-4, atol=1e-5
     )
+    np.testing.assert_allclose(logits[2][:n].numpy(), logits[0][:n].numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_cloning_mor_plays_like_mor_on_held_out_instances(tmp_path):
