@@ -112,7 +112,7 @@ RECIPES: dict[str, Recipe] = {
             "eval_every": 10_000,  # a validation plays 8,000 decisions
             "imitate": "heuristic:moe-infinity",
             "imitate_episodes": 8,
-            "imitate_epochs": 5,
+            "imitate_epochs": 10,
             "learning_rate": 1e-4,
             "normalize_reward": True,
         },
