@@ -3,7 +3,7 @@
     python scripts/train_policies.py RECIPE [--steps N] [--out DIR]
 
 A recipe is named for its env, or for its env and task (``memmap-msa``: the memory env's msa
-task).
+task) or suites (``moe-synth``: the MoE env's 256- and 1,024-expert generator suites).
 
 Each recipe names the training generator (fresh instances from the env's seeded generator at
 every reset), validation cases, and a test set disjoint from both (seeds from 10,000 up; training
