@@ -29,6 +29,7 @@ POLICIES = {
     "dag": "policies/dag-ppo",
     "batching": "policies/batching-ppo",
     "moe": "policies/moe-ppo",
+    "moe-synth": "policies/moe-synth-ppo",  # the attention-free network (layers=0)
     "memmap": "policies/memmap-ppo",
 }
 
