@@ -312,8 +312,9 @@ def test_the_gap_is_measured_against_the_tightest_bound():
 
 
 def test_a_suite_its_learned_policies_skip_says_so_not_that_none_exists():
-    """moe/mixtral-synth has a heuristic and a bound but no learned row because the committed
-    PPO policy cannot run there: the page must say that, not "no learned policy committed"."""
+    """A suite with a heuristic and a bound but no learned row because every committed learned
+    policy skips it (moe/mixtral-synth before policies/moe-synth-ppo: moe-ppo has 32 expert
+    rows): the page must say that, not "no learned policy committed"."""
     rows = [
         {"policy": "heuristic:lru", "kind": "heuristic", "summary": {"score": 0.2}},
         {"policy": "bound:infinite", "kind": "bound", "summary": {"score": 0.0}},
