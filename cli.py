@@ -259,11 +259,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.algo == "muzero":
         _train_muzero(args, env_kwargs)
         return
-    if any(
-        getattr(args, k) is not None for k in ("simulations", "model", "rollout", "rollout_mix")
-    ):
+    muzero_only = ("simulations", "model", "rollout", "rollout_mix", "max_considered")
+    if any(getattr(args, k) is not None for k in muzero_only) or args.uniform_prior:
         raise SchedgymError(
-            "--simulations, --model, --rollout and --rollout-mix are options of --algo muzero"
+            "--simulations, --model, --rollout, --rollout-mix, --max-considered and "
+            "--uniform-prior are options of --algo muzero"
         )
     if args.env_runners is not None or args.ray is not None:
         raise SchedgymError("--env-runners and --ray are options of --algo rllib-ppo")
@@ -360,8 +360,10 @@ def _train_muzero(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> None:
         rollout=args.rollout,
         rollout_mix=1.0 if args.rollout_mix is None else args.rollout_mix,
         simulations=args.simulations or 16,
+        max_considered=args.max_considered or 16,
         learning_rate=args.learning_rate,
         init_from=args.init_from,
+        uniform_prior=args.uniform_prior,
     )
     train(cfg, heuristic=args.baseline, resume=args.resume, progress=not args.no_progress)
     print(
@@ -686,6 +688,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LAMBDA",
         help="muzero: leaf value = (1 - LAMBDA) * value net + LAMBDA * rollout return "
         "(AlphaGo's mixing; default 1)",
+    )
+    s.add_argument(
+        "--max-considered",
+        type=int,
+        metavar="M",
+        help="muzero: root actions sequential halving considers (default 16; the DAG recipe "
+        "considers every legal one, 64)",
+    )
+    s.add_argument(
+        "--uniform-prior",
+        action="store_true",
+        help="muzero: start from a uniform prior (policy head zeroed) instead of --init-from, "
+        "for a rollout planner whose heuristic beats any network at hand",
     )
     s.add_argument(
         "--env-runners",

@@ -467,19 +467,25 @@ def test_train_algo_muzero_from_the_command_line(tmp_path, capsys):
     argv = ["train", "--algo", "muzero", "--env", "jobshop", "--generator", "random:3x3"]
     argv += ["--env-kwargs", '{"max_jobs": 3, "max_machines": 3}', "--steps", "24"]
     argv += ["--simulations", "3", "--model", "learned", "--out", str(out), "--no-progress"]
+    argv += ["--max-considered", "2"]
     assert main(argv) in (None, 0)
     assert "muzero:" in capsys.readouterr().out
     policy = resolve_policy("jobshop", f"muzero:{out}@2")
     assert policy.search.simulations == 2 and policy.search.gumbel_scale == 0
+    assert policy.search.max_considered == 2
     assert run_episode("jobshop", policy, case="random:3x3:1", env_kwargs=TINY).decisions == 9
     # options of the other algorithms are refused in one line
     assert (
         main(["train", "--env", "jobshop", "--algo", "muzero", "--imitate", "heuristic:mor"]) == 2
     )
     assert main(["train", "--env", "jobshop", "--simulations", "8"]) == 2
-    assert "--simulations, --model, --rollout and --rollout-mix are options of --algo muzero" in (
+    assert "--max-considered and --uniform-prior are options of --algo muzero" in (
         capsys.readouterr().err
     )
+    both = ["train", "--algo", "muzero", "--env", "jobshop", "--uniform-prior"]
+    both += ["--init-from", "policies/jobshop-ppo", "--out", str(tmp_path / "both")]
+    assert main(both) == 2
+    assert "(--init-from) both set the starting prior" in capsys.readouterr().err
     learned_rollout = ["train", "--algo", "muzero", "--env", "jobshop", "--model", "learned"]
     learned_rollout += ["--rollout", "heuristic:spt", "--out", str(tmp_path / "refused")]
     assert main(learned_rollout) == 2

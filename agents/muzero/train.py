@@ -305,7 +305,10 @@ def train(
     if cfg.model not in ("simulator", "learned"):
         raise SchedgymError(f"--model must be simulator or learned, got {cfg.model!r}")
     if cfg.uniform_prior and cfg.init_from:
-        raise SchedgymError("uniform_prior and init_from both set the starting prior: pick one")
+        raise SchedgymError(
+            "uniform_prior (--uniform-prior) and init_from (--init-from) both set the starting "
+            "prior: pick one"
+        )
     th.set_num_threads(cfg.torch_threads)
     th.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
