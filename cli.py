@@ -359,11 +359,11 @@ def _train_muzero(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> None:
         model=args.model or "simulator",
         rollout=args.rollout,
         rollout_mix=1.0 if args.rollout_mix is None else args.rollout_mix,
-        simulations=args.simulations or 16,
-        max_considered=args.max_considered or 16,
         learning_rate=args.learning_rate,
         init_from=args.init_from,
         uniform_prior=args.uniform_prior,
+        # unset budgets keep MuZeroConfig's defaults; a 0 given is refused, not replaced
+        **{k: v for k in ("simulations", "max_considered") if (v := getattr(args, k)) is not None},
     )
     train(cfg, heuristic=args.baseline, resume=args.resume, progress=not args.no_progress)
     print(

@@ -197,7 +197,7 @@ def test_rollout_values_are_the_heuristics_own_makespan():
         model = SimulatorModel(MuZeroNet(env.observation_space), rollout)
         _, _, values, _ = model.root([env], [obs])
         model.finish()
-        assert values[0] == pytest.approx(-spt * env.unwrapped._encoder.inv_scale)
+        assert values[0] == pytest.approx(env.unwrapped.reward_between(0, spt))
         assert env.unwrapped.core.n_done == 0  # the root is restored after its rollout
 
 
@@ -490,6 +490,9 @@ def test_train_algo_muzero_from_the_command_line(tmp_path, capsys):
     learned_rollout += ["--rollout", "heuristic:spt", "--out", str(tmp_path / "refused")]
     assert main(learned_rollout) == 2
     assert "rollouts need the true simulator" in capsys.readouterr().err
+    no_budget = ["train", "--algo", "muzero", "--env", "jobshop", "--max-considered", "0"]
+    assert main([*no_budget, "--out", str(tmp_path / "refused")]) == 2
+    assert "max_considered must be >= 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "refused").exists()
 
 

@@ -316,6 +316,7 @@ def train(
     obs = [env.reset(seed=cfg.seed + 1000 * i)[0] for i, env in enumerate(envs)]
     net, net_kwargs = build_net(cfg, envs[0])
     try:
+        search_cfg = cfg.search()  # a bad budget fails here, before anything is written
         model = make_model(**cfg.planner(), net=net, gamma=cfg.gamma)
     except ValueError as exc:
         raise SchedgymError(str(exc)) from None
@@ -367,7 +368,6 @@ def train(
     if validator and starts_planning and not (out / "model.pt").exists():
         validate()  # the warm start is a candidate for the shipped checkpoint
     updates = decisions // cfg.decisions_per_update
-    search_cfg = cfg.search()
     bar = tqdm(total=cfg.steps, initial=decisions, disable=not progress, unit="decision")
     next_eval = (decisions // cfg.eval_every + 1) * cfg.eval_every
     while decisions < cfg.steps:
