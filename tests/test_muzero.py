@@ -271,6 +271,49 @@ def test_rollout_planning_never_loses_to_xlas_memory_space_assignment():
     assert better == [False, False, True, True]
 
 
+class Eager(SimulatorModel):
+    """`SimulatorModel` evaluating the network at every new node, as before deferral existed."""
+
+    lazy = False
+
+
+def test_deferred_network_calls_plan_exactly_as_eager_ones():
+    """With pure rollout values the network's value is unused, so `SimulatorModel` asks for a
+    node's prior only when a simulation descends through it. That must change nothing but the
+    cost: with 48 simulations on ta01 (deep enough to descend two and three levels) the search
+    returns the very action, improved policy, root value and visit counts of a model that
+    evaluates every node, with one network call per expanded node against a handful."""
+    env = make_env("jobshop")
+    obs, _ = env.reset(seed=0, options={"case": "ta01"})
+    for a in [3, 7, 0, 14]:
+        obs, *_ = env.step(a)
+    th.manual_seed(0)
+    net = MuZeroNet(env.observation_space)
+    calls = []
+    represent = net.represent
+
+    def counted(tokens):
+        calls.append(1)
+        return represent(tokens)
+
+    net.represent = counted
+    cfg = SearchConfig(simulations=48, gumbel_scale=0.0)
+    rule = resolve_policy("jobshop", "heuristic:mwkr")
+    results = {}
+    for name, model in (("lazy", SimulatorModel(net, rule)), ("eager", Eager(net, rule))):
+        calls.clear()
+        results[name] = (
+            gumbel_search(model, [env], [obs], cfg, np.random.default_rng(0)),
+            len(calls),
+        )
+        assert env.unwrapped.core.n_done == 4  # the root is restored
+    (lazy, lazy_calls), (eager, eager_calls) = results["lazy"], results["eager"]
+    assert lazy.visits.max() > 3  # simulations went below the root's children
+    for field in ("action", "policy", "value", "visits"):
+        np.testing.assert_array_equal(getattr(lazy, field), getattr(eager, field))
+    assert eager_calls == 1 + 48 and lazy_calls < eager_calls / 2
+
+
 def test_rollouts_need_the_simulator_and_a_mix_in_unit_interval():
     env = make_env("jobshop")
     net = MuZeroNet(env.observation_space)

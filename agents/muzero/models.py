@@ -19,11 +19,16 @@
   a real entity, every special action), since the network cannot know which moves the true
   state would allow; no state is terminal.
 
-Both evaluate every new node of a simulation in one batched network call.
+Both evaluate every new node of a simulation in one batched network call, except that with pure
+rollout values (``mix`` 1) `SimulatorModel` defers a node's network call until a simulation
+descends through it (`SimulatorModel.lazy`): the value is the rollout's, so only a visited
+node's prior is ever needed, and on the job shop that cuts 16 network calls a decision to 1-2.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -43,40 +48,58 @@ class SimulatorModel:
     """Plans with the true simulator, through the root envs themselves (module docstring);
     `finish` puts every env back in its root state.
 
-    ``rollout``: a policy of the env that values each new node by playing to the end (``None``:
-    the value network alone); ``mix`` in [0, 1] weighs its return against the network's value;
-    ``gamma`` discounts the rollout's rewards as the search does. Raises ``ValueError`` for a
-    ``mix`` outside [0, 1]."""
+    ``rollout``: a policy of the env, or several, that value each new node by playing to the
+    end (``None``: the value network alone); with several the value is the best of their
+    returns, Bertsekas's "superheuristic": the best of several base heuristics is itself a base
+    heuristic, and a rollout on it never ends worse than any of them (Bertsekas, Tsitsiklis and
+    Wu, J. Heuristics 1997, section 3). ``mix`` in [0, 1] weighs that return against the
+    network's value; ``gamma`` discounts the rollout's rewards as the search does. Raises
+    ``ValueError`` for a ``mix`` outside [0, 1]."""
 
     def __init__(
-        self, net: MuZeroNet, rollout: Policy | None = None, mix: float = 1.0, gamma: float = 1.0
+        self,
+        net: MuZeroNet,
+        rollout: Policy | Sequence[Policy] | None = None,
+        mix: float = 1.0,
+        gamma: float = 1.0,
     ):
         if not 0.0 <= mix <= 1.0:
             raise ValueError(f"the rollout mix must lie in [0, 1], got {mix}")
         self.net = net
-        self.rollout, self.mix, self.gamma = rollout, mix, gamma
+        if rollout is None:
+            rollout = ()
+        self.rollouts = tuple(rollout) if isinstance(rollout, Sequence) else (rollout,)
+        self.mix, self.gamma = mix, gamma
         self._envs: list[Any] = []
         self._roots: list[Any] = []
 
-    def _play_out(self, env: Any, obs: Any) -> float:
-        """The discounted return of ``rollout`` from ``env``'s state to the episode's end; the
-        env may be left at the end (callers restore a snapshot). A policy's own ``play_out(env)``
-        (the undiscounted return, computed without stepping the env: `NonDelayRule.play_out`)
-        is used when ``gamma`` is 1."""
-        fast = getattr(self.rollout, "play_out", None)
-        if fast is not None and self.gamma == 1.0:
-            return float(fast(env))
-        self.rollout.reset(env)
-        total, discount, done = 0.0, 1.0, False
-        while not done:
-            obs, reward, term, trunc, _ = env.step(int(self.rollout.act(env, obs)))
-            total += discount * float(reward)
-            discount *= self.gamma
-            done = term or trunc
-        return total
+    def _play_out(self, env: Any, obs: dict[str, np.ndarray]) -> float:
+        """The best discounted return of the rollout policies from ``env``'s state to the
+        episode's end; the env may be left at an end (callers restore a snapshot). A policy's
+        own ``play_out(env)`` (the undiscounted return, computed without stepping the env:
+        `NonDelayRule.play_out`) is used when ``gamma`` is 1."""
+        best, start = -math.inf, None
+        for policy in self.rollouts:
+            fast = getattr(policy, "play_out", None)
+            if fast is not None and self.gamma == 1.0:
+                best = max(best, float(fast(env)))
+                continue
+            if start is None:
+                start = env.get_state()
+            else:
+                env.set_state(start)
+            policy.reset(env)
+            o, total, discount, done = obs, 0.0, 1.0, False
+            while not done:
+                o, reward, term, trunc, _ = env.step(int(policy.act(env, o)))
+                total += discount * float(reward)
+                discount *= self.gamma
+                done = term or trunc
+            best = max(best, total)
+        return best
 
     def _mixed(self, values: np.ndarray, returns: np.ndarray) -> np.ndarray:
-        return values if self.rollout is None else (1 - self.mix) * values + self.mix * returns
+        return values if not self.rollouts else (1 - self.mix) * values + self.mix * returns
 
     def root(self, envs: list[Any], obs: list[dict[str, np.ndarray]]):
         self._envs = [env.unwrapped for env in envs]
@@ -85,35 +108,52 @@ class SimulatorModel:
         with th.inference_mode():
             logits, values = _numpy(*self.net.predict(self.net.represent(obs_to_tensor(obs))[0]))
         returns = np.zeros(len(self._envs))
-        if self.rollout is not None:
+        if self.rollouts:
             for i, (env, o, state) in enumerate(zip(self._envs, obs, self._roots, strict=True)):
                 returns[i] = self._play_out(env, o)
                 env.set_state(state)
-        return list(enumerate(self._roots)), logits, self._mixed(values, returns), masks
+        handles = [(i, state, None) for i, state in enumerate(self._roots)]
+        return handles, logits, self._mixed(values, returns), masks
+
+    @property
+    def lazy(self) -> bool:
+        """With pure rollout values (``mix`` 1) a new node needs the network only for its
+        prior, and only once a simulation descends through it: `step` then leaves its logits
+        to `logits` (``None``), which saves all but a few network calls per search."""
+        return bool(self.rollouts) and self.mix == 1.0
 
     def step(self, handles: list[Any], actions: np.ndarray):
         n, n_actions = len(handles), self.net.n_actions
         out, obs = [], []
         rewards, terminal, returns = np.zeros(n), np.zeros(n, bool), np.zeros(n)
         masks = np.zeros((n, n_actions), bool)
-        for i, ((row, state), action) in enumerate(zip(handles, actions, strict=True)):
+        for i, ((row, state, _), action) in enumerate(zip(handles, actions, strict=True)):
             env = self._envs[row]
             env.set_state(state)
             o, rewards[i], term, trunc, _ = env.step(int(action))
             terminal[i] = term or trunc
-            out.append((row, env.get_state()))
+            # envs may refill one observation buffer in place: keep this one's values
+            o = None if terminal[i] else {k: np.array(v) for k, v in o.items()}
+            out.append((row, env.get_state(), o))
             if not terminal[i]:
                 masks[i] = env.action_masks()
-                # envs may refill one observation buffer in place: keep this one's values
-                obs.append({k: np.array(v) for k, v in o.items()})
-                if self.rollout is not None:
+                obs.append(o)
+                if self.rollouts:
                     returns[i] = self._play_out(env, o)
+        if self.lazy:
+            return out, rewards, None, returns, masks, terminal
         logits, values = np.zeros((n, n_actions)), np.zeros(n)
         if obs:
             with th.inference_mode():
                 lg, val = self.net.predict(self.net.represent(obs_to_tensor(obs))[0])
             logits[~terminal], values[~terminal] = _numpy(lg, val)
         return out, rewards, logits, self._mixed(values, returns), masks, terminal
+
+    def logits(self, handles: list[Any]) -> np.ndarray:
+        """The prior's logits ``(n, A)`` at non-terminal nodes that `step` left unevaluated."""
+        with th.inference_mode():
+            latent = self.net.represent(obs_to_tensor([h[2] for h in handles]))[0]
+            return _numpy(self.net.predict(latent)[0])[0]
 
     def finish(self) -> None:
         for env, state in zip(self._envs, self._roots, strict=True):
@@ -161,7 +201,8 @@ def make_model(
     gamma: float = 1.0,
 ) -> SimulatorModel | LearnedModel:
     """The model named by ``--model``; ``rollout`` names a policy of ``env`` (``--rollout``,
-    e.g. ``heuristic:mwkr``) for `SimulatorModel`'s leaf values. Raises ``ValueError`` on
+    e.g. ``heuristic:mwkr``), or several joined by commas (``heuristic:mwkr,heuristic:mor``:
+    the best of their returns), for `SimulatorModel`'s leaf values. Raises ``ValueError`` on
     another model name, or for a rollout with the learned model (it has no state to play a
     policy from); ``SchedgymError`` when ``env`` has no such policy."""
     if kind == "simulator":
@@ -169,7 +210,8 @@ def make_model(
             return SimulatorModel(net, None, mix, gamma)
         if env is None:
             raise ValueError(f"rollout {rollout!r} given without the env it plays")
-        return SimulatorModel(net, resolve_policy(env, rollout), mix, gamma)
+        policies = [resolve_policy(env, name.strip()) for name in rollout.split(",")]
+        return SimulatorModel(net, policies, mix, gamma)
     if kind == "learned":
         if rollout is not None:
             raise ValueError("rollouts need the true simulator: use --model simulator")

@@ -50,7 +50,11 @@ class Model(Protocol):
         """``(handles, logits, values, masks)`` for the envs' current states."""
 
     def step(self, handles: list[Any], actions: np.ndarray) -> tuple:
-        """``(handles, rewards, logits, values, masks, terminal)`` after ``actions``."""
+        """``(handles, rewards, logits, values, masks, terminal)`` after ``actions``; ``logits``
+        may be ``None``: the search then asks `logits` for a node's once it needs them."""
+
+    def logits(self, handles: list[Any]) -> np.ndarray:
+        """``(n, A)`` logits of non-terminal nodes whose `step` returned ``None`` for them."""
 
     def finish(self) -> None:
         """Called once the simulations are done: leave the envs as `root` found them."""
@@ -152,6 +156,7 @@ class Tree:
         self.value = np.zeros((batch, nodes))
         self.raw_value = np.zeros((batch, nodes))
         self.terminal = np.zeros((batch, nodes), bool)
+        self.pending = np.zeros((batch, nodes), bool)  # logits not evaluated yet
         self.parent = np.full((batch, nodes), -1, np.int64)
         self.action_from_parent = np.full((batch, nodes), -1, np.int64)
         self.logits = np.zeros((batch, nodes, actions))
@@ -163,7 +168,10 @@ class Tree:
         self.handles: list[list[Any]] = [[None] * nodes for _ in range(batch)]
 
     def set_node(self, rows, index, handles, logits, values, masks, terminal) -> None:
-        self.logits[rows, index] = logits
+        if logits is None:
+            self.pending[rows, index] = ~np.asarray(terminal, bool)
+        else:
+            self.logits[rows, index] = logits
         self.mask[rows, index] = masks
         self.raw_value[rows, index] = values
         self.value[rows, index] = values
@@ -261,6 +269,13 @@ def gumbel_search(
             descend = (child >= 0) & ~tree.terminal[rows, np.maximum(child, 0)]
             while descend.any():
                 node[descend] = child[descend]
+                evaluate = descend & tree.pending[rows, node]
+                if evaluate.any():
+                    r, i = rows[evaluate], node[evaluate]
+                    tree.logits[r, i] = model.logits(
+                        [tree.handles[b][j] for b, j in zip(r, i, strict=True)]
+                    )
+                    tree.pending[r, i] = False
                 action[descend] = interior_action(tree, rows[descend], node[descend], cfg)
                 child = tree.child[rows, node, action]
                 descend = (child >= 0) & ~tree.terminal[rows, np.maximum(child, 0)]

@@ -23,8 +23,7 @@ from schedgym.errors import IllegalActionError
 from schedgym.workloads.jobshop import JobShopInstance
 
 _STATE_ARRAYS = (
-    "next_op", "ready", "starts", "mach_avail", "mach_busy", "m_start", "m_end", "m_count",
-    "m_gap_end", "history",
+    "next_op", "ready", "starts", "mach_avail", "mach_busy", "history",
 )  # fmt: skip
 
 
@@ -35,10 +34,12 @@ class JobShopCore:
     * ``ready[j]``: end of job ``j``'s last scheduled operation;
     * ``starts[j, k]``: start of operation ``(j, k)``, -1 while unscheduled;
     * ``mach_avail[m]``: end of the last operation on machine ``m``; ``mach_busy[m]``: work done;
-    * ``m_start[m, :m_count[m]]``, ``m_end[m, ...]``: machine ``m``'s operations, sorted;
-    * ``m_gap_end[m]``: end of the latest idle gap on ``m`` (0 if none), so the gap search is
-      skipped when an operation cannot end before it;
     * ``history[:n_done]``: the actions taken; ``work_done``: their total duration.
+
+    Each machine's timeline (its operations' starts and ends, sorted, and the end of its latest
+    idle gap, 0 if none, so the gap search is skipped when an operation cannot end before it)
+    is kept in Python lists: the transition and the rules' fast path read and insert one scalar
+    at a time, which lists serve several times faster than numpy rows.
     """
 
     def __init__(self, instance: JobShopInstance):
@@ -48,21 +49,18 @@ class JobShopCore:
             instance.n_ops,
             instance.n_machines,
         )
-        # Python lists: the transition reads one scalar at a time, which lists serve fastest.
         self._machine_rows: list[list[int]] = instance.machines.tolist()
         self._duration_rows: list[list[int]] = instance.durations.tolist()
-        capacity = int(np.bincount(instance.machines.ravel()).max())
         J, K, M = self.n_jobs, self.n_ops, self.n_machines
         self.next_op = np.zeros(J, np.int64)
         self.ready = np.zeros(J, np.int64)
         self.starts = np.full((J, K), -1, np.int64)
         self.mach_avail = np.zeros(M, np.int64)
         self.mach_busy = np.zeros(M, np.int64)
-        self.m_start = np.zeros((M, capacity), np.int64)
-        self.m_end = np.zeros((M, capacity), np.int64)
-        self.m_count = np.zeros(M, np.int64)
-        self.m_gap_end = np.zeros(M, np.int64)
         self.history = np.full(J * K, -1, np.int64)
+        self._m_start: list[list[int]] = [[] for _ in range(M)]
+        self._m_end: list[list[int]] = [[] for _ in range(M)]
+        self._gap_end: list[int] = [0] * M
         self.n_done = 0
         self.makespan = 0
         self.work_done = 0
@@ -72,6 +70,9 @@ class JobShopCore:
             getattr(self, name).fill(0)
         self.starts.fill(-1)
         self.history.fill(-1)
+        self._m_start = [[] for _ in range(self.n_machines)]
+        self._m_end = [[] for _ in range(self.n_machines)]
+        self._gap_end = [0] * self.n_machines
         self.n_done = 0
         self.makespan = 0
         self.work_done = 0
@@ -100,12 +101,11 @@ class JobShopCore:
     def _fit(self, machine: int, ready: int, duration: int) -> tuple[int, int]:
         """Earliest start >= ready of an operation of ``duration`` on ``machine``, and the
         index its interval takes in the machine's sorted list."""
-        count = self.m_count.item(machine)
-        avail = self.mach_avail.item(machine)
-        if ready >= avail or (duration > 0 and ready + duration > self.m_gap_end.item(machine)):
+        starts, ends = self._m_start[machine], self._m_end[machine]
+        count = len(starts)
+        avail = ends[-1] if count else 0
+        if ready >= avail or (duration > 0 and ready + duration > self._gap_end[machine]):
             return max(ready, avail), count
-        starts = self.m_start[machine, :count].tolist()
-        ends = self.m_end[machine, :count].tolist()
         # Gap i lies before interval i; gaps before an interval starting earlier than
         # ready + duration cannot hold the operation.
         first = bisect_left(starts, ready + duration)
@@ -130,18 +130,22 @@ class JobShopCore:
         machine = self._machine_rows[job][k]
         duration = self._duration_rows[job][k]
         start, pos = self._fit(machine, self.ready.item(job), duration)
+        self._place(job, k, machine, duration, start, pos)
+        return start
+
+    def _place(self, job: int, k: int, machine: int, duration: int, start: int, pos: int) -> None:
+        """Put operation ``(job, k)`` at ``start``, interval ``pos`` of its machine (`_fit`)."""
         end = start + duration
-        count = self.m_count.item(machine)
-        if pos == count:
-            if start > self.mach_avail.item(machine):
-                self.m_gap_end[machine] = start
+        starts, ends = self._m_start[machine], self._m_end[machine]
+        if pos == len(starts):
+            if start > (ends[-1] if ends else 0):
+                self._gap_end[machine] = start
+            starts.append(start)
+            ends.append(end)
             self.mach_avail[machine] = end
         else:
-            self._insert_shift(machine, pos, count)
-        self.m_start[machine, pos] = start
-        self.m_end[machine, pos] = end
-        self.m_count[machine] = count + 1
-        if pos != count:
+            starts.insert(pos, start)
+            ends.insert(pos, end)
             self._refresh_gap_end(machine)
         self.mach_busy[machine] += duration
         self.starts[job, k] = start
@@ -152,24 +156,21 @@ class JobShopCore:
         self.work_done += duration
         if end > self.makespan:
             self.makespan = end
-        return start
-
-    def _insert_shift(self, machine: int, pos: int, count: int) -> None:
-        for row in (self.m_start[machine], self.m_end[machine]):
-            row[pos + 1 : count + 1] = row[pos:count]  # numpy buffers overlapping copies
 
     def _refresh_gap_end(self, machine: int) -> None:
-        count = self.m_count.item(machine)
-        starts = self.m_start[machine, :count]
-        prev_ends = np.concatenate(([0], self.m_end[machine, : count - 1]))
-        gaps = np.flatnonzero(starts > prev_ends)
-        self.m_gap_end[machine] = starts[gaps[-1]] if gaps.size else 0
+        starts, ends = self._m_start[machine], self._m_end[machine]
+        for i in range(len(starts) - 1, -1, -1):
+            if starts[i] > (ends[i - 1] if i else 0):
+                self._gap_end[machine] = starts[i]
+                return
+        self._gap_end[machine] = 0
 
     # --- snapshots -----------------------------------------------------------------------
 
     def get_state(self) -> dict[str, Any]:
         """A snapshot (copies) that `set_state` restores; cheap enough for tree search."""
         state: dict[str, Any] = {name: getattr(self, name).copy() for name in _STATE_ARRAYS}
+        state["timelines"] = self._copy_timelines()
         state["n_done"] = self.n_done
         state["makespan"] = self.makespan
         state["work_done"] = self.work_done
@@ -184,15 +185,27 @@ class JobShopCore:
             )
         for name in _STATE_ARRAYS:
             np.copyto(getattr(self, name), state[name])
+        m_start, m_end, gap_end = state["timelines"]
+        self._m_start = [row[:] for row in m_start]
+        self._m_end = [row[:] for row in m_end]
+        self._gap_end = gap_end[:]
         self.n_done = int(state["n_done"])
         self.makespan = int(state["makespan"])
         self.work_done = int(state["work_done"])
+
+    def _copy_timelines(self) -> tuple[list[list[int]], list[list[int]], list[int]]:
+        return (
+            [row[:] for row in self._m_start],
+            [row[:] for row in self._m_end],
+            self._gap_end[:],
+        )
 
     def clone(self) -> JobShopCore:
         other = JobShopCore.__new__(JobShopCore)
         other.__dict__.update(self.__dict__)
         for name in _STATE_ARRAYS:
             setattr(other, name, getattr(self, name).copy())
+        other._m_start, other._m_end, other._gap_end = self._copy_timelines()
         return other
 
 
@@ -232,32 +245,38 @@ def non_delay_plan(core: JobShopCore, rule: RuleKey) -> np.ndarray:
     """
     op_rank, by_ready = rule
     ranks: list[list[int]] = np.asarray(op_rank).tolist()
-    machines = core._machine_rows
-    next_op, m_count = core.next_op, core.m_count
-    first = core.n_done
+    machines, durations = core._machine_rows, core._duration_rows
+    timelines, fit, place = core._m_start, core._fit, core._place
+    # the loop's own copies of the two arrays it reads per job, kept in step with the core's
+    next_op: list[int] = core.next_op.tolist()
+    ready: list[int] = core.ready.tolist()
+    first, n_ops = core.n_done, core.n_ops
 
-    # An entry also keeps its machine's operation count: while that is unchanged, the machine
-    # is too and the stored earliest start still holds.
-    def entry(job: int) -> tuple[int, int, int, int]:
-        k = next_op.item(job)
-        rank = ranks[job][k]
-        if by_ready:
-            rank += core.ready.item(job)
-        return core.earliest_start(job), rank, job, m_count.item(machines[job][k])
+    # An entry also keeps its machine's operation count and the fitted slot: while that count
+    # is unchanged, the machine is too and the stored start and slot still hold.
+    def entry(job: int) -> tuple[int, int, int, int, int]:
+        k = next_op[job]
+        machine = machines[job][k]
+        start, pos = fit(machine, ready[job], durations[job][k])
+        rank = ranks[job][k] + ready[job] if by_ready else ranks[job][k]
+        return start, rank, job, len(timelines[machine]), pos
 
-    heap = [entry(int(j)) for j in np.flatnonzero(core.legal_mask())]
+    heap = [entry(j) for j in range(core.n_jobs) if next_op[j] < n_ops]
     heapq.heapify(heap)
-    n_ops = core.n_ops
     while heap:
-        start, rank, job, seen = heap[0]
-        count = m_count.item(machines[job][next_op.item(job)])
+        start, rank, job, seen, pos = heap[0]
+        k = next_op[job]
+        machine = machines[job][k]
+        count = len(timelines[machine])
         if count != seen:
-            now = core.earliest_start(job)
+            now, pos = fit(machine, ready[job], durations[job][k])
             if now != start:
-                heapq.heapreplace(heap, (now, rank, job, count))
+                heapq.heapreplace(heap, (now, rank, job, count, pos))
                 continue
-        core.step(job)
-        if next_op.item(job) < n_ops:
+        place(job, k, machine, durations[job][k], start, pos)
+        next_op[job] = k + 1
+        ready[job] = start + durations[job][k]
+        if k + 1 < n_ops:
             heapq.heapreplace(heap, entry(job))
         else:
             heapq.heappop(heap)
