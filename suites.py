@@ -103,16 +103,6 @@ def _seeds(n: int) -> range:
     return range(TEST_SEEDS.start, TEST_SEEDS.start + n)
 
 
-# 16 simulations per decision cost one network call and one MWKR play-out each: on a loaded
-# 2-core machine 0.6 s per decision at 50x15 and 1.3 s at 100x20 (the first 30 decisions of ta51
-# and ta71), i.e. about 5 to 25 minutes per case and hours per suite; `schedgym evaluate
-# --policy muzero:...@16` still runs them.
-_MUZERO_TOO_SLOW = {
-    "muzero:policies/jobshop-muzero@16": "16-simulation planning with MWKR play-outs takes "
-    "about 5-25 minutes per case at this size on 2 cores; run it with `schedgym evaluate`"
-}
-
-
 def _jobshop() -> list[Suite]:
     sizes = ["15x15", "20x15", "20x20", "30x15", "30x20", "50x15", "50x20", "100x20"]
     suites = [
@@ -125,7 +115,6 @@ def _jobshop() -> list[Suite]:
             key_metrics=("makespan", "lb_gap", "utilisation"),
             about=f"Taillard (1993) {size} instances ta{10 * g + 1:02d}-ta{10 * g + 10:02d}, "
             "gap to the best known upper bounds",
-            skip=_MUZERO_TOO_SLOW if size in ("50x15", "50x20", "100x20") else {},
         )
         for g, size in enumerate(sizes)
     ]

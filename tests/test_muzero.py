@@ -244,6 +244,29 @@ def test_one_step_rollout_never_loses_to_its_heuristic():
             assert planned < spt == 550
 
 
+def test_a_rollout_on_several_rules_never_loses_to_the_best_of_them():
+    """Several rollout policies value a node by their best return, Bertsekas's superheuristic,
+    itself sequentially improving: the one-step rollout on it (three jobs, three simulations,
+    a uniform prior) never ends worse than the better of SPT and LPT, and on seed 8 it finds
+    the exhaustive optimum 311 where SPT ends at 368 and LPT at 358."""
+    env = make_env("jobshop")
+    net = MuZeroNet(env.observation_space)
+    net.policy_head = Indifferent()
+    planner = {"kind": "simulator", "env": "jobshop", "rollout": "heuristic:spt,heuristic:lpt"}
+    policy = MuZeroPolicy(net=net, planner=planner, search=SearchConfig(simulations=3))
+    for seed in (8, 12, 14, 23):
+        case = f"random:3x4:{seed}"
+        planned = run_episode("jobshop", policy, case=case).metrics["makespan"]
+        rules = [
+            run_episode("jobshop", f"heuristic:{rule}", case=case).metrics["makespan"]
+            for rule in ("spt", "lpt")
+        ]
+        assert planned <= min(rules), (case, planned, rules)
+        if seed == 8:
+            env.reset(seed=0, options={"case": case})
+            assert planned == optimum(env.unwrapped) == 311 and rules == [368, 358]
+
+
 def test_rollout_planning_never_loses_to_xlas_memory_space_assignment():
     """The msa task of the memory env in XLA's own buffer order (memory boundedness), with a
     uniform prior, pure rollout values by XLA's rule (``heuristic:msa``, sequentially
