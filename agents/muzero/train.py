@@ -398,7 +398,7 @@ def train(
             updates += 1
             if writer and updates % 50 == 0:
                 for key, value in terms.items():
-                    writer.add_scalar(f"loss/{key}", float(value), decisions)
+                    writer.add_scalar(f"loss/{key}", value.item(), decisions)
         if decisions >= next_eval or decisions >= cfg.steps:
             next_eval += cfg.eval_every
             if validator:

@@ -1,0 +1,67 @@
+"""Score a MuZero checkpoint's planner with other search settings on validation cases.
+
+How the committed planners' settings were chosen (docs/results.md): the checkpoint's network,
+its planner with ``--rollout``/``--simulations``/``--max-considered`` replaced, one
+deterministic episode per case, the mean of the env's metric. Use validation cases only, never
+the test suites' (suites.py); each case is ``CASE`` or ``CASE@SEED`` (the reset seed).
+
+    .venv/bin/python scripts/validate_planner.py policies/jobshop-muzero --env jobshop \\
+        --metric lb_gap --cases random:15x15:20000,random:15x15:20001 \\
+        --rollout heuristic:mwkr,heuristic:mor --simulations 16
+    .venv/bin/python scripts/validate_planner.py policies/dag-muzero --env dag --metric slr \\
+        --cases daggen:30@20000,daggen:30@20001 --rollout heuristic:peft,heuristic:heft
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from schedgym.agents.muzero.policy import MuZeroPolicy, load_checkpoint
+from schedgym.agents.muzero.search import SearchConfig
+from schedgym.episode import run_episode
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("checkpoint", type=Path, help="a MuZero training folder or .pt file")
+    parser.add_argument("--env", required=True)
+    parser.add_argument("--metric", required=True, help="the episode metric to average")
+    parser.add_argument("--cases", required=True, help="comma-separated CASE or CASE@SEED")
+    parser.add_argument("--rollout", help="rollout policies, comma-separated (default: saved)")
+    parser.add_argument("--simulations", type=int, help="per decision (default: saved)")
+    parser.add_argument("--max-considered", type=int, help="root actions (default: saved)")
+    args = parser.parse_args()
+    net, data = load_checkpoint(args.checkpoint)
+    planner = dict(data["planner"])
+    if args.rollout:
+        planner["rollout"] = args.rollout
+    search = SearchConfig(**data["search"])
+    for field in ("simulations", "max_considered"):
+        if getattr(args, field) is not None:
+            search = replace(search, **{field: getattr(args, field)})
+    scores, start = [], time.perf_counter()
+    for spec in tqdm(args.cases.split(","), desc="cases"):
+        case, _, seed = spec.partition("@")
+        policy = MuZeroPolicy(net=net, planner=planner, search=search)
+        result = run_episode(args.env, policy, case=case, seed=int(seed or 0))
+        if args.metric not in result.metrics:
+            parser.error(f"--metric {args.metric}: {case} reports {', '.join(result.metrics)}")
+        scores.append(float(result.metrics[args.metric]))
+    print(
+        f"{args.checkpoint} rollout={planner.get('rollout')} @{search.simulations} "
+        f"considered={search.max_considered}: mean {args.metric} {np.mean(scores):.4f} "
+        f"over {len(scores)} cases in {time.perf_counter() - start:.0f} s; "
+        + " ".join(f"{x:.4g}" for x in scores)
+    )
+
+
+if __name__ == "__main__":
+    main()
