@@ -188,17 +188,29 @@ class StepOnly:
 def test_rollout_values_are_the_heuristics_own_makespan():
     """At a fresh root, a pure rollout value (mix 1) is the return of finishing by the rule: the
     negated makespan the rule's own episode reports, in the env's reward scale, whether the
-    rollout steps the env or takes the rule's fast play-out."""
+    rollout steps the env or takes the rule's fast play-out; with two rules, the better one's,
+    whichever kind of play-out comes first."""
     env = make_env("jobshop")
     obs, _ = env.reset(seed=0, options={"case": "ft06"})
-    spt = run_episode("jobshop", "heuristic:spt", case="ft06").metrics["makespan"]
-    rule = resolve_policy("jobshop", "heuristic:spt")
-    for rollout in (rule, StepOnly(rule)):
+    makespan = {
+        rule: run_episode("jobshop", f"heuristic:{rule}", case="ft06").metrics["makespan"]
+        for rule in ("spt", "lpt")
+    }
+    assert makespan["spt"] != makespan["lpt"]
+    spt, lpt = (resolve_policy("jobshop", f"heuristic:{rule}") for rule in ("spt", "lpt"))
+    best = min(makespan.values())
+    for rollout, expected in (
+        (spt, makespan["spt"]),
+        (StepOnly(spt), makespan["spt"]),
+        ([StepOnly(spt), lpt], best),
+        ([lpt, StepOnly(spt)], best),
+        ([StepOnly(lpt), StepOnly(spt)], best),
+    ):
         model = SimulatorModel(MuZeroNet(env.observation_space), rollout)
         _, _, values, _ = model.root([env], [obs])
         model.finish()
-        assert values[0] == pytest.approx(env.unwrapped.reward_between(0, spt))
-        assert env.unwrapped.core.n_done == 0  # the root is restored after its rollout
+        assert values[0] == pytest.approx(env.unwrapped.reward_between(0, expected))
+        assert env.unwrapped.core.n_done == 0  # the root is restored after its rollouts
 
 
 @pytest.mark.parametrize("rule", ["mwkr", "spt"])

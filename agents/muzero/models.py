@@ -1,11 +1,12 @@
 """The two models search plans with (`search.Model`), chosen by ``--model``.
 
-* `SimulatorModel` (AlphaZero-style): the env's own simulator. A handle is a ``get_state()``
-  snapshot; a step restores it into the root's env, steps the true transition and reward, and
-  reads the true action mask; a terminal state is worth 0; `SimulatorModel.finish` restores the
-  root states after the search. Legitimate here because the simulator is the scheduler's own
-  model of its machine. (A scratch copy of the env would not do: some envs' snapshots share
-  their core object with the env that took them.) With a ``rollout`` policy (a heuristic of the
+* `SimulatorModel` (AlphaZero-style): the env's own simulator. A handle holds a ``get_state()``
+  snapshot (and the node's observation, for a deferred network call); a step restores it into
+  the root's env, steps the true transition and reward, and reads the true action mask; a
+  terminal state is worth 0; `SimulatorModel.finish` restores the root states after the
+  search. Legitimate here because the simulator is the scheduler's own model of its machine.
+  (A scratch copy of the env would not do: some envs' snapshots share their core object with
+  the env that took them.) With a ``rollout`` policy (a heuristic of the
   env, ``--rollout heuristic:mor``) every new node, the root included, is also valued by playing
   that policy to the episode's end: the leaf value is ``(1 - mix) * v_net + mix * z``, ``z`` the
   rollout's return, AlphaGo's mixing parameter lambda (Silver et al., Nature 2016, "Searching
@@ -78,18 +79,18 @@ class SimulatorModel:
         episode's end; the env may be left at an end (callers restore a snapshot). A policy's
         own ``play_out(env)`` (the undiscounted return, computed without stepping the env:
         `NonDelayRule.play_out`) is used when ``gamma`` is 1."""
-        best, start = -math.inf, None
+        best, start, o = -math.inf, None, obs
         for policy in self.rollouts:
+            if start is not None:  # an earlier play-out stepped the env to an end
+                o = env.set_state(start)
             fast = getattr(policy, "play_out", None)
             if fast is not None and self.gamma == 1.0:
                 best = max(best, float(fast(env)))
                 continue
             if start is None:
                 start = env.get_state()
-            else:
-                env.set_state(start)
             policy.reset(env)
-            o, total, discount, done = obs, 0.0, 1.0, False
+            total, discount, done = 0.0, 1.0, False
             while not done:
                 o, reward, term, trunc, _ = env.step(int(policy.act(env, o)))
                 total += discount * float(reward)
