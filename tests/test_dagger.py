@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from schedgym.agents.dagger import merge, relabel
+from schedgym.agents.dagger import dagger, merge, relabel
+from schedgym.agents.imitation import collect
+from schedgym.agents.ppo import TrainConfig, train
 from schedgym.baselines.dag import ListScheduler
 from schedgym.envs.dag.env import DagSchedEnv
 from schedgym.errors import SchedgymError
@@ -57,3 +59,38 @@ def test_relabel_refuses_a_solver_and_zero_episodes():
         relabel("dag", _last_legal, "solver:cpsat", 1, {"case": "topcuoglu"}, seed=0)
     with pytest.raises(SchedgymError, match="at least one episode"):
         relabel("dag", _last_legal, "heuristic:heft", 0, {"case": "topcuoglu"}, seed=0)
+
+
+def test_dagger_rounds_add_the_learners_episodes_and_call_back(tmp_path):
+    """One round on Topcuoglu's 10-task DAG: 2 demonstration episodes and 3 played ones make 50
+    rows (one per task each); the callback sees the round."""
+    kwargs = {"case": "topcuoglu"}
+    cfg = TrainConfig(
+        env="dag",
+        out=str(tmp_path),
+        steps=1,
+        n_envs=1,
+        n_steps=8,
+        env_kwargs=kwargs,
+        tensorboard=None,
+        layers=0,
+        d_model=16,
+    )
+    model = train(cfg, progress=False)
+    demos = collect("dag", "heuristic:heft", 2, kwargs, progress=False)
+    seen = []
+    stats = dagger(
+        model,
+        "dag",
+        "heuristic:heft",
+        demos,
+        kwargs,
+        rounds=1,
+        episodes=3,
+        epochs=1,
+        batch_size=16,
+        on_round=lambda k, m: seen.append((k, m is model)),
+        progress=False,
+    )
+    assert seen == [(0, True)]
+    assert stats[0]["decisions"] == 50 and stats[0]["episodes"] == 5
