@@ -876,9 +876,9 @@ def build_parser() -> argparse.ArgumentParser:
         "leaderboard/index.html (tables, score bars, Gantt charts, latency CDFs, hit rate "
         "against cache size, placements) from the results files. A results file that is "
         "refused (another schedgym version, invalid records, ...) is reported with the reason, "
-        "never listed, and makes the command fail. Rerunning the whole board takes about 13 "
-        "minutes on a busy 2-core machine, a run that reuses everything about a minute; see "
-        "docs/leaderboard.md.",
+        "never listed, and makes the command fail. Rerunning the whole board takes about an "
+        "hour on a busy 2-core machine (most of it the MuZero planners' rows), a run that "
+        "reuses everything about a minute; see docs/leaderboard.md.",
         epilog="examples:\n"
         "  schedgym leaderboard                        # everything, reusing what is current\n"
         "  schedgym leaderboard --env jobshop          # one env's suites\n"
