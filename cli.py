@@ -679,8 +679,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--rollout",
         metavar="POLICY",
         help="muzero with --model simulator: value every new search node by playing this "
-        "policy of the env to the episode's end (e.g. heuristic:mwkr); only honest where the "
-        "simulator's state holds no future the scheduler could not know (docs/agents.md)",
+        "policy of the env to the episode's end (e.g. heuristic:mwkr), or the best of several "
+        "joined by commas (heuristic:peft,heuristic:heft); only honest where the simulator's "
+        "state holds no future the scheduler could not know (docs/agents.md)",
     )
     s.add_argument(
         "--rollout-mix",
