@@ -29,16 +29,23 @@ calibration routing). The oracle reads the future routing.
   bypass, prefetches included), and with ``prefetch=0`` and no CPU offload no policy has a
   higher hit rate (``tests/test_moe.py`` checks both).
 * ``bound:infinite``: every expert in GPU memory (``solve``): the stall-free ceiling.
+* ``bound:min-copies``: a lower bound on every policy's stall without CPU offload (``solve``):
+  Belady's MIN gives the fewest copies that can serve the first ``v`` visits, for every ``v``;
+  the one copy engine moves them one after another from time 0, so visit ``v`` cannot end before
+  they have landed and one expert has computed, and its elapsed time beyond the visits' reference
+  (all-resident) times is stall (`min_copies_stall`).
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from schedgym.envs.moe.core import EVICT, PREFETCH, MoECore
+from schedgym.envs.moe.record import bound_metrics
 from schedgym.errors import SchedgymError
 from schedgym.policy import unwrap_env
 
@@ -341,6 +348,88 @@ class InfiniteCache:
         return core.metrics(), env.make_record(core)
 
 
+def min_copies(core: MoECore) -> np.ndarray:
+    """Belady's MIN (Belady 1966) over the episode's expert requests from ``core``'s initial
+    cache: ``out[v]`` (shape ``[n_visits]``, int64) is the fewest copies any caching schedule of
+    ``core.capacity`` experts makes to serve visits ``0..v``.
+
+    Each visit's needed experts are requests in ascending id order. Serving a visit's set at once
+    is a restriction of serving it one request at a time, and MIN's copy count on the whole
+    sequence is also the minimum for each of its prefixes (its evictions are MIN's choices there
+    too), so ``out`` bounds every schedule, prefetching ones included (a prefetch is a copy)."""
+    ep = core.episode
+    ids = ep.need_ids.astype(np.int64)
+    far = ids.size  # beyond the last request: never needed again
+    nxt = np.full(ids.size, far, np.int64)
+    order = np.lexsort((np.arange(ids.size), ids))
+    same = ids[order][1:] == ids[order][:-1]
+    nxt[order[:-1][same]] = order[1:][same]
+    first = dict(zip(ids[order][::-1].tolist(), order[::-1].tolist(), strict=True))
+    next_use = {int(g): first.get(int(g), far) for g in core.initial}
+    heap = [(-u, g) for g, u in next_use.items()]  # lazy max-heap on next use
+    heapq.heapify(heap)
+    out = np.zeros(ep.n_visits, np.int64)
+    copies, ptr = 0, ep.need_ptr.tolist()
+    for v in range(ep.n_visits):
+        for i in range(ptr[v], ptr[v + 1]):
+            g = int(ids[i])
+            if g not in next_use:
+                copies += 1
+                if len(next_use) >= core.capacity:
+                    while True:
+                        u, victim = heapq.heappop(heap)
+                        if next_use.get(victim) == -u:
+                            break
+                    del next_use[victim]
+            next_use[g] = int(nxt[i])
+            heapq.heappush(heap, (-next_use[g], g))
+        out[v] = copies
+    return out
+
+
+def min_copies_stall(core: MoECore) -> tuple[float, int, float]:
+    """``(stall_s, copies, reference_s)``: the stall no policy without CPU offload can go below
+    on ``core``'s episode, MIN's copies (`min_copies`) and the episode's all-resident time.
+
+    Visit ``v`` ends at ``sum(reference[:v+1]) + stall so far``, where ``reference`` is the
+    all-resident time (pre-layer work plus each needed expert on the GPU, seconds). It cannot
+    end before ``min_copies[v]`` copies of ``copy_s`` seconds have run one after another from
+    time 0 and the expert of the last one has computed (at least the cheapest GPU expert time),
+    so the stall is at least the largest such difference over ``v`` (0 if none is positive)."""
+    ep, costs = core.episode, core.costs
+    counts = np.asarray(costs.gpu_s)[ep.need_cnt]
+    per_visit = np.add.reduceat(counts, ep.need_ptr[:-1]) if counts.size else counts
+    reference = costs.pre_s[np.arange(ep.n_visits) // ep.n_layers] + per_visit
+    copies = min_copies(core)
+    fastest = float(np.min(costs.gpu_s[1:]))
+    gap = np.where(copies > 0, copies * costs.copy_s + fastest - np.cumsum(reference), 0.0)
+    stall = max(0.0, float(gap.max(initial=0.0)))
+    return stall, int(copies[-1]) if copies.size else 0, float(reference.sum())
+
+
+class MinCopiesBound(InfiniteCache):
+    """MIN's copies through one copy engine: a lower bound on stall (`min_copies_stall`)."""
+
+    name = "bound:min-copies"
+
+    def solve(self, env: Any, case: str | None, seed: int) -> tuple[dict, dict]:
+        env = unwrap_env(env)
+        core = env.make_core(case, seed)
+        if core.cpu_offload:
+            raise SchedgymError(
+                f"{self.name} holds without CPU offload only (a miss computed on the CPU copies "
+                "nothing)"
+            )
+        stall, copies, reference = min_copies_stall(core)
+        ep = core.episode
+        record = env.make_record(core)
+        record["bound"] = "min-copies"
+        metrics = bound_metrics(
+            stall, copies, reference, int(ep.active.sum()), ep.n_steps, core.costs.expert_bytes
+        )
+        return metrics, record
+
+
 POLICIES: dict[str, Callable[[], Any]] = {
     "heuristic:lru-layer": LRUPerLayer,
     "heuristic:lru": LRU,
@@ -350,4 +439,5 @@ POLICIES: dict[str, Callable[[], Any]] = {
     "heuristic:moe-infinity": MoEInfinity,
     "oracle:belady": Belady,
     "bound:infinite": InfiniteCache,
+    "bound:min-copies": MinCopiesBound,
 }

@@ -31,7 +31,7 @@ from schedgym.envs.moe.core import (
 from schedgym.envs.moe.env import MoEOffloadEnv, plot_hit_rate_curve, simulate
 from schedgym.envs.moe.record import plot_record, validate
 from schedgym.episode import run_episode
-from schedgym.errors import IllegalActionError, RecordError, WorkloadError
+from schedgym.errors import IllegalActionError, RecordError, SchedgymError, WorkloadError
 from schedgym.workloads.moe import (
     MIXTRAL_TABLE5,
     OLMOE_SKEW,
@@ -418,6 +418,112 @@ def test_what_belady_bounds():
                             assert m["demand_loads"] + m["prefetches"] >= copies, where
 
 
+def _least_stall(core, memo):
+    """Exhaustive search over every legal decision sequence (memoised on what the rest of the
+    episode depends on) for the least stall still to come."""
+    if core.done:
+        return 0.0
+    key = (
+        core.visit,
+        core.phase,
+        core.pending,
+        core.prefetch_left,
+        core._miss_at,
+        core.resident.tobytes(),
+        core.ready.tobytes(),
+        core.clock,
+        core.engine_free,
+        tuple(map(tuple, core._copies)),
+    )
+    if key not in memo:
+        snap, best = core.get_state(), float("inf")
+        for action in np.flatnonzero(core.action_masks()):
+            before = core.stall_s
+            core.apply(int(action))
+            best = min(best, core.stall_s - before + _least_stall(core, memo))
+            core.set_state(snap)
+        memo[key] = best
+    return memo[key]
+
+
+def _bound_of(core):
+    """``bound:min-copies`` of ``core``'s episode, checked by the record's own re-derivation."""
+    env = MoEOffloadEnv()
+    env.make_core = lambda case, seed: core  # the bound reads the core it is given
+    metrics, record = POLICIES["bound:min-copies"]().solve(env, None, 0)
+    replayed = validate(json.loads(json.dumps(record)))
+    for key, value in metrics.items():
+        assert replayed[key] == pytest.approx(value, rel=1e-12, abs=1e-12), key
+    return metrics
+
+
+def test_min_copies_bound_by_hand():
+    # cache {0, 1}, requests 0 1 2 0 1, copy 1 s, GPU expert 0.1 s, 0.1 s before each layer:
+    # 0.2 s all-resident per visit. MIN copies 2 at visit 2 (evicting 1, needed last) and 1 at
+    # visit 4: 2 copies cannot land before 2 s, nor visit 4 end before 2.1 s, 1.0 s of reference
+    # time in: 1.1 s of stall at least.
+    # Demand paging does best with MIN's copies, issued when routed (0.5 s, 1.9 s): 1 s each.
+    # The best prefetching: expert 2 at 0.4 s evicting 1 (lands 1.4 s, visit 2 ends 1.5 s: 0.9 s
+    # of stall), expert 1 at 1.5 s evicting 2 (lands 2.5 s; visit 4, routed at 1.8 s, ends 2.6 s:
+    # 0.7 s): 1.6 s in all. Exhaustive search finds both optima.
+    trace = RoutingTrace(np.array([0, 1, 2, 0, 1]).reshape(-1, 1, 1), 3)
+    episode = build_episode(trace)
+    costs = MoECosts(1000, 1.0, np.array([0.0, 0.1]), None, np.full(episode.n_steps, 0.1))
+    for prefetch, least in ((0, 2.0), (1, 1.6)):
+        core = MoECore(episode, costs, 2, prefetch=prefetch)
+        bound = _bound_of(core)
+        assert (bound["stall_s"], bound["min_copies"]) == (pytest.approx(1.1), 2)
+        assert bound["stall_per_token_s"] == pytest.approx(1.1 / 5)
+        assert bound["time_s"] == pytest.approx(2.1)
+        assert _least_stall(core, {}) == pytest.approx(least)
+
+
+def test_min_copies_bound_is_below_the_exhaustive_least_stall():
+    """On random small episodes no decision sequence stalls less than the bound, and on some
+    the bound, positive, is met exactly (the copy engine busy from time 0 with MIN's copies)."""
+    rng = np.random.default_rng(11)
+    met = 0
+    for _ in range(40):
+        L = int(rng.integers(1, 3))
+        E = 2 if L == 2 else int(rng.integers(3, 5))
+        k = int(rng.integers(1, 3)) if E > 2 else 1
+        T = 3 if L == 2 else int(rng.integers(4, 7))
+        experts = np.array([[rng.choice(E, k, replace=False) for _ in range(L)] for _ in range(T)])
+        episode = build_episode(RoutingTrace(experts, E))
+        costs = MoECosts(
+            1,
+            float(rng.choice([0.3, 1.0, 2.5])),
+            np.array([0.0, 0.1]),
+            None,
+            rng.uniform(0.05, 0.5, episode.n_steps),
+        )
+        core = MoECore(episode, costs, int(rng.integers(k, L * E)), prefetch=int(rng.integers(2)))
+        bound = _bound_of(core)["stall_s"]
+        least = _least_stall(core, {})
+        assert bound <= least + 1e-9
+        met += bound > 0 and least - bound < 1e-9
+    assert met >= 1
+
+
+def test_min_copies_bound_lies_below_every_policy_and_refuses_cpu_offload():
+    for case in ("tinymoe-docs", "mixtral"):
+        for prefetch in (0, 1):
+            kwargs = {"tokens": 48, "cache_fraction": 0.4, "prefetch": prefetch}
+            bound, record = simulate("bound:min-copies", case, 3, **kwargs)
+            validate(record)
+            assert bound["stall_s"] > 0
+            for name in HEURISTICS + ["oracle:belady", "random"]:
+                m = simulate(name, case, 3, **kwargs)[0]
+                assert m["stall_s"] >= bound["stall_s"] - 1e-12, (case, prefetch, name)
+                assert m["bytes_copied"] >= bound["bytes_copied"], (case, prefetch, name)
+    with pytest.raises(SchedgymError, match="without CPU offload"):
+        simulate("bound:min-copies", "tinymoe-docs", 3, tokens=48, cpu_offload=True)
+    with pytest.raises(RecordError, match="unknown bound"):
+        validate({**record, "bound": "made-up"})
+    with pytest.raises(SchedgymError, match="no episode to draw"):
+        plot_record(record, "unused.png")
+
+
 def test_moe_infinity_priority_weighs_global_frequency():
     """MoE-Infinity's ``priority_score`` multiplies the predicted activation by the experts'
     global activation frequency. One layer of 3 experts, cache {0, 1}: sequence A routes its 4
@@ -469,8 +575,10 @@ def test_every_policy_runs_end_to_end_and_validates(policy):
     result = run_episode(
         "moe", policy, case="tinymoe-docs", seed=2, env_kwargs={"tokens": 96, "max_entities": 32}
     )
-    assert 0 <= result.metrics["hit_rate"] <= 1
-    assert result.metrics["tokens"] == 96
+    m = result.metrics
+    assert m["tokens"] == 96 and m["stall_s"] >= 0
+    if policy != "bound:min-copies":  # it bounds stall and copies, not the hit rate
+        assert 0 <= m["hit_rate"] <= 1
 
 
 def test_batch_needs_the_union_of_the_sequences_experts():

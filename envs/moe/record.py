@@ -10,7 +10,7 @@ import numpy as np
 
 from schedgym.envs.moe.core import RECORD_FORMAT
 from schedgym.envs.moe.env import plot_hit_rate_curve
-from schedgym.errors import RecordError
+from schedgym.errors import RecordError, SchedgymError
 
 
 def plot_record(
@@ -19,6 +19,8 @@ def plot_record(
     """Per-layer hit rate and cumulative stall of the episode; with ``policy`` (the policy that
     produced it, or any), a second image beside ``path`` (``<stem>-curve.png``) plots hit rate
     against cache size for it and Belady's MIN on the record's case and settings."""
+    if record.get("bound") is not None:
+        raise SchedgymError(f"a {record['bound']} bound record has no episode to draw")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -73,9 +75,79 @@ def validate(record: dict[str, Any]) -> dict[str, Any]:
     """Replay ``record`` from its routing, costs and decisions alone; raise `RecordError` at the
     first fault (cache above capacity, a needed expert neither cached nor on the CPU, an
     eviction of a needed or absent expert, a decision that does not match a miss) and return the
-    metrics it recomputes, plus per-layer hit rates."""
+    metrics it recomputes, plus per-layer hit rates. A bound's record (``record["bound"]``,
+    ``"min-copies"``) is re-derived instead (`_min_copies_bound`)."""
+    if isinstance(record, dict) and record.get("bound") is not None:
+        return _min_copies_bound(record)
     replay = _replay(record)
     return {**replay["metrics"], "layer_hit_rate": replay["layer_hit_rate"]}
+
+
+def bound_metrics(
+    stall_s: float, copies: int, reference_s: float, tokens: int, steps: int, expert_bytes: int
+) -> dict[str, float | int]:
+    """The metrics of ``bound:min-copies`` (its ``solve`` and the validator build them alike):
+    the least stall (seconds, total and per decode step), hence the shortest time and highest
+    tokens/s, and the fewest copies and bytes of any policy without CPU offload."""
+    time_s = reference_s + stall_s
+    return {
+        "stall_s": stall_s,
+        "stall_per_token_s": stall_s / max(1, steps),
+        "time_s": time_s,
+        "tokens": tokens,
+        "tokens_per_s": tokens / time_s if time_s > 0 else 0.0,
+        "min_copies": copies,
+        "bytes_copied": copies * expert_bytes,
+    }
+
+
+def _min_copies_bound(record: dict[str, Any]) -> dict[str, Any]:
+    """Re-derive ``bound:min-copies`` from the record's routing and costs: MIN by a plain scan
+    (each miss with a full cache evicts the cached expert whose next request is furthest), the
+    copies of each prefix of visits through one engine, less the visits' all-resident time."""
+
+    def fail(why: str) -> RecordError:
+        return RecordError(f"moe record ({record.get('case', '?')}): {why}")
+
+    if record.get("format") != RECORD_FORMAT or record["bound"] != "min-copies":
+        raise fail(f"unknown bound {record.get('bound')!r}")
+    if record.get("cpu_offload") or record.get("events"):
+        raise fail("the min-copies bound holds without CPU offload and makes no decisions")
+    try:
+        L, E, C = int(record["n_layers"]), int(record["n_experts"]), int(record["capacity"])
+        routing, steps, costs = record["routing"], record["steps"], record["costs"]
+        copy_s, gpu_s, pre_s = costs["copy_s"], costs["gpu_s"], costs["pre_s"]
+        cache = set(record["initial"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise fail(f"missing or malformed field: {exc}") from None
+    requests, visit_end, reference, tokens = [], [], [], 0
+    for s, lane_tokens in enumerate(steps):
+        active = [t for t in lane_tokens if t >= 0]
+        tokens += len(active)
+        for layer in range(L):
+            needed = Counter(layer * E + e for t in active for e in routing[t][layer])
+            requests += sorted(needed)
+            visit_end.append(len(requests))
+            reference.append(pre_s[s] + sum(gpu_s[n] for n in needed.values()))
+    upcoming: dict[int, list[int]] = {}
+    for i in range(len(requests) - 1, -1, -1):
+        upcoming.setdefault(requests[i], []).append(i)
+    copies, i, elapsed, worst = 0, 0, 0.0, 0.0
+    for end, ref in zip(visit_end, reference, strict=True):
+        for g in requests[i:end]:
+            upcoming[g].pop()  # this request; what is left are its later ones
+            if g not in cache:
+                copies += 1
+                if len(cache) >= C:
+                    cache.remove(
+                        max(cache, key=lambda h: upcoming[h][-1] if upcoming.get(h) else 1 << 62)
+                    )
+                cache.add(g)
+        i = end
+        elapsed += ref
+        if copies:
+            worst = max(worst, copies * copy_s + min(gpu_s[1:]) - elapsed)
+    return bound_metrics(worst, copies, elapsed, tokens, len(steps), int(record["expert_bytes"]))
 
 
 def _layer_end(routed: float, compute: dict[int, float], arrival: dict[int, float]) -> float:
