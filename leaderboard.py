@@ -141,6 +141,25 @@ def policies_for(env: str, root: Path) -> list[tuple[str, str]]:
     return [(n, n) for n in names] + learned_policies(env, root)
 
 
+def suite_policies(suite: Suite, root: Path) -> list[tuple[str, str]]:
+    """``(name, spec)`` of every policy the leaderboard runs on ``suite``: its env's
+    (`policies_for`) and the suite's ``extra`` budgets of committed planners
+    (``muzero:policies/X@N``, planning with another number of simulations than saved).
+
+    Raises ``SchedgymError`` for an extra that is not a budget of a committed planner."""
+    found = policies_for(suite.env, root)
+    saved = {name.rpartition("@")[0]: spec.rpartition("@")[0] for name, spec in found}
+    for name in suite.extra:
+        base, at, budget = name.rpartition("@")
+        if not (at and budget.isdigit() and base in saved):
+            raise SchedgymError(
+                f"suite {suite.name}: extra policy {name!r} is not NAME@N of a planner committed "
+                "under policies/"
+            )
+        found.append((name, f"{saved[base]}@{budget}"))
+    return found
+
+
 def plan(root: Path, suites: Iterable[Suite], report: BuildReport) -> list[Pair]:
     pairs = []
     for suite in suites:
@@ -148,7 +167,7 @@ def plan(root: Path, suites: Iterable[Suite], report: BuildReport) -> list[Pair]
         if why:
             report.skipped_suites[suite.name] = why
             continue
-        for name, spec in policies_for(suite.env, root):
+        for name, spec in suite_policies(suite, root):
             if name in suite.skip:
                 continue
             pairs.append(Pair(suite, name, spec, results_file(root, suite, name)))
@@ -350,7 +369,7 @@ def _load_all(
                     raise ResultsError(
                         f"{path}: refused: not a suite of this leaderboard ({suite_name!r})"
                     )
-                spec = dict(learned_policies(suite.env, root)).get(
+                spec = dict(suite_policies(suite, root)).get(
                     json.loads(path.read_text()).get("policy", "")
                 )
                 results = load_results(path, suite=suite, spec=spec)
@@ -580,7 +599,7 @@ def _stale(
         suite = catalogue[name]
         for r in rows:
             policy = r.get("derived_from", r["policy"])
-            spec = dict(learned_policies(suite.env, root)).get(policy, policy)
+            spec = dict(suite_policies(suite, root)).get(policy, policy)
             s = r.get("settings", {})
             want = inputs_of(suite, policy, s, spec=spec)
             if r["inputs"].get("digest") != want["digest"]:

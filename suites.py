@@ -54,6 +54,8 @@ class Suite:
     env_kwargs: Mapping[str, Any] = field(default_factory=dict)
     about: str = ""
     skip: Mapping[str, str] = field(default_factory=dict)  # policy -> why it is not run here
+    # further budgets of committed planners run on this suite only ("muzero:policies/X@64")
+    extra: tuple[str, ...] = ()
     data: tuple[str, ...] = ()  # reference files it reads, relative to the shared data folder
     files: tuple[str, ...] = ()  # a file suite's own files (hashed into its results' inputs)
     # batching: also find each case's capacity at this SLO attainment (``capacity_rps``)
@@ -115,6 +117,8 @@ def _jobshop() -> list[Suite]:
             key_metrics=("makespan", "lb_gap", "utilisation"),
             about=f"Taillard (1993) {size} instances ta{10 * g + 1:02d}-ta{10 * g + 10:02d}, "
             "gap to the best known upper bounds",
+            # the planner at 4x its saved budget where a decision stays near 0.1 s
+            extra=("muzero:policies/jobshop-muzero@64",) if g < 3 else (),
         )
         for g, size in enumerate(sizes)
     ]

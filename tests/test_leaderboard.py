@@ -31,7 +31,14 @@ from schedgym.evaluate import (
     records_path,
     save_results,
 )
-from schedgym.leaderboard import _gap_lines, best, build, gap_closed, proven_bound_row
+from schedgym.leaderboard import (
+    _gap_lines,
+    best,
+    build,
+    gap_closed,
+    proven_bound_row,
+    suite_policies,
+)
 from schedgym.registry import env_entry
 from schedgym.suites import SUITES, TEST_SEEDS, TRAINING_SEEDS, VALIDATION_SEEDS_FROM, Case, Suite
 
@@ -323,6 +330,25 @@ def test_a_suite_its_learned_policies_skip_says_so_not_that_none_exists():
     skipped = replace(suite, skip={"ppo:policies/moe-ppo": "trained with 32 expert rows"})
     assert "do not run on this suite" in " ".join(_gap_lines(skipped, rows))
     assert "No learned policy" in " ".join(_gap_lines(replace(suite, skip={}), rows))
+
+
+def test_a_suites_extra_budget_plans_the_committed_planner_with_more_simulations():
+    from schedgym.evaluate import PACKAGE_ROOT
+    from schedgym.policy import resolve_policy
+
+    suite = SUITES["jobshop/taillard-15x15"]
+    got = dict(suite_policies(suite, PACKAGE_ROOT))
+    folder = PACKAGE_ROOT / "policies" / "jobshop-muzero"
+    assert got["muzero:policies/jobshop-muzero@16"] == f"muzero:{folder}@16"
+    assert got["muzero:policies/jobshop-muzero@64"] == f"muzero:{folder}@64"
+    policy = resolve_policy("jobshop", got["muzero:policies/jobshop-muzero@64"])
+    assert policy.search.simulations == 64
+    assert "muzero:policies/jobshop-muzero@64" not in dict(
+        suite_policies(SUITES["jobshop/taillard-100x20"], PACKAGE_ROOT)
+    )
+    for bad in ("muzero:policies/nothing@8", "muzero:policies/jobshop-muzero@many"):
+        with pytest.raises(SchedgymError, match=f"extra policy {bad!r}"):
+            suite_policies(replace(suite, extra=(bad,)), PACKAGE_ROOT)
 
 
 @pytest.fixture(scope="module")
