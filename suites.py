@@ -244,6 +244,13 @@ def _batching() -> list[Suite]:
     ]
 
 
+def _moe_32_rows(experts: str) -> dict[str, str]:
+    """The tinymoe policies' skip on a model of ``experts`` routed experts: their networks'
+    observations hold 32 expert rows (``max_entities`` 32, the tiny MoE's 4 x 8)."""
+    why = f"its network was trained with 32 expert rows; this model has {experts} experts"
+    return {"ppo:policies/moe-ppo": why, "muzero:policies/moe-muzero@8": why}
+
+
 def _moe() -> list[Suite]:
     score = ("stall_per_token_s", "mean stall per decoded token, seconds (lower is better)")
     keys = ("hit_rate", "tokens_per_s", "bytes_copied")
@@ -267,10 +274,7 @@ def _moe() -> list[Suite]:
             key_metrics=keys,
             about="routing drawn from the generator calibrated to Mixtral's Table 5, 32 layers, "
             "4 of 8 experts per layer cached, 256 tokens",
-            skip={
-                "ppo:policies/moe-ppo": "its network was trained with 32 expert rows; this "
-                "model has 256 experts"
-            },
+            skip=_moe_32_rows("256"),
         ),
         Suite(
             "moe/olmoe-synth",
@@ -280,10 +284,7 @@ def _moe() -> list[Suite]:
             key_metrics=keys,
             about="routing drawn from the generator calibrated to OLMoE's expert skew, a quarter "
             "of the 16 x 64 experts cached, 128 tokens",
-            skip={
-                "ppo:policies/moe-ppo": "its network was trained with 32 expert rows; this "
-                "model has 1,024 experts"
-            },
+            skip=_moe_32_rows("1,024"),
         ),
     ]
 
