@@ -4,7 +4,7 @@ All but ``moe`` plan with the true simulator (``--model simulator``), only hones
 whose state holds no future (docs/agents.md), and value every search node by a heuristic's
 rollout; ``moe`` plans with the learned dynamics (``--model learned``). Every recipe validates on
 cases disjoint from the suites' against a heuristic. Budgets (decisions of self-play) are sized
-for about 10 minutes on this 2-core machine under ``nice`` (``moe``: about 25):
+for about 10 minutes on this 2-core machine under ``nice`` (``moe``: 29 minutes):
 
 * ``jobshop`` warm-starts the representation and prediction nets from the committed PPO policy
   (``policies/jobshop-ppo``, `MuZeroNet.load_ppo`) and self-plays on PPO's training generator
@@ -26,7 +26,9 @@ for about 10 minutes on this 2-core machine under ``nice`` (``moe``: about 25):
   ``policies/moe-ppo`` (PPO's generator ``tinymoe-code``, 32 expert rows, and its validation
   cases), and self-play trains the dynamics ``g`` with ``h`` and ``f`` on 5-step unrolls;
   discounted (``MOE_GAMMA``, 0.99) so that value targets stay tens of expert copies where
-  an episode's undiscounted return is about -1,600 over its ~3,600 decisions.
+  an episode's undiscounted return is about -1,600 over its ~3,600 decisions. In this budget
+  self-play did not beat the warm start on validation, so the warm start ships
+  (docs/results.md has the curve).
 
     .venv/bin/python scripts/train_muzero.py {jobshop,dag,memmap,memmap-msa,memmap-pack,moe}
         [--steps N] [--simulations N]
@@ -46,12 +48,12 @@ MOE_GAMMA = 0.99
 # recipe -> (self-play decisions, validation every, heuristic logged beside it, rollout policy
 # (None: plan with the learned model), simulations). Not batching, nor dag with sigma > 0 or
 # online arrivals: there the simulator's state holds the future (docs/agents.md), so planning
-# with it would be an oracle, and no learned-model recipe has been tried there. moe has one (the
-# module docstring; its curve in docs/results.md). The job shop's
-# rollouts finish by MWKR: on the validation cases it beat MOR as the rollout policy (36.0 %
-# against 38.4 % mean lb gap at 16 simulations), and mixing in the value net (lambda 0.5) did
-# not help (37.1 %). The DAG's finish by PEFT: mean SLR 1.457 against HEFT rollouts' 1.488 on
-# daggen:30 validation DAGs at 32 simulations (docs/results.md).
+# with it would be an oracle, and no learned-model recipe has been tried there (moe has one,
+# module docstring). The job shop's rollouts finish by MWKR: on the validation cases it beat
+# MOR as the rollout policy (36.0 % against 38.4 % mean lb gap at 16 simulations), and mixing
+# in the value net (lambda 0.5) did not help (37.1 %). The DAG's finish by PEFT: mean SLR 1.457
+# against HEFT rollouts' 1.488 on daggen:30 validation DAGs at 32 simulations
+# (docs/results.md).
 RECIPES = {
     "jobshop": (3_000, 1_500, "heuristic:mor", "heuristic:mwkr", 16),
     "dag": (1_200, 600, "heuristic:heft", "heuristic:peft", 32),
