@@ -19,7 +19,15 @@ from schedgym.agents.muzero.search import (
     considered_visit_sequence,
     gumbel_search,
 )
-from schedgym.agents.muzero.train import Episode, History, MuZeroConfig, ReplayBuffer, train
+from schedgym.agents.muzero.train import (
+    Episode,
+    History,
+    MuZeroConfig,
+    ReplayBuffer,
+    losses,
+    train,
+    uniform_prior,
+)
 from schedgym.episode import make_env, run_episode
 from schedgym.errors import SchedgymError
 from schedgym.policy import resolve_policy
@@ -481,6 +489,41 @@ def test_learned_model_predicts_the_envs_rewards(learned_run):
     th.manual_seed(0)
     untrained = MuZeroNet(env.observation_space, d_model=16, layers=1, heads=2)
     assert reward_mse(net) < 0.25 * rewards.var() < reward_mse(untrained)
+
+
+def test_unrolled_policy_targets_keep_only_the_actions_the_model_plans_under():
+    """Below the root the learned model plans under the root's entity padding, but a batching
+    queue grows: the improved policy a few decisions later can put mass on a request that had
+    no row at the root. With every logit 0 (`uniform_prior`) the cross-entropy against any
+    target over a support of ``n`` actions is ``log n``: 3 legal actions at the root, and 2
+    present requests + 8 special actions = 10 below it, the mass on the newcomer dropped. A
+    row whose unrolled target lies wholly off that support has no policy loss there."""
+    env = make_env("batching", case="azure-conv-synth:40", max_entities=4)
+    obs, _ = env.reset(seed=0)
+    net = MuZeroNet(env.observation_space, options=1, n_special=8, d_model=16, layers=1, heads=2)
+    uniform_prior(net)
+    obs = {k: np.array(v) for k, v in obs.items()}
+    obs["entity_mask"][:] = [1, 1, 0, 0]
+    n_actions, run = 12, 11
+    root_mask = np.zeros(n_actions, bool)
+    root_mask[[0, 1, run]] = True
+    root_target = root_mask / 3.0
+    later = np.zeros(n_actions)
+    later[[2, 0, run]] = 0.5, 0.25, 0.25  # request 2 joined the queue after the root
+    off_support = np.zeros(n_actions)
+    off_support[3] = 1.0
+    batch = {
+        "obs": [obs, obs],
+        "actions": np.zeros((2, 1), np.int64),
+        "rewards": np.zeros((2, 1)),
+        "values": np.zeros((2, 2)),
+        "policies": np.array([[root_target, later], [root_target, off_support]], np.float32),
+        "masks": np.array([[root_mask, root_mask]] * 2),
+        "valid": np.ones((2, 2), bool),
+    }
+    cfg = MuZeroConfig(env="batching", out="unused", model="learned", unroll_steps=1)
+    policy = losses(net, batch, cfg)["policy"].item()
+    assert policy == pytest.approx((np.log(3) + np.log(10)) / 2, rel=1e-5)
 
 
 def test_checkpoint_reloads_and_acts_identically(learned_run):

@@ -219,9 +219,20 @@ def losses(net: MuZeroNet, batch: dict[str, Any], cfg: MuZeroConfig) -> dict[str
             latent, reward = net.dynamics_step(latent, present, t["actions"][:, k - 1].long())
             terms["reward"] = terms["reward"] + F.mse_loss(reward, t["rewards"][:, k - 1].float())
         logits, value = net.predict(latent)
-        mask = t["masks"][:, k] if k == 0 else net.presence_mask(present)
-        valid = t["valid"][:, k].float()
-        ce = policy_loss(logits, mask, t["policies"][:, k].float())
+        target, valid = t["policies"][:, k].float(), t["valid"][:, k].float()
+        if k == 0:
+            mask = t["masks"][:, 0]
+        else:
+            # below the root the model plans under the root's entity padding: an entity that
+            # arrived since (a request joining the batching queue) has no token there, so the
+            # target keeps only the mass the model can place, renormalised (the mass outside
+            # the mask once made the cross-entropy about 1e7)
+            mask = net.presence_mask(present)
+            target = target * mask
+            kept = target.sum(-1, keepdim=True)
+            valid = valid * (kept.squeeze(-1) > 0)
+            target = target / kept.clamp(min=1e-12)
+        ce = policy_loss(logits, mask, target)
         terms["policy"] = terms["policy"] + (ce * valid).sum() / valid.sum().clamp(min=1)
         terms["value"] = terms["value"] + F.mse_loss(value, t["values"][:, k].float())
     scale = 1.0 / (unroll + 1)
