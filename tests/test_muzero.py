@@ -571,7 +571,10 @@ def test_a_task_without_the_envs_primary_metric_validates_by_the_named_one(tmp_p
         val_metric="height_over_capacity",
         tensorboard=None,
     )
-    train(cfg, progress=False)
+    # 4 decisions of an 8-buffer episode: validation only, and a warning that nothing was learned
+    with pytest.warns(UserWarning, match="no self-play episode ended within 4 decisions"):
+        train(cfg, progress=False)
+    assert json.loads((tmp_path / "pack" / "training.json").read_text())["updates"] == 0
     history = json.loads((tmp_path / "pack" / "training.json").read_text())["validation"]
     assert [row["decisions"] for row in history] == [4.0]
     assert history[0]["height_over_capacity"] >= 1.0  # no packing beats the peak of live bytes

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -424,6 +425,12 @@ def train(
                 out / "last.pt",
             )
     bar.close()
+    if not buffer.episodes:
+        warnings.warn(
+            f"muzero: no self-play episode ended within {decisions} decisions, so nothing was "
+            "learned (give --steps more than one episode's decisions per env)",
+            stacklevel=2,
+        )
     if not validator or not (out / "model.pt").exists():
         checkpoint("model.pt")
     summary = {
