@@ -52,4 +52,5 @@ def test_same_seed_same_record(env_name, kwargs, case, policy):
 # Policies that refuse one of the cases above by design, named so nothing else may refuse.
 _REFUSING = {
     "memmap": ("heuristic:all-slow", "bound:knapsack", "bound:peak-live", "solver:minimalloc"),
+    "moe": ("bound:min-copies",),  # it bounds stall without CPU offload only
 }

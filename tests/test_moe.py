@@ -524,6 +524,38 @@ def test_min_copies_bound_lies_below_every_policy_and_refuses_cpu_offload():
         plot_record(record, "unused.png")
 
 
+def test_min_copies_bound_follows_the_cache_size_and_its_record_is_checked_like_any():
+    # through simulate's capacity (as hit_rate_curve sets it): fewer slots, more copies
+    small, record = simulate("bound:min-copies", "tinymoe-code", 0, capacity=4, tokens=48)
+    large = simulate("bound:min-copies", "tinymoe-code", 0, capacity=28, tokens=48)[0]
+    assert small["min_copies"] > large["min_copies"] and small["stall_s"] > large["stall_s"]
+    lru = simulate("heuristic:lru", "tinymoe-code", 0, capacity=28, tokens=48)[0]
+    assert lru["stall_s"] >= large["stall_s"]
+    with pytest.raises(SchedgymError, match="no hit rate"):
+        plot_hit_rate_curve(["bound:min-copies"], "unused.png", "tinymoe-code", tokens=8)
+    faults = {
+        "capacity 1": ({"capacity": 1}, "initial cache holds 4 experts, capacity 1"),
+        "repeated": ({"initial": [0, 0, 1]}, "repeated or out-of-range"),
+        "out of range": ({"initial": [99_999]}, "repeated or out-of-range"),
+        "no routing": ({"steps": [[10**6]] + record["steps"][1:]}, "have no routing"),
+    }
+    for change, message in faults.values():
+        with pytest.raises(RecordError, match=message):
+            validate({**record, **change})
+
+
+def test_bad_env_arguments_are_refused_in_one_line():
+    for kwargs, message in (
+        ({"tokens": 0}, "tokens must be an integer >= 1"),
+        ({"tokens": "abc"}, "tokens must be an integer"),
+        ({"cpu_offload": "no"}, "cpu_offload must be true or false"),
+        ({"prefetch": -1}, "prefetch must be an integer >= 0"),
+        ({"cache_fraction": "half"}, "cache_fraction must be in"),
+    ):
+        with pytest.raises(WorkloadError, match=message):
+            MoEOffloadEnv("tinymoe-code", **kwargs)
+
+
 def test_moe_infinity_priority_weighs_global_frequency():
     """MoE-Infinity's ``priority_score`` multiplies the predicted activation by the experts'
     global activation frequency. One layer of 3 experts, cache {0, 1}: sequence A routes its 4

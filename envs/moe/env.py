@@ -263,9 +263,25 @@ class MoEOffloadEnv(gym.Env):
         max_entities: int | None = None,
     ):
         if bits is not None and bits not in (2, 3, 4, 8, 16):
-            raise ValueError(f"bits must be 2, 3, 4, 8 or 16, got {bits}")
-        if cache_fraction is not None and not 0 < cache_fraction <= 1:
-            raise ValueError(f"cache_fraction must be in (0, 1], got {cache_fraction}")
+            raise WorkloadError(f"bits must be 2, 3, 4, 8 or 16, got {bits!r}")
+        if cache_fraction is not None and not (
+            isinstance(cache_fraction, int | float) and 0 < cache_fraction <= 1
+        ):
+            raise WorkloadError(f"cache_fraction must be in (0, 1], got {cache_fraction!r}")
+        for name, value, least in (
+            ("tokens", tokens, 1),
+            ("capacity", capacity, 1),
+            ("batch", batch, 1),
+            ("prefetch", prefetch, 0),
+            ("prompt_tokens", prompt_tokens, 0),
+            ("max_entities", max_entities, 1),
+        ):
+            if value is None and name in ("tokens", "capacity", "max_entities"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
+                raise WorkloadError(f"{name} must be an integer >= {least}, got {value!r}")
+        if not isinstance(cpu_offload, bool):
+            raise WorkloadError(f"cpu_offload must be true or false, got {cpu_offload!r}")
         self.default_case = case or DEFAULT_CASE
         self.settings = {
             "model": model,
@@ -506,13 +522,15 @@ def simulate(
     """Run ``policy`` (a name or object) on ``case`` without observations: (metrics, record)."""
     from schedgym.policy import resolve_policy
 
+    if capacity is not None:  # a solver builds its own core from the env's settings
+        env_kwargs = {**env_kwargs, "capacity": capacity}
     env = MoEOffloadEnv(case, **env_kwargs)
     if isinstance(policy, str):
         policy = resolve_policy("moe", policy, seed=seed)
     solve = getattr(policy, "solve", None)
     if callable(solve):
         return solve(env, case, seed)
-    core = env.make_core(case, seed, capacity=capacity)
+    core = env.make_core(case, seed)
     run_policy(core, policy)
     return core.metrics(), env.make_record(core)
 
@@ -536,6 +554,8 @@ def hit_rate_curve(
         points = []
         for c in capacities:
             metrics, _ = simulate(name, case, seed, capacity=c, **env_kwargs)
+            if "hit_rate" not in metrics:
+                raise SchedgymError(f"{name} has no hit rate to draw against cache size")
             points.append((c, metrics["hit_rate"], metrics["stall_per_token_s"]))
         curves[name] = points
     return curves

@@ -101,31 +101,79 @@ def bound_metrics(
     }
 
 
+def _fail(record: dict[str, Any]):
+    def fail(why: str) -> RecordError:
+        return RecordError(f"moe record ({record.get('case', '?')}): {why}")
+
+    return fail
+
+
+def _header(record: Any) -> dict[str, Any]:
+    """The fields every moe record needs, checked: sizes, routing, steps, costs and a legal
+    initial cache (``resident``); raises `RecordError` naming the fault."""
+    fail = _fail(record if isinstance(record, dict) else {})
+    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
+        raise fail(f"format is not {RECORD_FORMAT!r}")
+    try:
+        L, E, C = int(record["n_layers"]), int(record["n_experts"]), int(record["capacity"])
+        costs = record["costs"]
+        head = {
+            "L": L,
+            "E": E,
+            "C": C,
+            "routing": record["routing"],
+            "steps": record["steps"],
+            "events": record["events"],
+            "copy_s": costs["copy_s"],
+            "gpu_s": costs["gpu_s"],
+            "pre_s": costs["pre_s"],
+            "cpu_s": costs["cpu_s"],
+            "cpu_ok": bool(record["cpu_offload"]),
+            "expert_bytes": int(record["expert_bytes"]),
+            "resident": set(record["initial"]),
+        }
+    except (KeyError, TypeError, ValueError) as exc:
+        raise fail(f"missing or malformed field: {exc}") from None
+    resident = head["resident"]
+    if len(resident) != len(record["initial"]) or not all(0 <= g < L * E for g in resident):
+        raise fail("initial cache has repeated or out-of-range experts")
+    if len(resident) > C:
+        raise fail(f"initial cache holds {len(resident)} experts, capacity {C}")
+    if len(head["pre_s"]) != len(head["steps"]):
+        raise fail("pre_s has one entry per step")
+    return head
+
+
+def _needs(head: dict[str, Any], active: list[int], layer: int, fail) -> Counter:
+    """``{global expert id: tokens routed to it}`` for one layer of a step's ``active`` tokens."""
+    E, routing = head["E"], head["routing"]
+    try:
+        needed = Counter(layer * E + e for t in active for e in routing[t][layer])
+    except (IndexError, TypeError) as exc:
+        raise fail(f"tokens {active} have no routing at layer {layer} ({exc})") from None
+    if any(not layer * E <= g < (layer + 1) * E for g in needed):
+        raise fail(f"tokens {active} route to an expert outside layer {layer}'s {E}")
+    return needed
+
+
 def _min_copies_bound(record: dict[str, Any]) -> dict[str, Any]:
     """Re-derive ``bound:min-copies`` from the record's routing and costs: MIN by a plain scan
     (each miss with a full cache evicts the cached expert whose next request is furthest), the
     copies of each prefix of visits through one engine, less the visits' all-resident time."""
 
-    def fail(why: str) -> RecordError:
-        return RecordError(f"moe record ({record.get('case', '?')}): {why}")
-
-    if record.get("format") != RECORD_FORMAT or record["bound"] != "min-copies":
+    head, fail = _header(record), _fail(record)
+    if record["bound"] != "min-copies":
         raise fail(f"unknown bound {record.get('bound')!r}")
-    if record.get("cpu_offload") or record.get("events"):
+    if head["cpu_ok"] or head["events"]:
         raise fail("the min-copies bound holds without CPU offload and makes no decisions")
-    try:
-        L, E, C = int(record["n_layers"]), int(record["n_experts"]), int(record["capacity"])
-        routing, steps, costs = record["routing"], record["steps"], record["costs"]
-        copy_s, gpu_s, pre_s = costs["copy_s"], costs["gpu_s"], costs["pre_s"]
-        cache = set(record["initial"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise fail(f"missing or malformed field: {exc}") from None
+    L, C, steps, copy_s = head["L"], head["C"], head["steps"], head["copy_s"]
+    gpu_s, pre_s, cache = head["gpu_s"], head["pre_s"], head["resident"]
     requests, visit_end, reference, tokens = [], [], [], 0
     for s, lane_tokens in enumerate(steps):
         active = [t for t in lane_tokens if t >= 0]
         tokens += len(active)
         for layer in range(L):
-            needed = Counter(layer * E + e for t in active for e in routing[t][layer])
+            needed = _needs(head, active, layer, fail)
             requests += sorted(needed)
             visit_end.append(len(requests))
             reference.append(pre_s[s] + sum(gpu_s[n] for n in needed.values()))
@@ -160,28 +208,12 @@ def _layer_end(routed: float, compute: dict[int, float], arrival: dict[int, floa
 
 
 def _replay(record: dict[str, Any]) -> dict[str, Any]:
-    def fail(why: str) -> RecordError:
-        return RecordError(f"moe record ({record.get('case', '?')}): {why}")
-
-    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
-        raise fail(f"format is not {RECORD_FORMAT!r}")
-    try:
-        L, E, C = int(record["n_layers"]), int(record["n_experts"]), int(record["capacity"])
-        routing, steps = record["routing"], record["steps"]
-        costs, events = record["costs"], record["events"]
-        copy_s, gpu_s, pre_s = costs["copy_s"], costs["gpu_s"], costs["pre_s"]
-        cpu_s, cpu_ok = costs["cpu_s"], bool(record["cpu_offload"])
-        expert_bytes = int(record["expert_bytes"])
-        resident = set(record["initial"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise fail(f"missing or malformed field: {exc}") from None
-    G = L * E
-    if len(resident) != len(record["initial"]) or not all(0 <= g < G for g in resident):
-        raise fail("initial cache has repeated or out-of-range experts")
-    if len(resident) > C:
-        raise fail(f"initial cache holds {len(resident)} experts, capacity {C}")
-    if len(pre_s) != len(steps):
-        raise fail("pre_s has one entry per step")
+    head, fail = _header(record), _fail(record)
+    L, C, G = head["L"], head["C"], head["L"] * head["E"]
+    steps, events = head["steps"], head["events"]
+    copy_s, gpu_s, pre_s = head["copy_s"], head["gpu_s"], head["pre_s"]
+    cpu_s, cpu_ok, expert_bytes = head["cpu_s"], head["cpu_ok"], head["expert_bytes"]
+    resident = head["resident"]
     ready: dict[int, float] = dict.fromkeys(resident, 0.0)
     prefetched: set[int] = set()
     clock = stall = late_stall = 0.0
@@ -247,11 +279,7 @@ def _replay(record: dict[str, Any]) -> dict[str, Any]:
         for layer in range(L):
             v = s * L + layer
             drop_finished(clock)
-            needed = Counter(
-                layer * E + routing[t][layer][r]
-                for t in active
-                for r in range(len(routing[t][layer]))
-            )
+            needed = _needs(head, active, layer, fail)
             while ei < len(events) and events[ei][0] == v and events[ei][1] == 0:
                 _, _, g, victim = take(v)
                 where = f"visit {v}: prefetch of expert {g}"
