@@ -31,7 +31,33 @@ def _env_kwargs(args: argparse.Namespace) -> dict[str, Any] | None:
         raise SchedgymError(f"--env-kwargs is not valid JSON: {exc.msg}") from None
     if not isinstance(value, dict):
         raise SchedgymError("--env-kwargs must be a JSON object, e.g. '{\"sigma\": 0.5}'")
+    if getattr(args, "env", None):
+        _check_env_arguments(args.env, value)
     return value
+
+
+def _check_env_arguments(env: str, kwargs: dict[str, Any]) -> None:
+    """Refuse, in one line, an ``--env-kwargs`` key ``env``'s class does not take."""
+    import importlib
+
+    from schedgym.registry import env_entry
+
+    entry = env_entry(env)
+    module, _, name = entry.entry_point.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    params = inspect.signature(cls).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        try:  # the env sorts its own arguments: let it say which it refuses
+            cls(**kwargs)
+        except (TypeError, ValueError) as exc:
+            raise SchedgymError(f"--env-kwargs: {exc}") from None
+        return
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        raise SchedgymError(
+            f"--env-kwargs: {entry.gym_id} takes no argument {unknown[0]!r} (it takes "
+            f"{', '.join(p for p in params if p != 'self')})"
+        )
 
 
 # -- list ------------------------------------------------------------------------------------------
@@ -170,10 +196,16 @@ def _print_errors(title: str, summaries: list[Any]) -> None:
 
 def cmd_run(args: argparse.Namespace) -> None:
     from schedgym.episode import run_episode
+    from schedgym.evaluate import is_learned, learned_layout_kwargs
     from schedgym.registry import env_entry
 
     entry = env_entry(args.env)
-    env_kwargs = _env_kwargs(args)
+    # a learned policy runs under the padding its network was trained with, as in evaluate;
+    # --env-kwargs still wins
+    env_kwargs = {
+        **(learned_layout_kwargs(args.policy) if is_learned(args.policy) else {}),
+        **(_env_kwargs(args) or {}),
+    }
     case = args.case or args.workload
     result = run_episode(entry.name, args.policy, case=case, seed=args.seed, env_kwargs=env_kwargs)
     print(

@@ -53,6 +53,18 @@ def test_every_verb_has_help(verb):
         (["nope"], "invalid choice: 'nope'"),
         (["export", "--policy", "ppo:no/such", "--out", "x"], "is not a policy folder"),
         (["run", "--env", "dag", "--policy", "random", "--env-kwargs", "[1]"], "JSON object"),
+        (
+            ["run", "--env", "moe", "--policy", "random", "--env-kwargs", '{"bogus": 1}'],
+            "MoEOffload-v0 takes no argument 'bogus' (it takes case, model",
+        ),
+        (
+            ["run", "--env", "batching", "--policy", "random", "--env-kwargs", '{"bogus": 1}'],
+            "unknown BatchingEnv argument(s): bogus",
+        ),
+        (
+            ["run", "--env", "moe", "--policy", "random", "--env-kwargs", '{"tokens": 0}'],
+            "tokens must be an integer >= 1, got 0",
+        ),
     ],
 )
 def test_errors_are_one_line_not_a_traceback(args, message):

@@ -81,3 +81,18 @@ def test_the_large_moe_suites_skip_the_32_row_planner_and_the_tiny_one_runs_it()
     for suite in ("moe/mixtral-synth", "moe/olmoe-synth"):
         assert "32 expert rows" in SUITES[suite].skip.get(names[0], ""), suite
     assert names[0] not in SUITES["moe/tinymoe-test"].skip
+
+
+def test_schedgym_run_plans_under_the_padding_the_network_was_trained_with(capsys):
+    """`schedgym run` takes a learned policy's ``max_*`` env arguments from its config.json, as
+    `schedgym evaluate` does: the MoE env's own default (1,664 rows) would not fit the
+    32-row network."""
+    from schedgym.cli import main
+
+    _committed()
+    main(
+        ["run", "--env", "moe", "--policy", f"muzero:{POLICY}@2", "--case", "tinymoe-code"]
+        + ["--env-kwargs", '{"tokens": 4}']
+    )
+    out = capsys.readouterr().out
+    assert "policy=muzero:" in out and "stall_per_token_s" in out
