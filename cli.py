@@ -36,6 +36,17 @@ def _env_kwargs(args: argparse.Namespace) -> dict[str, Any] | None:
     return value
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _check_env_arguments(env: str, kwargs: dict[str, Any]) -> None:
     """Refuse, in one line, an ``--env-kwargs`` key ``env``'s class does not take."""
     import importlib
@@ -756,7 +767,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--val-cases", help="comma-separated validation cases")
     s.add_argument("--baseline", help="heuristic to log beside the agent on the validation cases")
     s.add_argument(
-        "--steps", type=int, default=100_000, help="env steps (muzero: self-play decisions)"
+        "--steps",
+        type=_positive_int,
+        default=100_000,
+        help="env steps (muzero: self-play decisions)",
     )
     s.add_argument(
         "--imitate",
@@ -820,7 +834,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="training case generator(s), as for schedgym train",
     )
     s.add_argument("--val-cases", required=True, help="comma-separated validation cases")
-    s.add_argument("--steps", type=int, default=20_000, help="env steps per trial at most")
+    s.add_argument(
+        "--steps", type=_positive_int, default=20_000, help="env steps per trial at most"
+    )
     s.add_argument(
         "--eval-every",
         type=int,

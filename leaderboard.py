@@ -151,11 +151,13 @@ def suite_policies(suite: Suite, root: Path) -> list[tuple[str, str]]:
     saved = {name.rpartition("@")[0]: spec.rpartition("@")[0] for name, spec in found}
     for name in suite.extra:
         base, at, budget = name.rpartition("@")
-        if not (at and budget.isdigit() and base in saved):
+        if not (at and budget.isdigit() and int(budget) >= 1 and base in saved):
             raise SchedgymError(
-                f"suite {suite.name}: extra policy {name!r} is not NAME@N of a planner committed "
-                "under policies/"
+                f"suite {suite.name}: extra policy {name!r} is not NAME@N (N >= 1) of a planner "
+                "committed under policies/"
             )
+        if name in dict(found):
+            raise SchedgymError(f"suite {suite.name}: extra policy {name!r} is already listed")
         found.append((name, f"{saved[base]}@{budget}"))
     return found
 

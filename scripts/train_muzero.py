@@ -1,4 +1,6 @@
-"""Reproduce the committed Gumbel MuZero policies ``policies/<recipe>-muzero`` (one recipe each).
+"""Reproduce the Gumbel MuZero policies ``policies/<recipe>-muzero``, one recipe each.
+
+Every recipe's policy but ``batching``'s is committed.
 
 All but ``moe`` and ``batching`` plan with the true simulator (``--model simulator``), only
 honest on instances whose state holds no future (docs/agents.md), and value every search node by
@@ -48,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -127,17 +130,29 @@ def warm_start(recipe: str) -> dict[str, Any]:
     }
 
 
+def positive(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipe", choices=sorted(RECIPES))
-    parser.add_argument("--steps", type=int, help="self-play decisions (default: the recipe's)")
-    parser.add_argument("--simulations", type=int, help="per decision (default: the recipe's)")
-    parser.add_argument("--out", help="default policies/RECIPE-muzero")
+    parser.add_argument(
+        "--steps", type=positive, help="self-play decisions (default: the recipe's)"
+    )
+    parser.add_argument("--simulations", type=positive, help="per decision (default: the recipe's)")
+    parser.add_argument("--out", help="default policies/RECIPE-muzero in the repository")
     args = parser.parse_args()
     steps, eval_every, heuristic, rollout, simulations = RECIPES[args.recipe]
+    out = Path(args.out).resolve() if args.out else ROOT / "policies" / f"{args.recipe}-muzero"
+    os.chdir(ROOT)  # the recipes name their warm starts and validation data from the repository
     cfg = MuZeroConfig(
         env=ENV_OF.get(args.recipe, args.recipe),
-        out=args.out or f"policies/{args.recipe}-muzero",
+        out=str(out),
         steps=args.steps or steps,
         n_envs=2,
         eval_every=eval_every,

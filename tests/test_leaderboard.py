@@ -346,9 +346,15 @@ def test_a_suites_extra_budget_plans_the_committed_planner_with_more_simulations
     assert "muzero:policies/jobshop-muzero@64" not in dict(
         suite_policies(SUITES["jobshop/taillard-100x20"], PACKAGE_ROOT)
     )
-    for bad in ("muzero:policies/nothing@8", "muzero:policies/jobshop-muzero@many"):
-        with pytest.raises(SchedgymError, match=f"extra policy {bad!r}"):
-            suite_policies(replace(suite, extra=(bad,)), PACKAGE_ROOT)
+    for bad in (
+        ("muzero:policies/nothing@8",),
+        ("muzero:policies/jobshop-muzero@many",),
+        ("muzero:policies/jobshop-muzero@0",),
+        ("muzero:policies/jobshop-muzero@16",),  # the saved budget, listed already
+        ("muzero:policies/jobshop-muzero@32",) * 2,
+    ):
+        with pytest.raises(SchedgymError, match=f"extra policy {bad[0]!r}"):
+            suite_policies(replace(suite, extra=bad), PACKAGE_ROOT)
 
 
 @pytest.fixture(scope="module")
