@@ -5,6 +5,7 @@
     python scripts/headroom.py msa --fast-tier trn1-sbuf [--capacities ...] [--markdown]
     python scripts/headroom.py msa-suites [--markdown]
     python scripts/headroom.py batching [--markdown]
+    python scripts/headroom.py moe [--capacities 0.25,0.5,0.75] [--markdown]
 
 ``memmap``: for each fast-tier capacity (a share of each model's peak live bytes) on the
 torch-model suite, the mean modelled time of all-slow memory, of the XLA-like greedy
@@ -29,6 +30,11 @@ pass. Goodput is on-time requests over the span from the first arrival to the la
 ceiling counts every request on time and lets each finish as early as physics allows, its
 output tokens one per decode step at the cheapest step the replica has (one sequence, context
 1, overheads included), from its arrival.
+
+``moe``: for each cache size (a share of all routed experts) on the tinymoe-test suite, the mean
+stall per token of MoE-Infinity (the best heuristic there), of Belady's MIN run as demand paging
+(``oracle:belady`` with prefetch 0: it reads the future routing), and of ``bound:min-copies``
+(no policy without CPU offload stalls less), with bound / MoE-Infinity.
 """
 
 from __future__ import annotations
@@ -204,26 +210,65 @@ def batching(markdown: bool) -> str:
     return f"{table}\n\nceiling / Sarathi-EDF = {ceiling / good:.3f}"
 
 
+def moe(capacities: list[float | None], markdown: bool) -> str:
+    suite = SUITES["moe/tinymoe-test"]
+    runs = (
+        ("heuristic:moe-infinity", {}),
+        ("oracle:belady", {"prefetch": 0}),
+        ("bound:min-copies", {}),
+    )
+    rows = []
+    for fraction in capacities:
+        base = {**suite.env_kwargs, "cache_fraction": fraction}
+        mean = [
+            float(
+                np.mean(
+                    [
+                        run_episode(
+                            "moe", p, case=c.case, seed=c.seed, env_kwargs={**base, **extra}
+                        ).metrics["stall_per_token_s"]
+                        for c in suite.cases
+                    ]
+                )
+            )
+            for p, extra in runs
+        ]
+        rows.append([fraction, *mean, mean[2] / mean[0]])
+    head = [
+        "cache share",
+        "MoE-Infinity",
+        "MIN, demand paging",
+        "bound:min-copies",
+        "bound / MoE-Inf",
+    ]
+    return format_table(head, rows, markdown)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("env", choices=["memmap", "msa", "msa-suites", "batching"])
+    ap.add_argument("env", choices=["memmap", "msa", "msa-suites", "batching", "moe"])
     ap.add_argument(
         "--capacities",
-        default="0.05,0.1,0.25,0.5",
-        help="fast-tier shares of each model's peak live bytes, or 'full' for the tier's size",
+        help="fast-tier shares of each model's peak live bytes, or 'full' for the tier's size "
+        "(default 0.05,0.1,0.25,0.5); moe: shares of the routed experts cached (default "
+        "0.25,0.5,0.75)",
     )
     ap.add_argument("--markdown", action="store_true", help="a Markdown table")
     ap.add_argument(
         "--fast-tier", default="l2", help="memmap, msa: the fast tier, l2 or trn1-sbuf (default l2)"
     )
     args = ap.parse_args(argv)
-    capacities = [None if c == "full" else float(c) for c in args.capacities.split(",")]
+    default = "0.25,0.5,0.75" if args.env == "moe" else "0.05,0.1,0.25,0.5"
+    text = args.capacities or default
+    capacities = [None if c == "full" else float(c) for c in text.split(",")]
     if args.env == "memmap":
         print(memmap(capacities, args.markdown, args.fast_tier))
     elif args.env == "msa":
         print(msa(capacities, args.markdown, args.fast_tier))
     elif args.env == "msa-suites":
         print(msa_suites(args.markdown))
+    elif args.env == "moe":
+        print(moe(capacities, args.markdown))
     else:
         print(batching(args.markdown))
     return 0
