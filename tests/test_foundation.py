@@ -65,6 +65,7 @@ def test_every_verb_has_help(verb):
             ["run", "--env", "moe", "--policy", "random", "--env-kwargs", '{"tokens": 0}'],
             "tokens must be an integer >= 1, got 0",
         ),
+        (["train", "--env", "jobshop", "--steps", "0"], "--steps: must be at least 1, got 0"),
     ],
 )
 def test_errors_are_one_line_not_a_traceback(args, message):
