@@ -397,9 +397,9 @@ def min_copies_stall(core: MoECore) -> tuple[float, int, float]:
     time 0 and the expert of the last one has computed (at least the cheapest GPU expert time),
     so the stall is at least the largest such difference over ``v`` (0 if none is positive)."""
     ep, costs = core.episode, core.costs
-    counts = np.asarray(costs.gpu_s)[ep.need_cnt]
-    per_visit = np.add.reduceat(counts, ep.need_ptr[:-1]) if counts.size else counts
-    reference = costs.pre_s[np.arange(ep.n_visits) // ep.n_layers] + per_visit
+    visit = np.repeat(np.arange(ep.n_visits), np.diff(ep.need_ptr))
+    experts = np.bincount(visit, np.asarray(costs.gpu_s)[ep.need_cnt], minlength=ep.n_visits)
+    reference = costs.pre_s[np.arange(ep.n_visits) // ep.n_layers] + experts
     copies = min_copies(core)
     fastest = float(np.min(costs.gpu_s[1:]))
     gap = np.where(copies > 0, copies * costs.copy_s + fastest - np.cumsum(reference), 0.0)

@@ -180,7 +180,7 @@ def _min_copies_bound(record: dict[str, Any]) -> dict[str, Any]:
     upcoming: dict[int, list[int]] = {}
     for i in range(len(requests) - 1, -1, -1):
         upcoming.setdefault(requests[i], []).append(i)
-    copies, i, elapsed, worst = 0, 0, 0.0, 0.0
+    copies, i, elapsed, worst, fastest = 0, 0, 0.0, 0.0, min(gpu_s[1:])
     for end, ref in zip(visit_end, reference, strict=True):
         for g in requests[i:end]:
             upcoming[g].pop()  # this request; what is left are its later ones
@@ -194,7 +194,7 @@ def _min_copies_bound(record: dict[str, Any]) -> dict[str, Any]:
         i = end
         elapsed += ref
         if copies:
-            worst = max(worst, copies * copy_s + min(gpu_s[1:]) - elapsed)
+            worst = max(worst, copies * copy_s + fastest - elapsed)
     return bound_metrics(worst, copies, elapsed, tokens, len(steps), int(record["expert_bytes"]))
 
 
