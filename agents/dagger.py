@@ -23,13 +23,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from schedgym.agents.imitation import (
-    Demonstrations,
-    _running_sums,
-    clone,
-    generator_kwargs,
-    stepwise,
-)
+from schedgym.agents.imitation import Demonstrations, clone, generator_kwargs, stepwise
 from schedgym.episode import make_env
 from schedgym.errors import SchedgymError
 from schedgym.registry import env_entry
@@ -77,15 +71,7 @@ def relabel(
             obs, reward, done, _, _ = e.step(learner(raw, obs))
             rewards.append(float(reward))
             episode.append(i)
-    r, ep = np.asarray(rewards, dtype=np.float32), np.asarray(episode)
-    return Demonstrations(
-        obs={k: np.stack([o[k] for o in obs_rows]) for k in obs_rows[0]},
-        masks=np.stack(masks),
-        actions=np.asarray(labels, dtype=np.int64),
-        rewards=r,
-        returns=_running_sums(r[::-1], ep[::-1], gamma)[::-1].astype(np.float32),
-        episode=ep,
-    )
+    return Demonstrations.from_rows(obs_rows, masks, labels, rewards, episode, gamma)
 
 
 def merge(first: Demonstrations, then: Demonstrations) -> Demonstrations:

@@ -89,6 +89,29 @@ class Demonstrations:
     def __len__(self) -> int:
         return len(self.actions)
 
+    @classmethod
+    def from_rows(
+        cls,
+        obs: list[dict[str, np.ndarray]],
+        masks: list[np.ndarray],
+        actions: list[int],
+        rewards: list[float],
+        episode: list[int],
+        gamma: float,
+    ) -> Demonstrations:
+        """Stack decisions recorded in episode order, each row's discounted return from it on
+        computed from the rewards (in float64, stored as float32)."""
+        steps = np.asarray(rewards, dtype=np.float64)
+        ep = np.asarray(episode)
+        return cls(
+            obs={k: np.stack([o[k] for o in obs]) for k in obs[0]},
+            masks=np.stack(masks),
+            actions=np.asarray(actions, dtype=np.int64),
+            rewards=steps.astype(np.float32),
+            returns=_running_sums(steps[::-1], ep[::-1], gamma)[::-1].astype(np.float32),
+            episode=ep,
+        )
+
     def running_returns(self, gamma: float) -> np.ndarray:
         """The discounted return accumulated up to each decision, the statistic SB3's
         ``VecNormalize`` scales rewards by (seeding it from here keeps cloning's value targets
@@ -149,14 +172,7 @@ def collect(
                 "plans whole episodes; clone a heuristic)"
             )
         episode.extend([i] * (len(rewards) - first))
-    return Demonstrations(
-        obs={k: np.stack([o[k] for o in obs]) for k in obs[0]},
-        masks=np.stack(masks),
-        actions=np.asarray(actions, dtype=np.int64),
-        rewards=np.asarray(rewards, dtype=np.float32),
-        returns=_running_sums(rewards[::-1], episode[::-1], gamma)[::-1].astype(np.float32),
-        episode=np.asarray(episode),
-    )
+    return Demonstrations.from_rows(obs, masks, actions, rewards, episode, gamma)
 
 
 def clone(
