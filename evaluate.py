@@ -99,7 +99,7 @@ def checkpoint_files(policy: str) -> list[Path]:
     if not where.is_dir():
         return [where]
     config = where / "config.json"
-    listed = json.loads(config.read_text()).get("checkpoint_files") if config.is_file() else None
+    listed = _config(config).get("checkpoint_files") if config.is_file() else None
     return [*(where / f for f in listed), config] if listed else [where / "model.zip", config]
 
 
@@ -111,8 +111,20 @@ def learned_layout_kwargs(policy: str) -> dict[str, Any]:
     config = (path if path.is_dir() else path.parent) / "config.json"
     if not config.is_file():
         return {}
-    kwargs = json.loads(config.read_text()).get("env_kwargs", {})
+    kwargs = _config(config).get("env_kwargs", {})
     return {k: v for k, v in kwargs.items() if k.startswith("max_")}
+
+
+def _config(file: Path) -> dict[str, Any]:
+    """A policy's ``config.json``; raises ``SchedgymError`` naming the file when it is not a
+    JSON object."""
+    try:
+        config = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SchedgymError(f"{file}: not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise SchedgymError(f"{file}: expected a JSON object, got {type(config).__name__}")
+    return config
 
 
 @functools.lru_cache(maxsize=8)

@@ -57,6 +57,30 @@ def unwrap_env(env: Any, cls: type | None = None) -> Any:
     return inner
 
 
+def check_spaces(name: str, observation_space: Any, n_actions: int, env: Any) -> None:
+    """Check that ``env`` gives the observations and actions a network was trained on
+    (``observation_space``, a gymnasium space, and ``n_actions`` discrete actions); raises
+    ``SchedgymError`` naming the first part whose shape differs (a memory policy trained on
+    the map task's 6 candidate features cannot read the msa task's 11; a checkpoint of
+    another env differs in every part)."""
+    env = unwrap_env(env)
+    trained, given = _shapes(observation_space), _shapes(env.observation_space)
+    trained["actions"], given["actions"] = (n_actions,), (int(env.action_space.n),)
+    for key, shape in trained.items():
+        if given.get(key) != shape:
+            raise SchedgymError(
+                f"{name}: trained on {key} of shape {shape}, this env gives "
+                f"{given.get(key)}; evaluate it under the env and arguments in its config.json"
+            )
+
+
+def _shapes(space: Any) -> dict[str, tuple[int, ...]]:
+    """Each part's shape of a ``Dict`` observation space (the whole space's otherwise)."""
+    if hasattr(space, "spaces") and isinstance(space.spaces, dict):
+        return {k: tuple(v.shape) for k, v in space.spaces.items()}
+    return {"observation": tuple(space.shape)}
+
+
 def legal_actions(env: Any) -> np.ndarray:
     """Indices of the legal actions of ``env`` (through any Gymnasium wrappers)."""
     inner = unwrap_env(env)

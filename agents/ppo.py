@@ -32,7 +32,7 @@ from schedgym.agents.imitation import clone, collect, generator_kwargs
 from schedgym.agents.networks import EntityPolicy
 from schedgym.episode import run_episode
 from schedgym.errors import SchedgymError
-from schedgym.policy import PolicyKind, unwrap_env
+from schedgym.policy import PolicyKind, check_spaces, unwrap_env
 from schedgym.registry import env_entry
 
 
@@ -367,30 +367,11 @@ class PPOPolicy:
         self.name = name or f"ppo:{path}"
 
     def reset(self, env: Any) -> None:
-        """Check that ``env`` gives the observations and actions the network was trained on;
-        raises ``SchedgymError`` naming the first that differs (a memory policy trained on the
-        map task's 6 candidate features cannot read the msa task's 11)."""
-        env = unwrap_env(env)
-        trained, given = _shapes(self.model.observation_space), _shapes(env.observation_space)
-        trained["actions"], given["actions"] = (
-            (int(self.model.action_space.n),),
-            (int(env.action_space.n),),
-        )
-        for key, shape in trained.items():
-            if given.get(key) != shape:
-                raise SchedgymError(
-                    f"{self.name}: trained on {key} of shape {shape}, this env gives "
-                    f"{given.get(key)}; evaluate it under the env arguments in its config.json"
-                )
+        """Check that ``env`` gives the observations and actions the network was trained on
+        (`schedgym.policy.check_spaces`: ``SchedgymError`` naming the first that differs)."""
+        check_spaces(self.name, self.model.observation_space, int(self.model.action_space.n), env)
 
     def act(self, env: Any, obs: Any) -> int:
         mask = unwrap_env(env).action_masks()
         action, _ = self.model.predict(obs, action_masks=mask, deterministic=self.deterministic)
         return int(action)
-
-
-def _shapes(space: gym.spaces.Space) -> dict[str, tuple[int, ...]]:
-    """Each part's shape of a ``Dict`` observation space (the whole space's otherwise)."""
-    if isinstance(space, gym.spaces.Dict):
-        return {k: tuple(v.shape) for k, v in space.spaces.items()}
-    return {"observation": tuple(space.shape)}

@@ -30,7 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from schedgym.envs.dag.core import RULES, DagCore, Instance, build_record, plan
+from schedgym.envs.dag.core import (
+    RULES,
+    DagCore,
+    Instance,
+    build_record,
+    plan,
+    realised_penalty,
+)
 from schedgym.envs.dag.env import DagSchedEnv
 from schedgym.errors import SchedgymError
 from schedgym.policy import PolicyKind, unwrap_env
@@ -52,15 +59,33 @@ class ListScheduler:
     def reset(self, env: Any) -> None:
         self._instance = None
 
-    def act(self, env: Any, obs: Any) -> int:
+    def _rule(self, env: Any) -> tuple[DagSchedEnv, DagCore, Callable]:
         env = unwrap_env(env, DagSchedEnv)
-        core = env.core
-        if core is None:
+        if env.core is None:
             raise SchedgymError(f"{self.name}: reset the env before asking for an action")
         if env.instance is not self._instance:  # priorities are per instance: compute once
             self._instance, self._choose = env.instance, RULES[self.rule](env.instance)
-        shown = core.ready_tasks()[: env.layout.max_entities]
-        return env.action_of(*self._choose(core, shown))
+        return env, env.core, self._choose
+
+    def act(self, env: Any, obs: Any) -> int:
+        env, core, choose = self._rule(env)
+        return env.action_of(*choose(core, core.ready_tasks()[: env.layout.max_entities]))
+
+    def play_out(self, env: Any) -> float:
+        """The return of finishing the episode by this rule from the env's state, as stepping
+        the env with `act` would collect it (the rewards of ``DagSchedEnv``: each job's growth
+        over its critical path over the number of jobs, then the realised end's correction),
+        but computed on the env's core without observations, for search rollouts. The env is
+        left at the episode's end (callers restore a snapshot)."""
+        env, core, choose = self._rule(env)
+        inst = env.instance
+        before = core.job_end.copy()
+        plan(core, choose, env.layout.max_entities)
+        total = -float(np.sum((core.job_end - before) / inst.lower_bound)) / inst.n_jobs
+        if inst.sigma > 0:
+            metrics = build_record(inst, core.dev, core.start, case=env.case_name)[0]
+            total -= realised_penalty(inst, metrics)
+        return total
 
 
 class _Bound:

@@ -272,3 +272,15 @@ def test_a_heuristic_that_plans_in_its_own_order_is_cloned_in_the_envs_order():
         _, _, done, _, info = env.step(env.unwrapped.core.xla_choice())
     speedup = info["metrics"]["speedup"]
     assert demos.returns[0] == pytest.approx(1 - 1 / speedup, rel=1e-5, abs=1e-9)
+
+
+def test_a_broken_policy_config_is_named_in_one_line(tmp_path):
+    from schedgym.evaluate import checkpoint_files, learned_layout_kwargs
+
+    (tmp_path / "config.json").write_text('{"env": "jobshop",')
+    for read in (checkpoint_files, learned_layout_kwargs):
+        with pytest.raises(SchedgymError, match=f"{tmp_path / 'config.json'}: not valid JSON"):
+            read(f"ppo:{tmp_path}")
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(SchedgymError, match="expected a JSON object, got list"):
+        checkpoint_files(f"ppo:{tmp_path}")

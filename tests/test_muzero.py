@@ -538,6 +538,32 @@ def test_checkpoint_reloads_and_acts_identically(learned_run):
     assert runs[0] == runs[1]
 
 
+def test_learned_models_logits_are_the_prediction_at_its_states(learned_run):
+    """`LearnedModel.logits` (the search protocol's deferred prior) gives what `step` gave."""
+    cfg, net, _ = learned_run
+    env = make_env("jobshop", **TINY)
+    obs, _ = env.reset(seed=0, options={"case": "random:3x3:3"})
+    model = make_model("learned", net)
+    handles, *_ = model.root([env.unwrapped], [obs])
+    after, _, logits, *_ = model.step(handles, np.zeros(1, np.int64))
+    assert np.array_equal(model.logits(after), logits)
+
+
+def test_a_checkpoint_of_another_env_or_a_broken_file_fails_in_one_line(learned_run, tmp_path):
+    """A job-shop network asked to play DAG scheduling names the first input that differs; a
+    truncated model.pt names the file."""
+    _, _, out = learned_run
+    policy = resolve_policy("dag", f"muzero:{out}")
+    with pytest.raises(SchedgymError, match=r"trained on entities of shape") as err:
+        run_episode("dag", policy, case="topcuoglu")
+    assert "\n" not in str(err.value)
+    broken = tmp_path / "model.pt"
+    broken.write_bytes((out / "model.pt").read_bytes()[:200])
+    with pytest.raises(SchedgymError, match=f"{broken}: not a MuZero checkpoint") as err:
+        resolve_policy("jobshop", f"muzero:{broken}")
+    assert "\n" not in str(err.value)
+
+
 # --- names ------------------------------------------------------------------------------------
 
 

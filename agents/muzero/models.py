@@ -4,7 +4,11 @@
   snapshot (and the node's observation, for a deferred network call); a step restores it into
   the root's env, steps the true transition and reward, and reads the true action mask; a
   terminal state is worth 0; `SimulatorModel.finish` restores the root states after the
-  search. Legitimate here because the simulator is the scheduler's own model of its machine.
+  search. Legitimate here because the simulator is the scheduler's own model of its machine,
+  as long as the search starts from what the scheduler knows: where an env's state also holds
+  what is not yet revealed (the DAG env's jobs yet to arrive and realised task times), its
+  ``known_state()`` gives the state without it, and the search plans from that (the dynamics
+  then assume no further arrivals and the estimated times); elsewhere from ``get_state()``.
   (A scratch copy of the env would not do: some envs' snapshots share their core object with
   the env that took them.) With a ``rollout`` policy (a heuristic of the
   env, ``--rollout heuristic:mor``) every new node, the root included, is also valued by playing
@@ -105,15 +109,22 @@ class SimulatorModel:
     def root(self, envs: list[Any], obs: list[dict[str, np.ndarray]]):
         self._envs = [env.unwrapped for env in envs]
         self._roots = [env.get_state() for env in self._envs]
+        # plan from what the scheduler knows where the env's state holds more (module docstring)
+        known = [
+            env.known_state() if hasattr(env, "known_state") else root
+            for env, root in zip(self._envs, self._roots, strict=True)
+        ]
         masks = np.stack([np.asarray(env.action_masks(), bool) for env in self._envs])
         with th.inference_mode():
             logits, values = _numpy(*self.net.predict(self.net.represent(obs_to_tensor(obs))[0]))
         returns = np.zeros(len(self._envs))
         if self.rollouts:
-            for i, (env, o, state) in enumerate(zip(self._envs, obs, self._roots, strict=True)):
+            for i, (env, o, state) in enumerate(zip(self._envs, obs, known, strict=True)):
+                if state is not self._roots[i]:
+                    o = env.set_state(state)
                 returns[i] = self._play_out(env, o)
-                env.set_state(state)
-        handles = [(i, state, None) for i, state in enumerate(self._roots)]
+                env.set_state(self._roots[i])
+        handles = [(i, state, None) for i, state in enumerate(known)]
         return handles, logits, self._mixed(values, returns), masks
 
     @property
@@ -188,6 +199,12 @@ class LearnedModel:
             masks,
             terminal,
         )
+
+    def logits(self, handles: list[Any]) -> np.ndarray:
+        """The prediction network's logits ``(n, A)`` at latent states (`search.Model`'s
+        protocol; `step` always returns them, so search needs this only from other callers)."""
+        with th.inference_mode():
+            return _numpy(self.net.predict(th.stack([h[0] for h in handles]))[0])[0]
 
     def finish(self) -> None:
         """Nothing to restore: the learned model never touches the envs."""

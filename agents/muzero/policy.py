@@ -20,7 +20,7 @@ from schedgym.agents.muzero.models import make_model
 from schedgym.agents.muzero.networks import MuZeroNet
 from schedgym.agents.muzero.search import SearchConfig, gumbel_search
 from schedgym.errors import SchedgymError
-from schedgym.policy import PolicyKind, unwrap_env
+from schedgym.policy import PolicyKind, check_spaces, unwrap_env
 
 CHECKPOINT = "model.pt"
 
@@ -52,10 +52,15 @@ def checkpoint_file(path: Path) -> Path:
 
 
 def load_checkpoint(path: Path) -> tuple[MuZeroNet, dict[str, Any]]:
-    """The network and the settings (``planner``, ``search``) saved by `save_checkpoint`."""
-    data = th.load(checkpoint_file(path), map_location="cpu", weights_only=False)
-    net = MuZeroNet(data["observation_space"], **data["net_kwargs"])
-    net.load_state_dict(data["state_dict"])
+    """The network and the settings (``planner``, ``search``) saved by `save_checkpoint`;
+    raises ``SchedgymError`` naming the file when it cannot be read as one."""
+    file = checkpoint_file(path)
+    try:
+        data = th.load(file, map_location="cpu", weights_only=False)
+        net = MuZeroNet(data["observation_space"], **data["net_kwargs"])
+        net.load_state_dict(data["state_dict"])
+    except Exception as err:  # torch raises many kinds for a truncated or foreign file
+        raise SchedgymError(f"{file}: not a MuZero checkpoint ({type(err).__name__}: {err})")
     net.eval()
     return net, data
 
@@ -119,8 +124,11 @@ class MuZeroPolicy:
         self._rng = np.random.default_rng(seed)
 
     def reset(self, env: Any) -> None:
-        """Reseed the search's generator, so every episode plans alike (acting draws no noise
+        """Check that ``env`` gives the observations and actions the network was trained on
+        (`schedgym.policy.check_spaces`: ``SchedgymError`` naming the first that differs), and
+        reseed the search's generator, so every episode plans alike (acting draws no noise
         today, but a noisy variant would stay reproducible)."""
+        check_spaces(self.name, self.net.encoder._observation_space, self.net.n_actions, env)
         self._rng = np.random.default_rng(self._seed)
 
     def act(self, env: Any, obs: Any) -> int:

@@ -385,6 +385,40 @@ def compile_instance(
     )
 
 
+def known_instance(inst: Instance, jobs: int) -> Instance:
+    """What a scheduler knows of ``inst`` once its first ``jobs`` jobs are released: those jobs
+    alone (later arrivals are unknown, so a plan assumes none) with the estimated task times as
+    the realised ones (their unbiased mean: ``factor`` 1, ``sigma`` 0). ``inst`` itself when that
+    is everything. Jobs are released in arrival order, which `compile_instance` makes job order,
+    and tasks are numbered job by job, so the known tasks, their ready order and every
+    snapshot's task axis are prefixes of ``inst``'s (`DagCore.known_snapshot`). Raises
+    ``SchedgymError`` for ``jobs`` outside 1..n_jobs or arrivals out of job order."""
+    if not 1 <= jobs <= inst.n_jobs:
+        raise SchedgymError(f"known_instance: jobs must lie in 1..{inst.n_jobs}, got {jobs}")
+    if np.any(np.diff(inst.arrival) < 0):
+        raise SchedgymError("known_instance: jobs must arrive in job order")
+    if jobs == inst.n_jobs and inst.sigma == 0:
+        return inst
+    m = int(np.searchsorted(inst.job, jobs))  # tasks of the first `jobs` jobs
+    keep = inst.dst < m  # an edge stays inside its job
+    return Instance(
+        inst.mode,
+        inst.platform,
+        inst.task_names[:m],
+        inst.kinds[:m],
+        inst.job[:m],
+        inst.job_names[:jobs],
+        inst.arrival[:jobs],
+        inst.cost[:m],
+        np.ones(m),
+        inst.src[keep],
+        inst.dst[keep],
+        inst.data[keep],
+        inst.topo[inst.topo < m],
+        0.0,
+    )
+
+
 def mean_costs(inst: Instance) -> tuple[np.ndarray, np.ndarray]:
     """Topcuoglu et al.'s averages: each task's mean time over the devices that can run it, and
     each edge's mean communication cost ``L + data / B`` with ``L`` and ``B`` the mean latency and
@@ -541,10 +575,12 @@ RULES = {
 }
 
 
-def plan(core: DagCore, choose) -> None:
-    """Run a list-scheduling rule to the end of the episode on the core (the fast path)."""
+def plan(core: DagCore, choose, shown: int | None = None) -> None:
+    """Run a list-scheduling rule to the end of the episode on the core (the fast path),
+    choosing among the first ``shown`` ready tasks (all of them when ``None``), as an env that
+    shows that many does."""
     while not core.done:
-        t, d = choose(core, core.ready_tasks())
+        t, d = choose(core, core.ready_tasks()[:shown])
         core.place(t, d)
 
 
@@ -716,6 +752,18 @@ class DagCore:
             (self.n_ready, self.n_placed, self.n_released, self.clock),
         )
 
+    def known_snapshot(self, tasks: int, jobs: int) -> tuple:
+        """A `snapshot` restricted to the first ``tasks`` tasks and ``jobs`` jobs, for the core
+        of `known_instance` (every released task, placed or ready, is among them; a device's
+        timeline holds at most ``tasks`` intervals and its open end)."""
+        arrays, scalars = self.snapshot()
+        cut = {"tl_start": (slice(None), slice(tasks + 1)), "tl_end": (slice(None), slice(tasks + 1))}
+        cut |= {"tl_len": (), "busy": (), "job_end": slice(jobs)}
+        return (
+            tuple(a[cut.get(k, slice(tasks))] for k, a in zip(self._STATE, arrays, strict=True)),
+            scalars,
+        )
+
     def restore(self, snap: tuple) -> None:
         arrays, (self.n_ready, self.n_placed, self.n_released, self.clock) = snap
         for k, a in zip(self._STATE, arrays, strict=True):
@@ -785,6 +833,15 @@ def schedule_metrics(
         "planned_mean_slowdown": float(((planned - inst.arrival) / lb).mean()),
         "makespan": makespan,
     }
+
+
+def realised_penalty(inst: Instance, metrics: Mapping[str, float]) -> float:
+    """The end-of-episode reward correction: how far the realised objective exceeds the planned
+    one (``schedule_metrics``' ``makespan`` over the critical path single, ``mean_slowdown``
+    online), in the units of the steps' rewards; 0 without noise."""
+    if inst.mode == "single":
+        return (metrics["makespan"] - metrics["planned_makespan"]) / inst.lower_bound[0]
+    return metrics["mean_slowdown"] - metrics["planned_mean_slowdown"]
 
 
 def build_record(

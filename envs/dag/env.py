@@ -22,6 +22,8 @@ from schedgym.envs.dag.core import (
     build_record,
     compile_instance,
     get_platform,
+    known_instance,
+    realised_penalty,
     upward_rank,
 )
 from schedgym.envs.hardware import HardwareProfile
@@ -198,6 +200,8 @@ class DagSchedEnv(gym.Env):
         self.instance: Instance | None = None
         self.core: DagCore | None = None
         self.case_name = ""
+        self._known: tuple[Instance, int, Instance] | None = None
+        self._derived: list[tuple[Instance, tuple]] = []
 
     @property
     def platform(self) -> Platform:
@@ -225,10 +229,7 @@ class DagSchedEnv(gym.Env):
         info: dict[str, Any] = {}
         if core.done:
             metrics, record = build_record(inst, core.dev, core.start, case=self.case_name)
-            key = "makespan" if inst.mode == "single" else "mean_slowdown"
-            planned = "planned_" + key
-            late = metrics[key] - metrics[planned]
-            reward -= late / inst.lower_bound[0] if inst.mode == "single" else late
+            reward -= realised_penalty(inst, metrics)
             info = {"metrics": metrics, "record": record}
         return self._observe(), float(reward), core.done, False, info
 
@@ -253,6 +254,21 @@ class DagSchedEnv(gym.Env):
     def get_state(self) -> tuple:
         """A cheap snapshot of the episode (numpy copies), for search agents."""
         return self.instance, self.case_name, self._require_core().snapshot()
+
+    def known_state(self) -> tuple:
+        """A `get_state` snapshot of only what a scheduler knows at this decision
+        (`core.known_instance`: the jobs released so far, estimated times as the realised ones),
+        so that planning with the simulator from it is no oracle; `get_state()` itself on a
+        single DAG without noise. Restoring it moves the env onto the known instance (the same
+        ready tasks and action indices); restore a `get_state` snapshot to go back."""
+        core, inst = self._require_core(), self.instance
+        jobs = core.n_released
+        if self._known is None or self._known[0] is not inst or self._known[1] != jobs:
+            self._known = (inst, jobs, known_instance(inst, jobs))
+        known = self._known[2]
+        if known is inst:
+            return self.get_state()
+        return known, self.case_name, core.known_snapshot(known.n, jobs)
 
     def set_state(self, state: tuple) -> dict[str, np.ndarray]:
         """Restore a `get_state` snapshot (of any instance); return its observation."""
@@ -318,14 +334,26 @@ class DagSchedEnv(gym.Env):
     def _use(self, inst: Instance, case_name: str) -> None:
         self.instance, self.case_name = inst, case_name
         self.core = DagCore(inst)
+        # planning from `known_state` switches between two instances every decision: keep both
+        features = next((f for i, f in self._derived if i is inst), None)
+        if features is None:
+            features = self._features(inst)
+            self._derived = [*self._derived[-1:], (inst, features)]
+        self._scale, self._rank, self._log_succ, self._job_size, self._kind_flags = features
+
+    @staticmethod
+    def _features(inst: Instance) -> tuple:
+        """The instance's fixed inputs to the observation: time scale, upward ranks (scaled),
+        log(1 + successors), job sizes and device-kind flags."""
         finite = np.isfinite(inst.cost)
-        self._scale = float(np.mean(np.where(finite, inst.cost, 0).sum(1) / finite.sum(1)))
-        self._rank = upward_rank(inst) / self._scale
-        self._log_succ = np.log1p(np.diff(inst.succ_ptr)).astype(np.float32)
-        self._job_size = np.bincount(inst.job, minlength=inst.n_jobs).astype(float)
+        scale = float(np.mean(np.where(finite, inst.cost, 0).sum(1) / finite.sum(1)))
         kinds = [k if k in DEVICE_KINDS else "other" for k in inst.platform.kinds]
-        self._kind_flags = np.array(
-            [[k == c for c in (*DEVICE_KINDS, "other")] for k in kinds], np.float32
+        return (
+            scale,
+            upward_rank(inst) / scale,
+            np.log1p(np.diff(inst.succ_ptr)).astype(np.float32),
+            np.bincount(inst.job, minlength=inst.n_jobs).astype(float),
+            np.array([[k == c for c in (*DEVICE_KINDS, "other")] for k in kinds], np.float32),
         )
 
     def _decode(self, action: Any) -> tuple[int, int]:

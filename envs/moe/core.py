@@ -241,7 +241,8 @@ class MoECore:
         if self.n_slots < self.n_global:
             raise WorkloadError(
                 f"{episode.trace.name}: {self.n_global} experts do not fit {self.n_slots} "
-                "entity rows (make the env with a larger max_entities)"
+                "entity rows (the env's max_entities; where a learned policy's network fixes "
+                f"it, that policy cannot play this model: use one trained with {self.n_global})"
             )
         if not 1 <= capacity <= self.n_global:
             raise WorkloadError(f"capacity must be in 1..{self.n_global} experts, got {capacity}")
