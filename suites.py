@@ -140,15 +140,6 @@ def _jobshop() -> list[Suite]:
 _NO_CPSAT_DAG = {"solver:cpsat": "CP-SAT's DAG model is built for DAGs of up to 40 tasks"}
 
 
-def _dag_oracle(future: str) -> dict[str, str]:
-    """The DAG planner's skip where the simulator's state holds ``future``: planning with it
-    there would be an oracle, not a scheduler (docs/agents.md)."""
-    return {
-        "muzero:policies/dag-muzero@32": f"it plans with the true simulator, whose state holds "
-        f"the future here ({future}): an oracle, not a scheduler"
-    }
-
-
 def _dag() -> list[Suite]:
     models = ("gpt2-tiny", "gpt2-small", "resnet-tiny", "resnet18", "mlp")
     return [
@@ -171,7 +162,13 @@ def _dag() -> list[Suite]:
             env_kwargs={"mode": "online", "jobs": 10, "load": 0.8, "platform": "hetero"},
             about="torch.fx operator graphs of 5 zoo models, 10 copies arriving as a Poisson "
             "process at load 0.8 on H100 + A100 + A40 + CPU, 2 seeds each",
-            skip=_NO_CPSAT_DAG | _dag_oracle("the jobs yet to arrive"),
+            skip=_NO_CPSAT_DAG
+            | {
+                # measured on validation episode gpt2-small seed 500,002 (docs/results.md)
+                "muzero:policies/dag-muzero@32": "its PEFT rollouts plan this suite badly and "
+                "slowly (mean slowdown 5.06 against MinMin's 1.83, 482 s for one gpt2-small "
+                "episode); policies/dag-online-muzero, with MinMin rollouts, is its planner"
+            },
         ),
         Suite(
             "dag/random-noisy",
@@ -183,7 +180,7 @@ def _dag() -> list[Suite]:
             env_kwargs={"sigma": 0.5, "platform": "hetero"},
             about="random 50-task transformer-op DAGs on H100 + A100 + A40 + CPU, task times "
             "log-normal around the estimates (sigma 0.5)",
-            skip=_NO_CPSAT_DAG | _dag_oracle("the realised task times"),
+            skip=_NO_CPSAT_DAG,
         ),
         Suite(
             "dag/daggen-30",

@@ -2,10 +2,10 @@
 
 Every recipe's policy but ``batching``'s is committed.
 
-All but ``moe`` and ``batching`` plan with the true simulator (``--model simulator``), only
-honest on instances whose state holds no future (docs/agents.md), and value every search node by
-a heuristic's rollout; ``moe`` and ``batching`` plan with the learned dynamics (``--model
-learned``). Every recipe validates on cases disjoint from the suites' against a heuristic.
+All but ``moe`` and ``batching`` plan with the true simulator (``--model simulator``) from
+what a scheduler knows (``known_state``, where the env's state holds more: docs/agents.md), and
+value every search node by a heuristic's rollout; ``moe`` and ``batching`` plan with the learned
+dynamics (``--model learned``). Every recipe validates on cases disjoint from the suites' against a heuristic.
 Budgets (decisions of self-play) are sized for about 10 minutes on this 2-core machine under
 ``nice`` (``moe``: 29 minutes; ``batching``: 3):
 
@@ -16,6 +16,12 @@ Budgets (decisions of self-play) are sized for about 10 minutes on this 2-core m
   was trained on noisy random op DAGs and plans worse as a prior, docs/results.md), considers
   every legal action at the root (up to 64), and learns the prior from the search by self-play
   (expert iteration) on noise-free ``daggen:30`` DAGs;
+* ``dag-online`` plans the online DAG problem (jobs arriving as a Poisson process, the
+  ``dag/transformer-hetero`` suite's setting) from the jobs released so far, finishing them by
+  MinMin (the online suite's best heuristic; PEFT rollouts, alone or as the better of PEFT and
+  MinMin, planned worse on validation, docs/results.md), from a uniform prior, 16 simulations
+  over up to 16 root candidates; it self-plays and validates on online random op DAGs
+  (``random:20``-``random:60``), never on the zoo graphs the suite schedules;
 * ``memmap`` (the map task) and ``memmap-msa`` (the msa task) warm-start from
   ``policies/memmap-ppo`` and ``policies/memmap-msa-ppo`` like the job shop and roll out XLA's
   rule (``heuristic:msa``, best fit in the map task) in the env's buffer order: memory mapping
@@ -43,7 +49,7 @@ Budgets (decisions of self-play) are sized for about 10 minutes on this 2-core m
 
     .venv/bin/python scripts/train_muzero.py RECIPE [--steps N] [--simulations N]
 
-RECIPE is one of jobshop, dag, memmap, memmap-msa, memmap-pack, moe, batching.
+RECIPE is one of jobshop, dag, dag-online, memmap, memmap-msa, memmap-pack, moe, batching.
 """
 
 from __future__ import annotations
@@ -59,10 +65,7 @@ from schedgym.agents.muzero.train import MuZeroConfig, train
 ROOT = Path(__file__).resolve().parent.parent
 MOE_GAMMA = 0.99
 # recipe -> (self-play decisions, validation every, heuristic logged beside it, rollout policy
-# (None: plan with the learned model), simulations). Not dag with sigma > 0 or online
-# arrivals: there the simulator's state holds the future (docs/agents.md), so planning with it
-# would be an oracle, and no learned-model recipe has been tried there (moe and batching have
-# one, module docstring). The job shop's rollouts finish by MWKR: on the validation cases it
+# (None: plan with the learned model), simulations). The job shop's rollouts finish by MWKR: on the validation cases it
 # beat MOR as the rollout policy (36.0 % against 38.4 % mean lb gap at 16 simulations), and
 # mixing in the value net (lambda 0.5) did not help (37.1 %). The DAG's finish by PEFT: mean
 # SLR 1.457 against HEFT rollouts' 1.488 on daggen:30 validation DAGs at 32 simulations
@@ -70,6 +73,7 @@ MOE_GAMMA = 0.99
 RECIPES = {
     "jobshop": (3_000, 1_500, "heuristic:mor", "heuristic:mwkr", 16),
     "dag": (1_200, 600, "heuristic:heft", "heuristic:peft", 32),
+    "dag-online": (1_200, 600, "heuristic:minmin", "heuristic:minmin", 16),
     "memmap": (600, 300, "heuristic:msa", "heuristic:msa", 16),
     "memmap-msa": (400, 200, "heuristic:msa", "heuristic:msa", 16),
     "memmap-pack": (300, 300, "heuristic:first-fit-size", "heuristic:best-fit-start", 8),
@@ -77,7 +81,8 @@ RECIPES = {
     "batching": (2_000, 1_000, "heuristic:sarathi-sjf", None, 2),
 }
 # the env of a recipe not named after its env (one per task of the memory env)
-ENV_OF = {"memmap-msa": "memmap", "memmap-pack": "memmap"}
+ENV_OF = {"memmap-msa": "memmap", "memmap-pack": "memmap", "dag-online": "dag"}
+ONLINE_DAG = {"mode": "online", "jobs": 10, "load": 0.8, "platform": "hetero"}
 # MuZeroConfig fields of a recipe that does not warm-start from policies/<env>-ppo on PPO's own
 # generator and validation cases; validation
 # seeds come from 500,000 (agents.ppo.validation_episodes), training seeds below 10,000
@@ -87,6 +92,13 @@ OWN_SETTINGS: dict[str, dict[str, Any]] = {
         "val_cases": ["daggen:30"] * 6,
         "uniform_prior": True,
         "max_considered": 64,
+    },
+    # online random op DAGs, never the zoo graphs the online suite schedules
+    "dag-online": {
+        "env_kwargs": {"case": "random:40", **ONLINE_DAG},
+        "val_cases": ["random:20", "random:40", "random:60"] * 2,
+        "uniform_prior": True,
+        "max_considered": 16,
     },
     # PPO's weights, but episodes of the first 200 requests of PPO's generator (about 900
     # decisions, not 2,600): updates start after the first episode, and a validation of a

@@ -10,11 +10,15 @@ the test suites' (suites.py); each case is ``CASE`` or ``CASE@SEED`` (the reset 
         --rollout heuristic:mwkr,heuristic:mor --simulations 16
     .venv/bin/python scripts/validate_planner.py policies/dag-muzero --env dag --metric slr \\
         --cases daggen:30@20000,daggen:30@20001 --rollout heuristic:peft,heuristic:heft
+    .venv/bin/python scripts/validate_planner.py policies/dag-online-muzero --env dag \\
+        --metric mean_slowdown --cases random:40@500000,random:40@500001 \\
+        --env-kwargs '{"mode": "online", "jobs": 10, "load": 0.8, "platform": "hetero"}'
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -38,6 +42,9 @@ def main() -> None:
     parser.add_argument("--rollout", help="rollout policies, comma-separated (default: saved)")
     parser.add_argument("--simulations", type=int, help="per decision (default: saved)")
     parser.add_argument("--max-considered", type=int, help="root actions (default: saved)")
+    parser.add_argument(
+        "--env-kwargs", type=json.loads, default={}, help="env arguments, a JSON object"
+    )
     args = parser.parse_args()
     net, data = load_checkpoint(args.checkpoint)
     planner = dict(data["planner"])
@@ -51,7 +58,9 @@ def main() -> None:
     for spec in tqdm(args.cases.split(","), desc="cases"):
         case, _, seed = spec.partition("@")
         policy = MuZeroPolicy(net=net, planner=planner, search=search)
-        result = run_episode(args.env, policy, case=case, seed=int(seed or 0))
+        result = run_episode(
+            args.env, policy, case=case, seed=int(seed or 0), env_kwargs=args.env_kwargs
+        )
         if args.metric not in result.metrics:
             parser.error(f"--metric {args.metric}: {case} reports {', '.join(result.metrics)}")
         scores.append(float(result.metrics[args.metric]))

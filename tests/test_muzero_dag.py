@@ -1,10 +1,8 @@
 """Gumbel MuZero planning on the static DAG cases: HEFT rollouts from mid-episode states, the
-uniform prior, the planner on Topcuoglu et al.'s example, and its skips where the simulator
-holds the future."""
+uniform prior and the planner on Topcuoglu et al.'s example (what it may know online and under
+noise: tests/test_dag_known.py)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 import torch as th
@@ -16,9 +14,7 @@ from schedgym.agents.muzero.train import MuZeroConfig, train, uniform_prior
 from schedgym.envs.dag.record import validate
 from schedgym.episode import make_env, run_episode
 from schedgym.errors import SchedgymError
-from schedgym.leaderboard import learned_policies
 from schedgym.policy import resolve_policy
-from schedgym.suites import SUITES
 
 
 def _net(env) -> MuZeroNet:
@@ -106,17 +102,3 @@ def test_uniform_prior_and_a_warm_start_are_refused_together(tmp_path):
     )
     with pytest.raises(SchedgymError, match="pick one"):
         train(cfg, progress=False)
-
-
-def test_simulator_planning_is_skipped_where_the_state_holds_the_future():
-    """The online arrivals and the noisy durations live in the simulator's state: planning
-    with it there would be an oracle (docs/agents.md), so the board lists the reason instead;
-    the static suites run it."""
-    root = Path(__file__).resolve().parent.parent
-    names = [n for n, _ in learned_policies("dag", root) if n.startswith("muzero:")]
-    if not names:
-        pytest.skip("policies/dag-muzero is not committed in this checkout")
-    for suite in ("dag/transformer-hetero", "dag/random-noisy"):
-        assert "future" in SUITES[suite].skip.get(names[0], ""), suite
-    for suite in ("dag/topcuoglu", "dag/daggen-30"):
-        assert names[0] not in SUITES[suite].skip, suite

@@ -60,7 +60,9 @@ def load_checkpoint(path: Path) -> tuple[MuZeroNet, dict[str, Any]]:
         net = MuZeroNet(data["observation_space"], **data["net_kwargs"])
         net.load_state_dict(data["state_dict"])
     except Exception as err:  # torch raises many kinds for a truncated or foreign file
-        raise SchedgymError(f"{file}: not a MuZero checkpoint ({type(err).__name__}: {err})")
+        raise SchedgymError(
+            f"{file}: not a MuZero checkpoint ({type(err).__name__}: {err})"
+        ) from err
     net.eval()
     return net, data
 

@@ -757,7 +757,10 @@ class DagCore:
         of `known_instance` (every released task, placed or ready, is among them; a device's
         timeline holds at most ``tasks`` intervals and its open end)."""
         arrays, scalars = self.snapshot()
-        cut = {"tl_start": (slice(None), slice(tasks + 1)), "tl_end": (slice(None), slice(tasks + 1))}
+        cut = {
+            "tl_start": (slice(None), slice(tasks + 1)),
+            "tl_end": (slice(None), slice(tasks + 1)),
+        }
         cut |= {"tl_len": (), "busy": (), "job_end": slice(jobs)}
         return (
             tuple(a[cut.get(k, slice(tasks))] for k, a in zip(self._STATE, arrays, strict=True)),
