@@ -5,8 +5,8 @@ Every recipe's policy but ``batching``'s is committed.
 All but ``moe`` and ``batching`` plan with the true simulator (``--model simulator``) from
 what a scheduler knows (``known_state``, where the env's state holds more: docs/agents.md), and
 value every search node by a heuristic's rollout; ``moe`` and ``batching`` plan with the learned
-dynamics (``--model learned``). Every recipe validates on cases disjoint from the suites' against a heuristic.
-Budgets (decisions of self-play) are sized for about 10 minutes on this 2-core machine under
+dynamics (``--model learned``). Every recipe validates on cases disjoint from the suites'
+against a heuristic. Budgets (decisions of self-play) are sized for about 10 minutes on this 2-core machine under
 ``nice`` (``moe``: 29 minutes; ``batching``: 3):
 
 * ``jobshop`` warm-starts the representation and prediction nets from the committed PPO policy
@@ -65,11 +65,11 @@ from schedgym.agents.muzero.train import MuZeroConfig, train
 ROOT = Path(__file__).resolve().parent.parent
 MOE_GAMMA = 0.99
 # recipe -> (self-play decisions, validation every, heuristic logged beside it, rollout policy
-# (None: plan with the learned model), simulations). The job shop's rollouts finish by MWKR: on the validation cases it
-# beat MOR as the rollout policy (36.0 % against 38.4 % mean lb gap at 16 simulations), and
-# mixing in the value net (lambda 0.5) did not help (37.1 %). The DAG's finish by PEFT: mean
-# SLR 1.457 against HEFT rollouts' 1.488 on daggen:30 validation DAGs at 32 simulations
-# (docs/results.md).
+# (None: plan with the learned model), simulations). The job shop's rollouts finish by MWKR:
+# on the validation cases it beat MOR as the rollout policy (36.0 % against 38.4 % mean lb gap
+# at 16 simulations), and mixing in the value net (lambda 0.5) did not help (37.1 %). The DAG's
+# finish by PEFT: mean SLR 1.457 against HEFT rollouts' 1.488 on daggen:30 validation DAGs at 32
+# simulations; the online DAG's by MinMin (docs/results.md).
 RECIPES = {
     "jobshop": (3_000, 1_500, "heuristic:mor", "heuristic:mwkr", 16),
     "dag": (1_200, 600, "heuristic:heft", "heuristic:peft", 32),
