@@ -6,8 +6,8 @@ All but ``moe`` and ``batching`` plan with the true simulator (``--model simulat
 what a scheduler knows (``known_state``, where the env's state holds more: docs/agents.md), and
 value every search node by a heuristic's rollout; ``moe`` and ``batching`` plan with the learned
 dynamics (``--model learned``). Every recipe validates on cases disjoint from the suites'
-against a heuristic. Budgets (decisions of self-play) are sized for about 10 minutes on this 2-core machine under
-``nice`` (``moe``: 29 minutes; ``batching``: 3):
+against a heuristic. Budgets (decisions of self-play) are sized for about 10 minutes on this
+2-core machine under ``nice`` (``moe``: 29 minutes; ``batching``: 3; ``dag-online``: 7):
 
 * ``jobshop`` warm-starts the representation and prediction nets from the committed PPO policy
   (``policies/jobshop-ppo``, `MuZeroNet.load_ppo`) and self-plays on PPO's training generator
