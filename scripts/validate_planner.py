@@ -29,6 +29,18 @@ from tqdm.auto import tqdm
 from schedgym.agents.muzero.policy import MuZeroPolicy, load_checkpoint
 from schedgym.agents.muzero.search import SearchConfig
 from schedgym.episode import run_episode
+from schedgym.errors import SchedgymError
+
+
+def json_object(text: str) -> dict:
+    """argparse type: a JSON object."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {type(value).__name__}")
+    return value
 
 
 def main() -> None:
@@ -43,9 +55,17 @@ def main() -> None:
     parser.add_argument("--simulations", type=int, help="per decision (default: saved)")
     parser.add_argument("--max-considered", type=int, help="root actions (default: saved)")
     parser.add_argument(
-        "--env-kwargs", type=json.loads, default={}, help="env arguments, a JSON object"
+        "--env-kwargs", type=json_object, default={}, help="env arguments, a JSON object"
     )
     args = parser.parse_args()
+    try:
+        score(args, parser)
+    except (SchedgymError, TypeError) as err:  # TypeError: an argument the env does not take
+        parser.error(str(err))
+
+
+def score(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Play every case with the planner's settings and print the mean metric."""
     net, data = load_checkpoint(args.checkpoint)
     planner = dict(data["planner"])
     if args.rollout:
@@ -57,7 +77,9 @@ def main() -> None:
     scores, start = [], time.perf_counter()
     for spec in tqdm(args.cases.split(","), desc="cases"):
         case, _, seed = spec.partition("@")
-        policy = MuZeroPolicy(net=net, planner=planner, search=search)
+        policy = MuZeroPolicy(
+            name=f"muzero:{args.checkpoint}", net=net, planner=planner, search=search
+        )
         result = run_episode(
             args.env, policy, case=case, seed=int(seed or 0), env_kwargs=args.env_kwargs
         )
