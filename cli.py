@@ -637,8 +637,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--policy",
         required=True,
-        help="heuristic:NAME, solver:NAME, oracle:NAME, bound:NAME, random, ppo:PATH or "
-        "module:function",
+        help="heuristic:NAME, solver:NAME, oracle:NAME, bound:NAME, random, ppo:PATH, "
+        "muzero:PATH[@N] (N simulations a decision) or module:function",
     )
     s.add_argument("--case", help="instance, trace or buffer-set name, or file:PATH")
     s.add_argument("--workload", help="same as --case")
@@ -881,8 +881,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--policy",
         required=True,
-        help="heuristic:NAME, solver:NAME, oracle:NAME, bound:NAME, random, ppo:PATH or "
-        "module:function (f(env, obs) -> action)",
+        help="heuristic:NAME, solver:NAME, oracle:NAME, bound:NAME, random, ppo:PATH, "
+        "muzero:PATH[@N] (N simulations a decision) or module:function (f(env, obs) -> action)",
     )
     s.add_argument("--env", help="the env (implied by a suite name; needed for file:PATH)")
     s.add_argument("--json", metavar="OUT", help="write the results JSON here")
