@@ -69,6 +69,8 @@ class ListScheduler:
 
     def act(self, env: Any, obs: Any) -> int:
         env, core, choose = self._rule(env)
+        if core.done:
+            raise SchedgymError(f"{self.name}: the episode is over; reset the env")
         return env.action_of(*choose(core, core.ready_tasks()[: env.layout.max_entities]))
 
     def play_out(self, env: Any) -> float:
@@ -76,8 +78,10 @@ class ListScheduler:
         the env with `act` would collect it (the rewards of ``DagSchedEnv``: each job's growth
         over its critical path over the number of jobs, then the realised end's correction),
         but computed on the env's core without observations, for search rollouts. The env is
-        left at the episode's end (callers restore a snapshot)."""
+        left at the episode's end (callers restore a snapshot); 0 at the end."""
         env, core, choose = self._rule(env)
+        if core.done:  # the end's correction was part of the last step's reward
+            return 0.0
         inst = env.instance
         before = core.job_end.copy()
         plan(core, choose, env.layout.max_entities)

@@ -132,3 +132,19 @@ def test_play_out_returns_what_stepping_collects(kwargs, case, rule):
         obs, reward, done, _, _ = env.step(policy.act(env, obs))
         total += reward
     assert fast == pytest.approx(total, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("kwargs", [{"sigma": 0.3}, {"sigma": 0.5, **ONLINE}])
+def test_at_the_end_a_rule_plays_out_nothing_and_refuses_to_act(kwargs):
+    """The realised end's correction was part of the last step's reward: finishing a finished
+    episode returns 0, and asking the rule for an action says the episode is over."""
+    env = make_env("dag", **kwargs).unwrapped
+    obs = env.reset(seed=2, options={"case": "random:8"})[0]
+    heft = resolve_policy("dag", "heuristic:heft")
+    heft.reset(env)
+    done = False
+    while not done:
+        obs, _, done, _, _ = env.step(heft.act(env, obs))
+    assert heft.play_out(env) == 0.0
+    with pytest.raises(SchedgymError, match="the episode is over"):
+        heft.act(env, obs)

@@ -282,7 +282,7 @@ class DagSchedEnv(gym.Env):
 
     def _require_core(self) -> DagCore:
         if self.core is None:
-            raise SchedgymError("DagSchedEnv: call reset() before step()")
+            raise SchedgymError("DagSchedEnv: call reset() first")
         return self.core
 
     def _check_size(self, platform: Platform) -> None:
