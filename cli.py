@@ -218,6 +218,10 @@ def cmd_run(args: argparse.Namespace) -> None:
         **(_env_kwargs(args) or {}),
     }
     case = args.case or args.workload
+    given = env_kwargs.get("case")  # the env's default case: --case would silently win
+    if case and given is not None and given != case:
+        raise SchedgymError(f"--case {case!r} and the case in --env-kwargs, {given!r}, disagree")
+    case = case or given
     result = run_episode(entry.name, args.policy, case=case, seed=args.seed, env_kwargs=env_kwargs)
     print(
         f"{entry.gym_id}  case={case or 'default'}  policy={result.policy} ({result.kind})  "

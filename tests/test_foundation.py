@@ -66,6 +66,11 @@ def test_every_verb_has_help(verb):
             "tokens must be an integer >= 1, got 0",
         ),
         (["train", "--env", "jobshop", "--steps", "0"], "--steps: must be at least 1, got 0"),
+        (
+            ["run", "--env", "dag", "--policy", "random", "--case", "topcuoglu"]
+            + ["--env-kwargs", '{"case": "daggen:10"}'],
+            "--case 'topcuoglu' and the case in --env-kwargs, 'daggen:10', disagree",
+        ),
     ],
 )
 def test_errors_are_one_line_not_a_traceback(args, message):
