@@ -148,3 +148,24 @@ def test_at_the_end_a_rule_plays_out_nothing_and_refuses_to_act(kwargs):
     assert heft.play_out(env) == 0.0
     with pytest.raises(SchedgymError, match="the episode is over"):
         heft.act(env, obs)
+
+
+def test_the_committed_online_planner_plays_a_valid_episode_and_repeats_it():
+    """`policies/dag-online-muzero` on a small online case with noise: only legal actions (the
+    env raises otherwise), a record the independent validator accepts (`run_episode` checks
+    it), the same episode twice."""
+    from pathlib import Path
+
+    from schedgym.episode import run_episode
+
+    if not (Path(__file__).resolve().parent.parent / "policies/dag-online-muzero").is_dir():
+        pytest.skip("policies/dag-online-muzero is not committed in this checkout")
+    kwargs = {"sigma": 0.3, **ONLINE, "jobs": 3}
+    runs = [
+        run_episode(
+            "dag", "muzero:policies/dag-online-muzero@4", case="mlp", seed=1, env_kwargs=kwargs
+        )
+        for _ in range(2)
+    ]
+    assert runs[0].record == runs[1].record
+    assert runs[0].metrics["mean_slowdown"] >= 1.0
