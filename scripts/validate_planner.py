@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from schedgym.agents.muzero.policy import MuZeroPolicy, load_checkpoint
 from schedgym.agents.muzero.search import SearchConfig
-from schedgym.episode import run_episode
+from schedgym.episode import make_env, run_episode
 from schedgym.errors import SchedgymError
 
 
@@ -59,8 +59,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     try:
-        score(args, parser)
+        make_env(args.env, **args.env_kwargs).close()
     except (SchedgymError, TypeError) as err:  # TypeError: an argument the env does not take
+        parser.error(f"--env-kwargs: {err}")
+    try:
+        score(args, parser)
+    except SchedgymError as err:
         parser.error(str(err))
 
 
