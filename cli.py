@@ -307,10 +307,12 @@ def cmd_train(args: argparse.Namespace) -> None:
         _train_muzero(args, env_kwargs)
         return
     muzero_only = ("simulations", "model", "rollout", "rollout_mix", "max_considered")
-    if any(getattr(args, k) is not None for k in muzero_only) or args.uniform_prior:
+    if any(getattr(args, k) is not None for k in muzero_only) or (
+        args.uniform_prior or args.fortify
+    ):
         raise SchedgymError(
-            "--simulations, --model, --rollout, --rollout-mix, --max-considered and "
-            "--uniform-prior are options of --algo muzero"
+            "--simulations, --model, --rollout, --rollout-mix, --max-considered, "
+            "--uniform-prior and --fortify are options of --algo muzero"
         )
     if args.env_runners is not None or args.ray is not None:
         raise SchedgymError("--env-runners and --ray are options of --algo rllib-ppo")
@@ -409,6 +411,7 @@ def _train_muzero(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> None:
         learning_rate=args.learning_rate,
         init_from=args.init_from,
         uniform_prior=args.uniform_prior,
+        fortify=args.fortify,
         # unset budgets keep MuZeroConfig's defaults; a 0 given is refused, not replaced
         **{k: v for k in ("simulations", "max_considered") if (v := getattr(args, k)) is not None},
     )
@@ -749,6 +752,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="muzero: start from a uniform prior (policy head zeroed) instead of --init-from, "
         "for a rollout planner whose heuristic beats any network at hand",
+    )
+    s.add_argument(
+        "--fortify",
+        action="store_true",
+        help="muzero with --rollout: the saved policy follows the best complete sequence its "
+        "searches have found until one finds better (fortified rollout: never worse than the "
+        "rollout policy from the first state; self-play is unchanged)",
     )
     s.add_argument(
         "--env-runners",

@@ -94,13 +94,26 @@ def checkpoint_files(policy: str) -> list[Path]:
     """The files a learned policy's results depend on, the one that must exist first: a policy
     folder's ``model.zip`` and ``config.json``, or, where its ``config.json`` lists them under
     ``checkpoint_files`` (an RLlib module's many files, MuZero's ``model.pt``), those and
-    ``config.json``; a file named directly is itself."""
+    ``config.json``; a file named directly is itself. Raises ``SchedgymError`` naming the
+    ``config.json`` when ``checkpoint_files`` is not a list of names or lists a missing file
+    (a missing file must not just drop out of the results' input digest)."""
     where = learned_path(policy)
     if not where.is_dir():
         return [where]
     config = where / "config.json"
     listed = _config(config).get("checkpoint_files") if config.is_file() else None
-    return [*(where / f for f in listed), config] if listed else [where / "model.zip", config]
+    if listed is None:
+        return [where / "model.zip", config]
+    if not (isinstance(listed, list) and listed and all(isinstance(f, str) and f for f in listed)):
+        raise SchedgymError(
+            f"{config}: checkpoint_files must be a non-empty list of file names, got {listed!r}"
+        )
+    missing = [f for f in listed if not (where / f).is_file()]
+    if missing:
+        raise SchedgymError(
+            f"{config}: checkpoint_files lists {', '.join(missing)}, not in {where}"
+        )
+    return [*(where / f for f in listed), config]
 
 
 def learned_layout_kwargs(policy: str) -> dict[str, Any]:
@@ -112,6 +125,10 @@ def learned_layout_kwargs(policy: str) -> dict[str, Any]:
     if not config.is_file():
         return {}
     kwargs = _config(config).get("env_kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise SchedgymError(
+            f"{config}: env_kwargs must be a JSON object, got {type(kwargs).__name__}"
+        )
     return {k: v for k, v in kwargs.items() if k.startswith("max_")}
 
 

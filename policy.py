@@ -67,10 +67,16 @@ def check_spaces(name: str, observation_space: Any, n_actions: int, env: Any) ->
     trained, given = _shapes(observation_space), _shapes(env.observation_space)
     trained["actions"], given["actions"] = (n_actions,), (int(env.action_space.n),)
     for key, shape in trained.items():
-        if given.get(key) != shape:
+        if key not in given:
             raise SchedgymError(
-                f"{name}: trained on {key} of shape {shape}, this env gives "
-                f"{given.get(key)}; evaluate it under the env and arguments in its config.json"
+                f"{name}: trained on observations with a part {key!r}, which this env's lack: "
+                "a checkpoint of another env or task?"
+            )
+        if given[key] != shape:
+            raise SchedgymError(
+                f"{name}: trained on {key} of shape {shape}, this env gives {given[key]}; "
+                "evaluate it under the env arguments it was trained with (the max_* sizes and "
+                "the task in its training config.json)"
             )
 
 

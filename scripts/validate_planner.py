@@ -55,6 +55,11 @@ def main() -> None:
     parser.add_argument("--simulations", type=int, help="per decision (default: saved)")
     parser.add_argument("--max-considered", type=int, help="root actions (default: saved)")
     parser.add_argument(
+        "--fortify",
+        choices=("on", "off"),
+        help="follow the best sequence found so far (fortified rollout; default: saved)",
+    )
+    parser.add_argument(
         "--env-kwargs", type=json_object, default={}, help="env arguments, a JSON object"
     )
     args = parser.parse_args()
@@ -74,6 +79,8 @@ def score(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     planner = dict(data["planner"])
     if args.rollout:
         planner["rollout"] = args.rollout
+    if args.fortify:
+        planner["fortify"] = args.fortify == "on"
     search = SearchConfig(**data["search"])
     for field in ("simulations", "max_considered"):
         if getattr(args, field) is not None:
@@ -92,6 +99,7 @@ def score(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         scores.append(float(result.metrics[args.metric]))
     print(
         f"{args.checkpoint} rollout={planner.get('rollout')} @{search.simulations} "
+        f"fortify={bool(planner.get('fortify'))} "
         f"considered={search.max_considered}: mean {args.metric} {np.mean(scores):.4f} "
         f"over {len(scores)} cases in {time.perf_counter() - start:.0f} s; "
         + " ".join(f"{x:.4g}" for x in scores)

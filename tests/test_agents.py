@@ -284,3 +284,17 @@ def test_a_broken_policy_config_is_named_in_one_line(tmp_path):
     (tmp_path / "config.json").write_text("[1, 2]")
     with pytest.raises(SchedgymError, match="expected a JSON object, got list"):
         checkpoint_files(f"ppo:{tmp_path}")
+    config = tmp_path / "config.json"
+    # read letter by letter, "model.pt" would list eight one-letter files
+    config.write_text('{"algo": "muzero", "checkpoint_files": "model.pt"}')
+    with pytest.raises(SchedgymError, match="checkpoint_files must be a non-empty list"):
+        checkpoint_files(f"muzero:{tmp_path}")
+    # a listed file that is missing would silently drop out of the results' input digest
+    config.write_text('{"algo": "muzero", "checkpoint_files": ["model.pt"]}')
+    with pytest.raises(SchedgymError, match=f"{config}: checkpoint_files lists model.pt, not in"):
+        checkpoint_files(f"muzero:{tmp_path}")
+    (tmp_path / "model.pt").write_bytes(b"weights")
+    assert checkpoint_files(f"muzero:{tmp_path}") == [tmp_path / "model.pt", config]
+    config.write_text('{"env": "jobshop", "env_kwargs": ["max_jobs", 3]}')
+    with pytest.raises(SchedgymError, match="env_kwargs must be a JSON object, got list"):
+        learned_layout_kwargs(f"ppo:{tmp_path}")

@@ -551,7 +551,7 @@ def test_learned_models_logits_are_the_prediction_at_its_states(learned_run):
 
 def test_a_checkpoint_of_another_env_or_a_broken_file_fails_in_one_line(learned_run, tmp_path):
     """A job-shop network asked to play DAG scheduling names the first input that differs; a
-    truncated model.pt names the file."""
+    truncated model.pt names the file; the resume file ``last.pt`` says what it is."""
     _, _, out = learned_run
     policy = resolve_policy("dag", f"muzero:{out}")
     with pytest.raises(SchedgymError, match=r"trained on entities of shape") as err:
@@ -562,6 +562,8 @@ def test_a_checkpoint_of_another_env_or_a_broken_file_fails_in_one_line(learned_
     with pytest.raises(SchedgymError, match=f"{broken}: not a MuZero checkpoint") as err:
         resolve_policy("jobshop", f"muzero:{broken}")
     assert "\n" not in str(err.value)
+    with pytest.raises(SchedgymError, match="a resume checkpoint of `schedgym train`"):
+        resolve_policy("jobshop", f"muzero:{out / 'last.pt'}")
 
 
 # --- names ------------------------------------------------------------------------------------
@@ -610,6 +612,31 @@ def test_a_task_without_the_envs_primary_metric_validates_by_the_named_one(tmp_p
     assert result.metrics["height_over_capacity"] == history[0]["height_over_capacity"]
 
 
+def test_a_fresh_run_into_an_old_folder_validates_its_start_again(tmp_path):
+    """A planner's start (here a uniform prior) is a candidate for the shipped checkpoint, so it
+    is validated before self-play; running again into the same folder, without ``resume``, must
+    do so again rather than treat the earlier run's ``model.pt`` as already validated."""
+    cfg = MuZeroConfig(
+        env="memmap",
+        out=str(tmp_path / "pack"),
+        steps=4,
+        n_envs=1,
+        env_kwargs={"task": "pack", "case": "random:8"},
+        val_cases=["random:8:20000"],
+        eval_every=4,
+        simulations=2,
+        rollout="heuristic:best-fit-start",
+        uniform_prior=True,
+        val_metric="height_over_capacity",
+        tensorboard=None,
+    )
+    for _ in range(2):
+        with pytest.warns(UserWarning, match="no self-play episode ended"):
+            train(cfg, progress=False)
+        history = json.loads((tmp_path / "pack" / "training.json").read_text())["validation"]
+        assert [row["decisions"] for row in history] == [0.0, 4.0]
+
+
 def test_train_algo_muzero_from_the_command_line(tmp_path, capsys):
     from schedgym.cli import main
 
@@ -629,7 +656,7 @@ def test_train_algo_muzero_from_the_command_line(tmp_path, capsys):
         main(["train", "--env", "jobshop", "--algo", "muzero", "--imitate", "heuristic:mor"]) == 2
     )
     assert main(["train", "--env", "jobshop", "--simulations", "8"]) == 2
-    assert "--max-considered and --uniform-prior are options of --algo muzero" in (
+    assert "--max-considered, --uniform-prior and --fortify are options of --algo muzero" in (
         capsys.readouterr().err
     )
     both = ["train", "--algo", "muzero", "--env", "jobshop", "--uniform-prior"]

@@ -24,6 +24,14 @@
   a real entity, every special action), since the network cannot know which moves the true
   state would allow; no state is terminal.
 
+With ``fortify`` (acting only, `SimulatorModel.found` and `SimulatorModel.replay`), the policy
+keeps the best complete action sequence any search of the episode has found (a tree path and
+the rollout that finished it) and follows it until a search finds a better one: Bertsekas,
+Tsitsiklis and Wu's *fortified* rollout (J. Heuristics 1997, section 2; Bertsekas, "Rollout,
+Policy Iteration, and Distributed Reinforcement Learning", 2020, section 2.3.1), which ends no
+worse than the best rollout it has seen, the base heuristic's from the first state included,
+where the plain rollout algorithm only does so for "sequentially improving" heuristics.
+
 Both evaluate every new node of a simulation in one batched network call, except that with pure
 rollout values (``mix`` 1) `SimulatorModel` defers a node's network call until a simulation
 descends through it (`SimulatorModel.lazy`): the value is the rollout's, so only a visited
@@ -34,6 +42,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -58,8 +67,11 @@ class SimulatorModel:
     returns, Bertsekas's "superheuristic": the best of several base heuristics is itself a base
     heuristic, and a rollout on it never ends worse than any of them (Bertsekas, Tsitsiklis and
     Wu, J. Heuristics 1997, section 3). ``mix`` in [0, 1] weighs that return against the
-    network's value; ``gamma`` discounts the rollout's rewards as the search does. Raises
-    ``ValueError`` for a ``mix`` outside [0, 1]."""
+    network's value; ``gamma`` discounts the rollout's rewards as the search does.
+
+    ``fortify``: also record, per root, the best complete sequence the search found (`found`),
+    for a fortified rollout policy (module docstring). Raises ``ValueError`` for a ``mix``
+    outside [0, 1], or ``fortify`` without a rollout policy (a sequence needs a completion)."""
 
     def __init__(
         self,
@@ -67,6 +79,7 @@ class SimulatorModel:
         rollout: Policy | Sequence[Policy] | None = None,
         mix: float = 1.0,
         gamma: float = 1.0,
+        fortify: bool = False,
     ):
         if not 0.0 <= mix <= 1.0:
             raise ValueError(f"the rollout mix must lie in [0, 1], got {mix}")
@@ -74,34 +87,77 @@ class SimulatorModel:
         if rollout is None:
             rollout = ()
         self.rollouts = tuple(rollout) if isinstance(rollout, Sequence) else (rollout,)
-        self.mix, self.gamma = mix, gamma
+        if fortify and not self.rollouts:
+            raise ValueError("a fortified planner needs a rollout policy to finish its sequences")
+        self.mix, self.gamma, self.fortify = mix, gamma, fortify
         self._envs: list[Any] = []
         self._roots: list[Any] = []
+        self.found: list[dict[int | None, Found]] = []
 
-    def _play_out(self, env: Any, obs: dict[str, np.ndarray]) -> float:
-        """The best discounted return of the rollout policies from ``env``'s state to the
-        episode's end; the env may be left at an end (callers restore a snapshot). A policy's
-        own ``play_out(env)`` (the undiscounted return, computed without stepping the env:
-        `NonDelayRule.play_out`) is used when ``gamma`` is 1."""
-        best, start, o = -math.inf, None, obs
-        for policy in self.rollouts:
+    def _play_out(
+        self, env: Any, obs: dict[str, np.ndarray], only: int | None = None
+    ) -> tuple[float, int]:
+        """The best discounted return of the rollout policies (or of policy ``only``) from
+        ``env``'s state to the episode's end, and the index of the policy that gave it; the env
+        may be left at an end (callers restore a snapshot). A policy's own ``play_out(env)``
+        (the undiscounted return, computed without stepping the env: `NonDelayRule.play_out`)
+        is used when ``gamma`` is 1."""
+        best, which, start, o = -math.inf, 0, None, obs
+        for k, policy in enumerate(self.rollouts):
+            if only is not None and k != only:
+                continue
             if start is not None:  # an earlier play-out stepped the env to an end
                 o = env.set_state(start)
             fast = getattr(policy, "play_out", None)
             if fast is not None and self.gamma == 1.0:
-                best = max(best, float(fast(env)))
-                continue
-            if start is None:
-                start = env.get_state()
-            policy.reset(env)
+                total = float(fast(env))
+            else:
+                if start is None:
+                    start = env.get_state()
+                policy.reset(env)
+                total, discount, done = 0.0, 1.0, False
+                while not done:
+                    o, reward, term, trunc, _ = env.step(int(policy.act(env, o)))
+                    total += discount * float(reward)
+                    discount *= self.gamma
+                    done = term or trunc
+            if total > best:
+                best, which = total, k
+        return best, which
+
+    def _record(self, row: int, path: tuple[int, ...], value: float, rollout: int) -> None:
+        """Keep ``path`` (then ``rollout`` to the end) if it is the best complete sequence found
+        through its first action (the key ``None``: the root's own rollout); only when
+        fortified, as nothing else reads it."""
+        if not self.fortify:
+            return
+        key = path[0] if path else None
+        held = self.found[row].get(key)
+        if held is None or value > held.value:
+            self.found[row][key] = Found(value, path, rollout)
+
+    def replay(self, env: Any, path: Sequence[int], rollout: int) -> float | None:
+        """The discounted return, from what the scheduler knows of ``env``'s current state, of
+        taking ``path`` and then following rollout policy ``rollout`` to the end (``None`` if an
+        action of ``path`` is illegal there or the episode ends before it is done); ``env`` is
+        left as it was. A fortified policy re-values the sequence it holds with this each
+        decision, so arrivals and noise since it was found count."""
+        env = env.unwrapped
+        root = env.get_state()
+        state = env.known_state() if hasattr(env, "known_state") else root
+        try:
+            o = env.set_state(state)
             total, discount, done = 0.0, 1.0, False
-            while not done:
-                o, reward, term, trunc, _ = env.step(int(policy.act(env, o)))
+            for action in path:
+                if done or not env.action_masks()[action]:
+                    return None
+                o, reward, term, trunc, _ = env.step(int(action))
                 total += discount * float(reward)
                 discount *= self.gamma
                 done = term or trunc
-            best = max(best, total)
-        return best
+            return total if done else total + discount * self._play_out(env, o, rollout)[0]
+        finally:
+            env.set_state(root)
 
     def _mixed(self, values: np.ndarray, returns: np.ndarray) -> np.ndarray:
         return values if not self.rollouts else (1 - self.mix) * values + self.mix * returns
@@ -118,13 +174,16 @@ class SimulatorModel:
         with th.inference_mode():
             logits, values = _numpy(*self.net.predict(self.net.represent(obs_to_tensor(obs))[0]))
         returns = np.zeros(len(self._envs))
+        self.found = [{} for _ in self._envs]
         if self.rollouts:
             for i, (env, o, state) in enumerate(zip(self._envs, obs, known, strict=True)):
                 if state is not self._roots[i]:
                     o = env.set_state(state)
-                returns[i] = self._play_out(env, o)
+                returns[i], which = self._play_out(env, o)
+                self._record(i, (), returns[i], which)
                 env.set_state(self._roots[i])
-        handles = [(i, state, None) for i, state in enumerate(known)]
+        # a handle: (root row, snapshot, observation or None, path from the root, its return)
+        handles = [(i, state, None, (), 0.0) for i, state in enumerate(known)]
         return handles, logits, self._mixed(values, returns), masks
 
     @property
@@ -139,19 +198,26 @@ class SimulatorModel:
         out, obs = [], []
         rewards, terminal, returns = np.zeros(n), np.zeros(n, bool), np.zeros(n)
         masks = np.zeros((n, n_actions), bool)
-        for i, ((row, state, _), action) in enumerate(zip(handles, actions, strict=True)):
+        for i, ((row, state, _, path, gain), action) in enumerate(
+            zip(handles, actions, strict=True)
+        ):
             env = self._envs[row]
             env.set_state(state)
             o, rewards[i], term, trunc, _ = env.step(int(action))
             terminal[i] = term or trunc
             # envs may refill one observation buffer in place: keep this one's values
             o = None if terminal[i] else {k: np.array(v) for k, v in o.items()}
-            out.append((row, env.get_state(), o))
-            if not terminal[i]:
-                masks[i] = env.action_masks()
-                obs.append(o)
+            path, gain = (*path, int(action)), gain + self.gamma ** len(path) * rewards[i]
+            out.append((row, env.get_state(), o, path, gain))
+            if terminal[i]:
                 if self.rollouts:
-                    returns[i] = self._play_out(env, o)
+                    self._record(row, path, gain, 0)
+                continue
+            masks[i] = env.action_masks()
+            obs.append(o)
+            if self.rollouts:
+                returns[i], which = self._play_out(env, o)
+                self._record(row, path, gain + self.gamma ** len(path) * returns[i], which)
         if self.lazy:
             return out, rewards, None, returns, masks, terminal
         logits, values = np.zeros((n, n_actions)), np.zeros(n)
@@ -170,6 +236,16 @@ class SimulatorModel:
     def finish(self) -> None:
         for env, state in zip(self._envs, self._roots, strict=True):
             env.set_state(state)
+
+
+@dataclass(frozen=True)
+class Found:
+    """A complete action sequence from a search's root: ``path`` (root actions down the tree),
+    then rollout policy ``rollout`` to the episode's end; ``value`` its discounted return."""
+
+    value: float
+    path: tuple[int, ...]
+    rollout: int
 
 
 class LearnedModel:
@@ -217,21 +293,26 @@ def make_model(
     rollout: str | None = None,
     mix: float = 1.0,
     gamma: float = 1.0,
+    fortify: bool = False,
 ) -> SimulatorModel | LearnedModel:
     """The model named by ``--model``; ``rollout`` names a policy of ``env`` (``--rollout``,
     e.g. ``heuristic:mwkr``), or several joined by commas (``heuristic:mwkr,heuristic:mor``:
-    the best of their returns), for `SimulatorModel`'s leaf values. Raises ``ValueError`` on
-    another model name, or for a rollout with the learned model (it has no state to play a
-    policy from); ``SchedgymError`` when ``env`` has no such policy."""
+    the best of their returns), for `SimulatorModel`'s leaf values; ``fortify`` records the
+    searches' best sequences for a fortified rollout policy. Raises ``ValueError`` on another
+    model name, for a rollout or ``fortify`` with the learned model (it has no state to play a
+    policy from), or ``fortify`` without a rollout; ``SchedgymError`` when ``env`` has no such
+    policy."""
     if kind == "simulator":
         if rollout is None:
-            return SimulatorModel(net, None, mix, gamma)
+            return SimulatorModel(net, None, mix, gamma, fortify)
         if env is None:
             raise ValueError(f"rollout {rollout!r} given without the env it plays")
         policies = [resolve_policy(env, name.strip()) for name in rollout.split(",")]
-        return SimulatorModel(net, policies, mix, gamma)
+        return SimulatorModel(net, policies, mix, gamma, fortify)
     if kind == "learned":
         if rollout is not None:
             raise ValueError("rollouts need the true simulator: use --model simulator")
+        if fortify:
+            raise ValueError("fortification needs the true simulator and a rollout policy")
         return LearnedModel(net)
     raise ValueError(f"unknown model {kind!r}: use one of {', '.join(MODELS)}")

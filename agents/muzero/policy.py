@@ -4,7 +4,9 @@
 `schedgym.agents.muzero.train`; without ``@N`` the checkpoint's own evaluation budget is used.
 Acting is deterministic: the search runs without Gumbel noise and takes the considered action
 with the most visits and the largest ``logits + sigma(completed Q)``; only legal actions are
-ever chosen (the root mask is the env's ``action_masks()``).
+ever chosen (the root mask is the env's ``action_masks()``). A checkpoint saved with a fortified
+planner (``"fortify": true``, ``schedgym train --fortify``) instead follows the best complete
+sequence its searches have found (`MuZeroPolicy.act`; `schedgym.agents.muzero.models`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch as th
 
-from schedgym.agents.muzero.models import make_model
+from schedgym.agents.muzero.models import Found, make_model
 from schedgym.agents.muzero.networks import MuZeroNet
 from schedgym.agents.muzero.search import SearchConfig, gumbel_search
 from schedgym.errors import SchedgymError
@@ -57,8 +59,15 @@ def load_checkpoint(path: Path) -> tuple[MuZeroNet, dict[str, Any]]:
     file = checkpoint_file(path)
     try:
         data = th.load(file, map_location="cpu", weights_only=False)
+        if isinstance(data, dict) and "optimizer" in data and "observation_space" not in data:
+            raise SchedgymError(
+                f"{file}: a resume checkpoint of `schedgym train` (weights and optimizer, no "
+                f"planner); plan with its folder's {CHECKPOINT}"
+            )
         net = MuZeroNet(data["observation_space"], **data["net_kwargs"])
         net.load_state_dict(data["state_dict"])
+    except SchedgymError:
+        raise
     except Exception as err:  # torch raises many kinds for a truncated or foreign file
         raise SchedgymError(
             f"{file}: not a MuZero checkpoint ({type(err).__name__}: {err})"
@@ -75,7 +84,8 @@ def save_checkpoint(
     search: SearchConfig,
 ) -> None:
     """Write the weights, the observation space and the planning settings to ``file``:
-    ``planner`` holds `make_model`'s keywords (``kind``, ``env``, ``rollout``, ``mix``)."""
+    ``planner`` holds `make_model`'s keywords (``kind``, ``env``, ``rollout``, ``mix``,
+    ``fortify``)."""
     th.save(
         {
             "state_dict": net.state_dict(),
@@ -86,6 +96,12 @@ def save_checkpoint(
         },
         file,
     )
+
+
+def _at_least(value: float, other: float) -> bool:
+    """``value >= other`` up to summation order: the same sequence's return, summed along
+    another path, may differ in the last bits."""
+    return value >= other - 1e-9 * max(1.0, abs(other))
 
 
 class MuZeroPolicy:
@@ -124,6 +140,7 @@ class MuZeroPolicy:
         self.name = name or f"muzero:{spec}"
         self._seed = seed
         self._rng = np.random.default_rng(seed)
+        self._held: Found | None = None  # a fortified policy's best sequence, less its past
 
     def reset(self, env: Any) -> None:
         """Check that ``env`` gives the observations and actions the network was trained on
@@ -132,7 +149,33 @@ class MuZeroPolicy:
         today, but a noisy variant would stay reproducible)."""
         check_spaces(self.name, self.net.encoder._observation_space, self.net.n_actions, env)
         self._rng = np.random.default_rng(self._seed)
+        self._held = None
 
     def act(self, env: Any, obs: Any) -> int:
-        result = gumbel_search(self.model, [unwrap_env(env)], [obs], self.search, self._rng)
-        return int(result.action[0])
+        """Plan one decision. A fortified planner (``"fortify"`` in its planner settings) then
+        compares the best complete sequence this search found with the one it holds from
+        earlier decisions, re-valued from the current state (`SimulatorModel.replay`), keeps
+        the better (the held one on a tie; among the search's, the one through the action the
+        search chose on a tie), and takes its first action: its first path action, or its
+        rollout policy's action once the path is spent. Bertsekas, Tsitsiklis and Wu's fortified
+        rollout (J. Heuristics 1997): the episode's return is at least the best sequence's
+        value at any decision, the first decision's rollout of the base heuristic included."""
+        inner = unwrap_env(env)
+        result = gumbel_search(self.model, [inner], [obs], self.search, self._rng)
+        if not getattr(self.model, "fortify", False):
+            return int(result.action[0])
+        found = self.model.found[0]
+        best = max(found.values(), key=lambda f: f.value)
+        if self._held is not None and self._held.path:  # a spent path is the root's rollout
+            value = self.model.replay(inner, self._held.path, self._held.rollout)
+            if value is not None and _at_least(value, best.value):
+                best = replace(self._held, value=value)
+        chosen = found.get(int(result.action[0]))
+        if chosen is not None and _at_least(chosen.value, best.value):
+            best = chosen
+        self._held = Found(best.value, best.path[1:], best.rollout)
+        if best.path:
+            return best.path[0]
+        rule = self.model.rollouts[best.rollout]
+        rule.reset(inner)  # as the play-out that valued the sequence began
+        return int(rule.act(inner, obs))

@@ -84,6 +84,7 @@ class MuZeroConfig:
     heads: int = 4
     init_from: str | None = None  # a PPO policy folder to warm-start h and f from
     uniform_prior: bool = False  # start from logits all 0 (`uniform_prior`)
+    fortify: bool = False  # validation and the saved policy follow the best sequence found
     torch_threads: int = 1
     tensorboard: str | None = "runs"
     # what picks the shipped checkpoint: the env's primary metric in its own direction, or this
@@ -100,6 +101,7 @@ class MuZeroConfig:
             "env": self.env,
             "rollout": self.rollout,
             "mix": self.rollout_mix,
+            "fortify": self.fortify,
         }
 
     def search(self, evaluation: bool = False) -> SearchConfig:
@@ -377,8 +379,10 @@ def train(
 
     start = time.perf_counter()
     starts_planning = cfg.init_from or cfg.uniform_prior or resume
-    if validator and starts_planning and not (out / "model.pt").exists():
-        validate()  # the warm start is a candidate for the shipped checkpoint
+    # the warm start is a candidate for the shipped checkpoint; a resumed run validated it
+    # already, but a fresh run into an old folder must not leave that folder's model.pt standing
+    if validator and starts_planning and not (resume and (out / "model.pt").exists()):
+        validate()
     updates = decisions // cfg.decisions_per_update
     bar = tqdm(total=cfg.steps, initial=decisions, disable=not progress, unit="decision")
     next_eval = (decisions // cfg.eval_every + 1) * cfg.eval_every
