@@ -214,7 +214,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     # a learned policy runs under the padding its network was trained with, as in evaluate;
     # --env-kwargs still wins
     env_kwargs = {
-        **(learned_layout_kwargs(args.policy) if is_learned(args.policy) else {}),
+        **(learned_layout_kwargs(args.policy, entry.name) if is_learned(args.policy) else {}),
         **(_env_kwargs(args) or {}),
     }
     case = args.case or args.workload

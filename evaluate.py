@@ -116,15 +116,21 @@ def checkpoint_files(policy: str) -> list[Path]:
     return [*(where / f for f in listed), config]
 
 
-def learned_layout_kwargs(policy: str) -> dict[str, Any]:
+def learned_layout_kwargs(policy: str, env: str) -> dict[str, Any]:
     """The padding sizes (``max_*`` env arguments) a learned policy was trained with: its
     network's input shapes. Only these are taken from its ``config.json``; everything that
-    changes the problem comes from the suite."""
+    changes the problem comes from the suite. Raises ``SchedgymError`` naming the config when
+    it says the policy was trained on another env than ``env`` (its sizes would not even be
+    that env's arguments)."""
     path = learned_path(policy)
     config = (path if path.is_dir() else path.parent) / "config.json"
     if not config.is_file():
         return {}
-    kwargs = _config(config).get("env_kwargs", {})
+    settings = _config(config)
+    trained = settings.get("env")
+    if isinstance(trained, str) and env_entry(trained).name != env_entry(env).name:
+        raise SchedgymError(f"{policy}: trained on {trained} ({config}), not on {env}")
+    kwargs = settings.get("env_kwargs", {})
     if not isinstance(kwargs, dict):
         raise SchedgymError(
             f"{config}: env_kwargs must be a JSON object, got {type(kwargs).__name__}"
@@ -353,7 +359,7 @@ def plan_jobs(
     """The suite's cases as jobs for ``policy``. The solver budget and threads go to ``solver:``
     and ``bound:`` policies only, so a heuristic's results do not depend on them."""
     env_kwargs = {
-        **(learned_layout_kwargs(policy) if is_learned(policy) else {}),
+        **(learned_layout_kwargs(policy, suite.env) if is_learned(policy) else {}),
         **dict(suite.env_kwargs),
     }
     if not policy.startswith(("solver:", "bound:")):

@@ -88,9 +88,12 @@ def score(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     scores, start = [], time.perf_counter()
     for spec in tqdm(args.cases.split(","), desc="cases"):
         case, _, seed = spec.partition("@")
-        policy = MuZeroPolicy(
-            name=f"muzero:{args.checkpoint}", net=net, planner=planner, search=search
-        )
+        try:
+            policy = MuZeroPolicy(
+                name=f"muzero:{args.checkpoint}", net=net, planner=planner, search=search
+            )
+        except ValueError as err:  # settings the planner refuses (--fortify on a learned model)
+            parser.error(str(err))
         result = run_episode(
             args.env, policy, case=case, seed=int(seed or 0), env_kwargs=args.env_kwargs
         )

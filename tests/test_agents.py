@@ -278,7 +278,7 @@ def test_a_broken_policy_config_is_named_in_one_line(tmp_path):
     from schedgym.evaluate import checkpoint_files, learned_layout_kwargs
 
     (tmp_path / "config.json").write_text('{"env": "jobshop",')
-    for read in (checkpoint_files, learned_layout_kwargs):
+    for read in (checkpoint_files, lambda p: learned_layout_kwargs(p, "jobshop")):
         with pytest.raises(SchedgymError, match=f"{tmp_path / 'config.json'}: not valid JSON"):
             read(f"ppo:{tmp_path}")
     (tmp_path / "config.json").write_text("[1, 2]")
@@ -297,4 +297,4 @@ def test_a_broken_policy_config_is_named_in_one_line(tmp_path):
     assert checkpoint_files(f"muzero:{tmp_path}") == [tmp_path / "model.pt", config]
     config.write_text('{"env": "jobshop", "env_kwargs": ["max_jobs", 3]}')
     with pytest.raises(SchedgymError, match="env_kwargs must be a JSON object, got list"):
-        learned_layout_kwargs(f"ppo:{tmp_path}")
+        learned_layout_kwargs(f"ppo:{tmp_path}", "jobshop")

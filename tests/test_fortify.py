@@ -4,6 +4,8 @@ bookkeeping against stepping the env, and its refusals."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch as th
@@ -14,6 +16,7 @@ from schedgym.agents.muzero.policy import MuZeroPolicy
 from schedgym.agents.muzero.search import SearchConfig
 from schedgym.cli import main as cli_main
 from schedgym.episode import make_env, run_episode
+from schedgym.errors import SchedgymError
 from schedgym.policy import resolve_policy
 
 PLANNER = {"kind": "simulator", "env": "jobshop", "rollout": "heuristic:mwkr"}
@@ -119,3 +122,78 @@ def test_a_fortified_online_dag_planner_plays_valid_episodes():
         run_episode("dag", policy, case="random:8", seed=3, env_kwargs=kwargs) for _ in range(2)
     ]
     assert results[0].metrics == results[1].metrics
+
+
+def test_several_rollout_rules_each_play_from_the_node_on_dags():
+    """A DAG rule's fast play-out leaves the env at the episode's end; with several rules each
+    must still start from the node: the value is the best of their own returns (the best of
+    HEFT's and PEFT's here), and a fortified planner over them never ends above the better
+    rule's makespan."""
+    env = make_env("dag")
+    obs, _ = env.reset(seed=1, options={"case": "daggen:16"})
+    layout = env.unwrapped.layout
+    net = MuZeroNet(env.observation_space, layout.options_per_entity, layout.n_special)
+    rules = [resolve_policy("dag", f"heuristic:{r}") for r in ("heft", "peft")]
+    singles = []
+    for rule in rules:
+        state = env.unwrapped.get_state()
+        singles.append(SimulatorModel(net, rule)._play_out(env.unwrapped, obs)[0])
+        obs = env.unwrapped.set_state(state)
+    assert SimulatorModel(net, rules)._play_out(env.unwrapped, obs) == (
+        max(singles),
+        int(np.argmax(singles)),
+    )
+    planner = {"kind": "simulator", "env": "dag", "rollout": "heuristic:heft,heuristic:peft"}
+    search = SearchConfig(simulations=4, max_considered=2)
+    policy = MuZeroPolicy(net=net, planner={**planner, "fortify": True}, search=search)
+    for seed in (1, 4):
+        ends = [
+            run_episode("dag", p, case="daggen:16", seed=seed).metrics["makespan"]
+            for p in (policy, "heuristic:heft", "heuristic:peft")
+        ]
+        assert ends[0] <= min(ends[1:]) + 1e-9, (seed, ends)
+
+
+def test_replay_and_fortification_refuse_what_they_cannot_honour():
+    env = make_env("jobshop")
+    env.reset(seed=0, options={"case": "random:6x6:1"})
+    net = MuZeroNet(env.observation_space)
+    model = SimulatorModel(net, resolve_policy("jobshop", "heuristic:mwkr"), fortify=True)
+    for path, rollout, match in (
+        ((10**6,), 0, "action 1000000"),
+        ((-1,), 0, "action -1"),
+        ((0.5,), 0, "action 0.5"),
+        ((0,), 3, "no rollout policy 3"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            model.replay(env, path, rollout)
+    with pytest.raises(ValueError, match="deterministic rollout policies"):
+        MuZeroPolicy(net=net, planner={**PLANNER, "rollout": "random", "fortify": True})
+
+
+def test_resuming_with_other_planner_settings_is_refused(tmp_path):
+    """``--resume`` keeps the validated ``model.pt`` unless validation improves on it, so
+    resuming under other planner settings would leave it disagreeing with config.json."""
+    from schedgym.agents.muzero.train import MuZeroConfig, train
+
+    cfg = MuZeroConfig(
+        env="jobshop",
+        out=str(tmp_path / "js"),
+        steps=10,
+        n_envs=1,
+        env_kwargs={"case": "random:3x3", "max_jobs": 3, "max_machines": 3},
+        val_cases=["random:3x3:20000"],
+        eval_every=10,
+        simulations=2,
+        rollout="heuristic:mwkr",
+        tensorboard=None,
+    )
+    train(cfg, progress=False)
+    with pytest.raises(SchedgymError, match="resume with the same planner or train afresh"):
+        train(replace(cfg, steps=20, fortify=True), resume=True, progress=False)
+
+
+def test_a_learned_policy_of_another_env_is_named_in_one_line(capsys):
+    assert cli_main(["run", "--env", "dag", "--policy", "muzero:policies/jobshop-muzero"]) == 2
+    err = capsys.readouterr().err
+    assert "trained on jobshop" in err and "not on dag" in err and err.count("\n") == 1

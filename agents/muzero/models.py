@@ -49,7 +49,7 @@ import numpy as np
 import torch as th
 
 from schedgym.agents.muzero.networks import MuZeroNet, obs_to_tensor
-from schedgym.policy import Policy, resolve_policy
+from schedgym.policy import Policy, RandomPolicy, resolve_policy
 
 MODELS = ("simulator", "learned")
 
@@ -71,7 +71,8 @@ class SimulatorModel:
 
     ``fortify``: also record, per root, the best complete sequence the search found (`found`),
     for a fortified rollout policy (module docstring). Raises ``ValueError`` for a ``mix``
-    outside [0, 1], or ``fortify`` without a rollout policy (a sequence needs a completion)."""
+    outside [0, 1], or ``fortify`` without a rollout policy (a sequence needs a completion) or
+    with ``random`` among them (a held sequence must end as it was valued)."""
 
     def __init__(
         self,
@@ -89,6 +90,9 @@ class SimulatorModel:
         self.rollouts = tuple(rollout) if isinstance(rollout, Sequence) else (rollout,)
         if fortify and not self.rollouts:
             raise ValueError("a fortified planner needs a rollout policy to finish its sequences")
+        if fortify and any(isinstance(p, RandomPolicy) for p in self.rollouts):
+            # a held sequence ends in its rollout policy's moves: they must be the ones valued
+            raise ValueError("a fortified planner needs deterministic rollout policies, not random")
         self.mix, self.gamma, self.fortify = mix, gamma, fortify
         self._envs: list[Any] = []
         self._roots: list[Any] = []
@@ -102,18 +106,17 @@ class SimulatorModel:
         may be left at an end (callers restore a snapshot). A policy's own ``play_out(env)``
         (the undiscounted return, computed without stepping the env: `NonDelayRule.play_out`)
         is used when ``gamma`` is 1."""
-        best, which, start, o = -math.inf, 0, None, obs
-        for k, policy in enumerate(self.rollouts):
-            if only is not None and k != only:
-                continue
-            if start is not None:  # an earlier play-out stepped the env to an end
+        chosen = [(k, p) for k, p in enumerate(self.rollouts) if only is None or k == only]
+        # every play-out may leave the env at an end (a fast one too: `ListScheduler.play_out`)
+        start = env.get_state() if len(chosen) > 1 else None
+        best, which, o = -math.inf, 0, obs
+        for n, (k, policy) in enumerate(chosen):
+            if n:
                 o = env.set_state(start)
             fast = getattr(policy, "play_out", None)
             if fast is not None and self.gamma == 1.0:
                 total = float(fast(env))
             else:
-                if start is None:
-                    start = env.get_state()
                 policy.reset(env)
                 total, discount, done = 0.0, 1.0, False
                 while not done:
@@ -141,7 +144,15 @@ class SimulatorModel:
         taking ``path`` and then following rollout policy ``rollout`` to the end (``None`` if an
         action of ``path`` is illegal there or the episode ends before it is done); ``env`` is
         left as it was. A fortified policy re-values the sequence it holds with this each
-        decision, so arrivals and noise since it was found count."""
+        decision, so arrivals and noise since it was found count. Raises ``ValueError`` for an
+        action outside ``0..A-1`` or a rollout index the model does not have."""
+        if not 0 <= rollout < len(self.rollouts):
+            raise ValueError(f"replay: no rollout policy {rollout} (0..{len(self.rollouts) - 1})")
+        bad = [
+            a for a in path if not (isinstance(a, int | np.integer) and 0 <= a < self.net.n_actions)
+        ]
+        if bad:
+            raise ValueError(f"replay: action {bad[0]!r} is not one of 0..{self.net.n_actions - 1}")
         env = env.unwrapped
         root = env.get_state()
         state = env.known_state() if hasattr(env, "known_state") else root

@@ -155,8 +155,8 @@ class MuZeroPolicy:
         """Plan one decision. A fortified planner (``"fortify"`` in its planner settings) then
         compares the best complete sequence this search found with the one it holds from
         earlier decisions, re-valued from the current state (`SimulatorModel.replay`), keeps
-        the better (the held one on a tie; among the search's, the one through the action the
-        search chose on a tie), and takes its first action: its first path action, or its
+        the better (on a tie the one through the action the search chose, then the held one),
+        and takes its first action: its first path action, or its
         rollout policy's action once the path is spent. Bertsekas, Tsitsiklis and Wu's fortified
         rollout (J. Heuristics 1997): the episode's return is at least the best sequence's
         value at any decision, the first decision's rollout of the base heuristic included."""

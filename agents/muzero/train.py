@@ -341,6 +341,14 @@ def train(
     if resume:
         if not (out / "last.pt").exists():
             raise SchedgymError(f"--resume: no checkpoint {out / 'last.pt'} to resume from")
+        if (out / "model.pt").exists():
+            saved = th.load(out / "model.pt", map_location="cpu", weights_only=False)["planner"]
+            if saved != cfg.planner():
+                # the validated model.pt would keep the old settings while config.json says new
+                raise SchedgymError(
+                    f"--resume: {out / 'model.pt'} plans with {saved}, these settings with "
+                    f"{cfg.planner()}; resume with the same planner or train afresh"
+                )
         state = th.load(out / "last.pt", map_location="cpu", weights_only=False)
         net.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
