@@ -583,12 +583,11 @@ def test_policy_names_parse_and_bad_ones_fail_in_one_line(tmp_path):
 # --- command line -----------------------------------------------------------------------------
 
 
-def test_a_task_without_the_envs_primary_metric_validates_by_the_named_one(tmp_path):
-    """memmap's pack task reports no modelled time (the env's primary metric): validation then
-    ranks checkpoints by ``val_metric``, and the shipped planner packs a validated episode."""
-    cfg = MuZeroConfig(
+def pack_run(out: Path, **settings) -> MuZeroConfig:
+    """4 decisions of self-play on 8-buffer pack episodes, validated on one, in ``out``."""
+    return MuZeroConfig(
         env="memmap",
-        out=str(tmp_path / "pack"),
+        out=str(out),
         steps=4,
         n_envs=1,
         env_kwargs={"task": "pack", "case": "random:8"},
@@ -598,7 +597,14 @@ def test_a_task_without_the_envs_primary_metric_validates_by_the_named_one(tmp_p
         rollout="heuristic:best-fit-start",
         val_metric="height_over_capacity",
         tensorboard=None,
+        **settings,
     )
+
+
+def test_a_task_without_the_envs_primary_metric_validates_by_the_named_one(tmp_path):
+    """memmap's pack task reports no modelled time (the env's primary metric): validation then
+    ranks checkpoints by ``val_metric``, and the shipped planner packs a validated episode."""
+    cfg = pack_run(tmp_path / "pack")
     # 4 decisions of an 8-buffer episode: validation only, and a warning that nothing was learned
     with pytest.warns(UserWarning, match="no self-play episode ended within 4 decisions"):
         train(cfg, progress=False)
@@ -616,20 +622,7 @@ def test_a_fresh_run_into_an_old_folder_validates_its_start_again(tmp_path):
     """A planner's start (here a uniform prior) is a candidate for the shipped checkpoint, so it
     is validated before self-play; running again into the same folder, without ``resume``, must
     do so again rather than treat the earlier run's ``model.pt`` as already validated."""
-    cfg = MuZeroConfig(
-        env="memmap",
-        out=str(tmp_path / "pack"),
-        steps=4,
-        n_envs=1,
-        env_kwargs={"task": "pack", "case": "random:8"},
-        val_cases=["random:8:20000"],
-        eval_every=4,
-        simulations=2,
-        rollout="heuristic:best-fit-start",
-        uniform_prior=True,
-        val_metric="height_over_capacity",
-        tensorboard=None,
-    )
+    cfg = pack_run(tmp_path / "pack", uniform_prior=True)
     for _ in range(2):
         with pytest.warns(UserWarning, match="no self-play episode ended"):
             train(cfg, progress=False)
