@@ -85,15 +85,15 @@ def score(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     for field in ("simulations", "max_considered"):
         if getattr(args, field) is not None:
             search = replace(search, **{field: getattr(args, field)})
+    try:
+        policy = MuZeroPolicy(
+            name=f"muzero:{args.checkpoint}", net=net, planner=planner, search=search
+        )
+    except ValueError as err:  # settings the planner refuses (--fortify on a learned model)
+        parser.error(str(err))
     scores, start = [], time.perf_counter()
     for spec in tqdm(args.cases.split(","), desc="cases"):
         case, _, seed = spec.partition("@")
-        try:
-            policy = MuZeroPolicy(
-                name=f"muzero:{args.checkpoint}", net=net, planner=planner, search=search
-            )
-        except ValueError as err:  # settings the planner refuses (--fortify on a learned model)
-            parser.error(str(err))
         result = run_episode(
             args.env, policy, case=case, seed=int(seed or 0), env_kwargs=args.env_kwargs
         )

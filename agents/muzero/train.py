@@ -43,7 +43,7 @@ from tqdm import tqdm
 from schedgym.agents.imitation import generator_kwargs
 from schedgym.agents.muzero.models import make_model
 from schedgym.agents.muzero.networks import MuZeroNet, obs_to_tensor
-from schedgym.agents.muzero.policy import MuZeroPolicy, save_checkpoint
+from schedgym.agents.muzero.policy import MuZeroPolicy, load_checkpoint, save_checkpoint
 from schedgym.agents.muzero.search import SearchConfig, gumbel_search
 from schedgym.agents.ppo import TrainConfig, baseline_scores, validation_episodes
 from schedgym.episode import make_env, run_episode
@@ -342,7 +342,7 @@ def train(
         if not (out / "last.pt").exists():
             raise SchedgymError(f"--resume: no checkpoint {out / 'last.pt'} to resume from")
         if (out / "model.pt").exists():
-            saved = th.load(out / "model.pt", map_location="cpu", weights_only=False)["planner"]
+            saved = load_checkpoint(out)[1]["planner"]
             if saved != cfg.planner():
                 # the validated model.pt would keep the old settings while config.json says new
                 raise SchedgymError(
