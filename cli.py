@@ -169,6 +169,8 @@ def cmd_profile(args: argparse.Namespace) -> None:
         shape = shape_transfer_error(table)
         if shape:
             _print_errors("shape transfer (each measured shape from the other shapes)", shape)
+        if args.measure:
+            _print_measured(table, args)
         if args.against:
             from schedgym.envs.hardware.vidur import held_out_errors
 
@@ -190,6 +192,41 @@ def cmd_profile(args: argparse.Namespace) -> None:
         f"in {time.perf_counter() - start:.1f} s"
     )
     _print_errors("leave-one-out error of the new table", leave_one_out(table))
+
+
+def _print_measured(table: Any, args: argparse.Namespace) -> None:
+    """``--check TABLE --measure N``: measure N off-grid points here and price them."""
+    import numpy as np
+
+    from schedgym.envs.hardware.accuracy import ErrorSummary
+    from schedgym.envs.hardware.profiler import held_out
+
+    rows = held_out(table, args.device, args.measure, progress=not args.no_progress)
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
+    by_kernel: dict[str, list[float]] = {}
+    for r in rows:
+        by_kernel.setdefault(r["kernel"], []).append(abs(r["predicted_s"] / r["measured_s"] - 1))
+    every = [ErrorSummary.of(k, np.array(v)) for k, v in sorted(by_kernel.items())]
+    every.append(ErrorSummary.of("all", np.concatenate([np.array(v) for v in by_kernel.values()])))
+    _print_errors(
+        f"held out: {len(rows)} points measured now on {args.device}, off the grid", every
+    )
+    cold = [r for r in rows if "cold_s" in r]
+    if cold:
+        print("\nsingle calls with the L2 cache overwritten first (cold) over without (warm)")
+        ratios: dict[str, list[float]] = {}
+        for r in cold:
+            ratios.setdefault(r["kernel"], []).append(r["cold_s"] / r["warm_s"])
+        print(
+            format_table(
+                ["kernel", "points", "median cold/warm", "p90 cold/warm"],
+                [
+                    (k, len(v), np.median(v), np.percentile(v, 90))
+                    for k, v in sorted(ratios.items())
+                ],
+            )
+        )
 
 
 def _print_errors(title: str, summaries: list[Any]) -> None:
@@ -613,7 +650,9 @@ def build_parser() -> argparse.ArgumentParser:
         "write a cost table; or, with --check, report a table's interpolation error on points it "
         "was not built from.",
         epilog="examples:\n  schedgym profile --quick --out t.json\n"
+        "  schedgym profile --device cuda --out h200.json   # the zoo's shapes, GPU time\n"
         "  schedgym profile --check t.json\n"
+        "  schedgym profile --check h200 --measure 600 --device cuda\n"
         "  schedgym profile --check h100 --against ../shared/data/kernel-profiles/vidur",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -623,7 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--check",
         metavar="TABLE",
-        help="a shipped profile name (cpu, a100, h100, a40) or a table file to assess",
+        help="a shipped profile name (cpu, h200, a100, h100, a40) or a table file to assess",
     )
     s.add_argument(
         "--against",
@@ -631,6 +670,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --check: also compare with every vidur measurement the table left out",
     )
     s.add_argument("--gpu", help="with --against: which vidur GPU folder (default: table name)")
+    s.add_argument(
+        "--measure",
+        type=int,
+        metavar="N",
+        help="with --check: measure N random off-grid points on --device now and compare "
+        "(with --out, the rows are written as JSON)",
+    )
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(fn=cmd_profile)
 

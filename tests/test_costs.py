@@ -12,7 +12,7 @@ import pytest
 from schedgym.envs.hardware import load_cost_table, load_table, table_from_json
 from schedgym.envs.hardware.accuracy import leave_one_out
 from schedgym.envs.hardware.vidur import device_measurements, held_out_errors
-from schedgym.errors import CostTableError
+from schedgym.errors import CostTableError, SchedgymError
 
 
 def tiny_table() -> dict:
@@ -234,3 +234,114 @@ def test_scalar_query_on_a_two_axis_grid():
     assert t.predict("attention_prefill", **p) == pytest.approx(
         float(t.predict_many("attention_prefill", **{**p, "tokens": [128]})[0])
     )
+
+
+# -- the H200 table, measured with `schedgym profile --device cuda` ------------------------------
+
+# NVIDIA H200 SXM datasheet: the H100's GH100 compute (989.4 TFLOP/s dense FP16) with 141 GB of
+# HBM3e at 4.8 TB/s (the H100 SXM5: HBM3 at 3.35 TB/s); PCIe Gen5 x16, 64 GB/s per direction.
+H200_FLOPS, H200_HBM, H100_HBM, PCIE5 = 989.4e12, 4.8e12, 3.35e12, 64e9
+
+
+def _shared_linear_ratios(tokens: int) -> np.ndarray:
+    """H100 (vidur's measurements) over H200 (ours) time, on every GEMM shape both measured."""
+    h100, h200 = load_cost_table("h100"), load_cost_table("h200")
+    ours = {(s.shape["d_in"], s.shape["d_out"]) for s in h200.kernels["linear"].series}
+    shared = [
+        s.shape
+        for s in h100.kernels["linear"].series
+        if (s.shape["d_in"], s.shape["d_out"]) in ours
+    ]
+    assert len(shared) >= 30
+    return np.array(
+        [
+            h100.predict("linear", tokens=tokens, **p) / h200.predict("linear", tokens=tokens, **p)
+            for p in shared
+        ]
+    )
+
+
+def test_h200_gemms_agree_with_vidurs_h100_where_the_chips_agree():
+    """Compute-bound GEMMs (4,096 tokens) take the same time on both GH100 parts (median ratio
+    within 10 %); memory-bound ones (1 to 16 tokens) run faster on the H200 by about its
+    bandwidth advantage, 4.8 / 3.35 = 1.43. Two labs, two tools, one chip."""
+    assert np.median(_shared_linear_ratios(4096)) == pytest.approx(1.0, abs=0.10)
+    for tokens in (1, 4, 16):
+        assert np.median(_shared_linear_ratios(tokens)) == pytest.approx(
+            H200_HBM / H100_HBM, rel=0.1
+        )
+
+
+def test_h200_measurements_stay_within_the_datasheet():
+    """No measured point beats the hardware: GEMM and prefill FLOP/s under the dense FP16 peak,
+    streaming and decode bandwidth under HBM3e's 4.8 TB/s, copies under PCIe Gen5's 64 GB/s.
+    And none is implausibly slow: the best GEMM reaches 70 % of the peak (an 8192-cube GEMM ran
+    at 788 TFLOP/s on this machine kind), streaming 80 % of the HBM figure."""
+    from schedgym.envs.hardware.kernels import KERNELS
+    from schedgym.envs.hardware.profiler import STREAM_BYTES
+
+    t = load_cost_table("h200")
+    best = {}
+    for kernel, (index, limit) in {
+        "linear": (0, H200_FLOPS),
+        "attention_prefill": (0, H200_FLOPS),
+        "attention_decode": (1, H200_HBM),
+    }.items():
+        for s in t.kernels[kernel].series:
+            mesh = dict(zip(s.axes, np.meshgrid(*s.axes.values(), indexing="ij"), strict=True))
+            rate = KERNELS[kernel].work(2, **mesh, **s.shape)[index] / s.median_s
+            assert rate.max() < limit, (kernel, s.shape)
+            best[kernel] = max(best.get(kernel, 0.0), float(rate.max()))
+    assert best["linear"] > 0.7 * H200_FLOPS
+    add = t.kernels["elementwise"].series[0]
+    traffic = 3 * 2 * add.axes["elements"]
+    streaming = (traffic / add.median_s)[traffic >= STREAM_BYTES]
+    assert streaming.max() < H200_HBM and streaming.max() > 0.8 * H200_HBM
+    for kernel in ("copy_h2d", "copy_d2h"):
+        s = t.kernels[kernel].series[0]
+        assert (s.axes["bytes"] / s.median_s).max() < PCIE5
+
+
+@pytest.mark.parametrize(
+    ("model", "tp"),
+    [("llama-2-7b", 1), ("llama-2-7b", 4), ("llama-2-70b", 8), ("phi-2", 2), ("mixtral-8x7b", 1)],
+)
+def test_every_kernel_a_zoo_model_launches_is_measured_on_h200(model, tp):
+    """The GPU plan measures the shapes the environments price: a serving step's GEMMs and
+    attention (``models.step_calls``) and, for MoE models, the expert MLPs the MoE environment
+    adds (``moe.core.mlp_calls``) are interpolated from measured series, never shape-scaled."""
+    from schedgym.envs.hardware.models import Batch, get_model, step_calls
+    from schedgym.envs.moe.core import mlp_calls
+
+    m, t = get_model(model), load_cost_table("h200")
+    calls = step_calls(m, Batch(prefill=[(300, 1500)], decode_contexts=[700] * 40), tp)
+    if m.experts:
+        calls += mlp_calls(m, 37, m.intermediate)
+    for c in calls:
+        if c.kernel != "all_reduce":  # one GPU measured no collective
+            assert t.explain(c.kernel, **c.params) in ("measured", "interpolated"), c
+
+
+def test_held_out_points_are_drawn_off_the_grid_inside_each_series():
+    """``schedgym profile --check TABLE --measure N`` measures fresh points: inside a measured
+    series' range, off its grid, a prefill chunk never longer than its context."""
+    from schedgym.envs.hardware.profiler import held_out
+
+    table = load_cost_table("cpu")
+    rows = held_out(table, "cpu", 16, seed=3, progress=False)
+    assert sorted({r["kernel"] for r in rows}) == sorted(table.kernels)
+    for r in rows:
+        series = [
+            s
+            for s in table.kernels[r["kernel"]].series
+            if all(r["params"][k] == v for k, v in s.shape.items())
+        ]
+        assert series, r
+        for axis, grid in series[0].axes.items():
+            v = r["params"][axis]
+            assert grid.min() <= v <= grid.max() and (v not in grid or grid.size == 1), r
+        if r["kernel"] == "attention_prefill":
+            assert r["params"]["tokens"] <= r["params"]["context"]
+        assert r["measured_s"] > 0 and r["predicted_s"] == table.predict(r["kernel"], **r["params"])
+    with pytest.raises(SchedgymError, match="was measured on 'NVIDIA H200' .gpu.; measuring on"):
+        held_out(load_cost_table("h200"), "cpu", 4, progress=False)
