@@ -92,21 +92,29 @@ def learned_path(policy: str) -> Path:
 
 def checkpoint_files(policy: str) -> list[Path]:
     """The files a learned policy's results depend on, the one that must exist first: a policy
-    folder's ``model.zip`` and ``config.json``, or, where its ``config.json`` lists them under
-    ``checkpoint_files`` (an RLlib module's many files, MuZero's ``model.pt``), those and
-    ``config.json``; a file named directly is itself. Raises ``SchedgymError`` naming the
-    ``config.json`` when ``checkpoint_files`` is not a list of names or lists a missing file
-    (a missing file must not just drop out of the results' input digest)."""
+    folder's ``model.zip`` (``model.pt`` for ``"algo": "muzero"``) and ``config.json``, or, where
+    its ``config.json`` lists them under ``checkpoint_files`` (an RLlib module's many files,
+    MuZero's ``model.pt``), those and ``config.json``; a file named directly is itself. Raises
+    ``SchedgymError`` naming the ``config.json`` when ``checkpoint_files`` is not a list of
+    names inside the folder or lists a missing file (a missing file must not just drop out of
+    the results' input digest)."""
     where = learned_path(policy)
     if not where.is_dir():
         return [where]
     config = where / "config.json"
-    listed = _config(config).get("checkpoint_files") if config.is_file() else None
+    settings = _config(config) if config.is_file() else {}
+    listed = settings.get("checkpoint_files")
     if listed is None:
-        return [where / "model.zip", config]
-    if not (isinstance(listed, list) and listed and all(isinstance(f, str) and f for f in listed)):
+        weights = "model.pt" if settings.get("algo") == "muzero" else "model.zip"
+        return [where / weights, config]
+    if not (
+        isinstance(listed, list)
+        and listed
+        and all(isinstance(f, str) and f and _inside(f) for f in listed)
+    ):
         raise SchedgymError(
-            f"{config}: checkpoint_files must be a non-empty list of file names, got {listed!r}"
+            f"{config}: checkpoint_files must be a non-empty list of file names inside the "
+            f"policy folder, got {listed!r}"
         )
     missing = [f for f in listed if not (where / f).is_file()]
     if missing:
@@ -114,6 +122,12 @@ def checkpoint_files(policy: str) -> list[Path]:
             f"{config}: checkpoint_files lists {', '.join(missing)}, not in {where}"
         )
     return [*(where / f for f in listed), config]
+
+
+def _inside(name: str) -> bool:
+    """A relative path that stays in its folder: no root, no ``..``."""
+    path = Path(name)
+    return not path.is_absolute() and ".." not in path.parts
 
 
 def learned_layout_kwargs(policy: str, env: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -347,10 +348,20 @@ def plot_curve(summary: dict[str, Any], path: Path, env: str) -> None:
 
 
 def _model_file(path: Path) -> Path:
-    """``path`` itself, or ``path/model.zip`` for a policy folder; raises when absent."""
+    """``path`` itself, or ``path/model.zip`` for a policy folder. Raises ``SchedgymError`` when
+    it is absent or is not a zip archive (SB3 saves one), naming the file."""
     model_file = path / "model.zip" if path.is_dir() else path
     if not model_file.exists():
         raise SchedgymError(f"no PPO checkpoint at {model_file}")
+    if not zipfile.is_zipfile(model_file):
+        hint = (
+            " (a .pt file is a MuZero checkpoint: muzero:PATH)"
+            if model_file.suffix == ".pt"
+            else ""
+        )
+        raise SchedgymError(
+            f"{model_file} is not a PPO checkpoint, the zip archive stable-baselines3 saves{hint}"
+        )
     return model_file
 
 

@@ -295,6 +295,27 @@ def test_a_broken_policy_config_is_named_in_one_line(tmp_path):
         checkpoint_files(f"muzero:{tmp_path}")
     (tmp_path / "model.pt").write_bytes(b"weights")
     assert checkpoint_files(f"muzero:{tmp_path}") == [tmp_path / "model.pt", config]
+    # a MuZero folder that lists nothing depends on its model.pt, not on a model.zip
+    config.write_text('{"algo": "muzero"}')
+    assert checkpoint_files(f"muzero:{tmp_path}") == [tmp_path / "model.pt", config]
+    # files outside the folder would make another folder's results depend on them
+    for outside in ("../model.pt", str(tmp_path / "model.pt")):
+        config.write_text(json.dumps({"algo": "muzero", "checkpoint_files": [outside]}))
+        with pytest.raises(SchedgymError, match="list of file names inside the policy folder"):
+            checkpoint_files(f"muzero:{tmp_path}")
     config.write_text('{"env": "jobshop", "env_kwargs": ["max_jobs", 3]}')
     with pytest.raises(SchedgymError, match="env_kwargs must be a JSON object, got list"):
         learned_layout_kwargs(f"ppo:{tmp_path}", "jobshop")
+
+
+def test_ppo_names_a_file_that_is_not_its_checkpoint(tmp_path):
+    """``ppo:`` on a MuZero ``.pt`` or a ``config.json`` says what the file is not, in one line
+    (stable-baselines3 itself fails with an assertion or a zip error deep in its loader)."""
+    from schedgym.policy import resolve_policy
+
+    (tmp_path / "model.pt").write_bytes(b"weights")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(SchedgymError, match=r"model.pt is not a PPO checkpoint.*muzero:PATH"):
+        resolve_policy("jobshop", f"ppo:{tmp_path / 'model.pt'}")
+    with pytest.raises(SchedgymError, match=r"config.json is not a PPO checkpoint, the zip"):
+        resolve_policy("jobshop", f"ppo:{tmp_path / 'config.json'}")
