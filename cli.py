@@ -156,8 +156,18 @@ def cmd_profile(args: argparse.Namespace) -> None:
     from schedgym.envs.hardware.accuracy import leave_one_out, shape_transfer_error
     from schedgym.envs.hardware.devices import load_cost_table
 
+    if args.measure is not None and not args.check:
+        raise SchedgymError("profile: --measure N needs --check TABLE, the table to compare with")
+    if args.check and args.out and args.measure is None:
+        raise SchedgymError("profile: --out with --check writes --measure's rows; give --measure N")
     if args.check:
         table = load_cost_table(args.check)
+        if args.measure is not None:
+            from schedgym.envs.hardware.profiler import check_device
+
+            if args.measure < 1:
+                raise SchedgymError(f"profile: --measure must be >= 1, got {args.measure}")
+            check_device(table, args.device)  # before the reports, not after them
         print(
             f"{args.check}: {table.device['name']}, {table.n_points()} measured points, "
             f"{table.provenance['method']}"
@@ -169,7 +179,7 @@ def cmd_profile(args: argparse.Namespace) -> None:
         shape = shape_transfer_error(table)
         if shape:
             _print_errors("shape transfer (each measured shape from the other shapes)", shape)
-        if args.measure:
+        if args.measure is not None:
             _print_measured(table, args)
         if args.against:
             from schedgym.envs.hardware.vidur import held_out_errors

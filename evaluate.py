@@ -92,21 +92,26 @@ def learned_path(policy: str) -> Path:
 
 def checkpoint_files(policy: str) -> list[Path]:
     """The files a learned policy's results depend on, the one that must exist first: a policy
-    folder's ``model.zip`` (``model.pt`` for ``"algo": "muzero"``) and ``config.json``, or, where
-    its ``config.json`` lists them under ``checkpoint_files`` (an RLlib module's many files,
-    MuZero's ``model.pt``), those and ``config.json``; a file named directly is itself. Raises
-    ``SchedgymError`` naming the ``config.json`` when ``checkpoint_files`` is not a list of
-    names inside the folder or lists a missing file (a missing file must not just drop out of
-    the results' input digest)."""
+    folder's ``model.zip`` (``model.pt`` for ``muzero:`` or ``"algo": "muzero"``) and
+    ``config.json``, or, where its ``config.json`` lists them under ``checkpoint_files`` (an
+    RLlib module's many files, MuZero's ``model.pt``), those and ``config.json``; a file named
+    directly is itself. Raises ``SchedgymError`` naming the ``config.json`` when
+    ``checkpoint_files`` is not a list of names inside the folder, leaves out the weights the
+    loader reads, or lists a missing file (a file must not just drop out of the results' input
+    digest)."""
     where = learned_path(policy)
     if not where.is_dir():
         return [where]
     config = where / "config.json"
     settings = _config(config) if config.is_file() else {}
     listed = settings.get("checkpoint_files")
+    # the one file the loader reads (an RLlib module reads many): the results depend on it
+    if policy.startswith("muzero:") or settings.get("algo") == "muzero":
+        weights: str | None = "model.pt"
+    else:
+        weights = None if policy.startswith("rllib:") else "model.zip"
     if listed is None:
-        weights = "model.pt" if settings.get("algo") == "muzero" else "model.zip"
-        return [where / weights, config]
+        return [where / (weights or "model.zip"), config]
     if not (
         isinstance(listed, list)
         and listed
@@ -116,6 +121,8 @@ def checkpoint_files(policy: str) -> list[Path]:
             f"{config}: checkpoint_files must be a non-empty list of file names inside the "
             f"policy folder, got {listed!r}"
         )
+    if weights and weights not in {Path(f).as_posix() for f in listed}:
+        raise SchedgymError(f"{config}: checkpoint_files must list {weights}, the weights it loads")
     missing = [f for f in listed if not (where / f).is_file()]
     if missing:
         raise SchedgymError(

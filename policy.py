@@ -148,7 +148,7 @@ def resolve_policy(env_name: str, spec: str, seed: SeedLike = 0) -> Policy:
     if not rest:
         raise SchedgymError(
             f"unknown policy {spec!r}: use heuristic:NAME, solver:NAME, oracle:NAME, bound:NAME, "
-            "random, ppo:PATH or module:function (see `schedgym list`)"
+            "random, ppo:PATH, muzero:PATH[@N] or module:function (see `schedgym list`)"
         )
     if prefix in BASELINE_KINDS:
         entry = env_entry(env_name)

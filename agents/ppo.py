@@ -349,11 +349,12 @@ def plot_curve(summary: dict[str, Any], path: Path, env: str) -> None:
 
 def _model_file(path: Path) -> Path:
     """``path`` itself, or ``path/model.zip`` for a policy folder. Raises ``SchedgymError`` when
-    it is absent or is not a zip archive (SB3 saves one), naming the file."""
+    it is absent or is not the zip archive SB3 saves, naming the file."""
     model_file = path / "model.zip" if path.is_dir() else path
     if not model_file.exists():
         raise SchedgymError(f"no PPO checkpoint at {model_file}")
-    if not zipfile.is_zipfile(model_file):
+    # stable-baselines3 saves a zip holding "data" (a torch .pt is a zip too, without it)
+    if not zipfile.is_zipfile(model_file) or "data" not in zipfile.ZipFile(model_file).namelist():
         hint = (
             " (a .pt file is a MuZero checkpoint: muzero:PATH)"
             if model_file.suffix == ".pt"

@@ -298,6 +298,13 @@ def test_a_broken_policy_config_is_named_in_one_line(tmp_path):
     # a MuZero folder that lists nothing depends on its model.pt, not on a model.zip
     config.write_text('{"algo": "muzero"}')
     assert checkpoint_files(f"muzero:{tmp_path}") == [tmp_path / "model.pt", config]
+    config.write_text("{}")
+    assert checkpoint_files(f"muzero:{tmp_path}") == [tmp_path / "model.pt", config]
+    # a list without the weights the loader reads would leave them out of the digest
+    (tmp_path / "training.json").write_text("{}")
+    config.write_text('{"checkpoint_files": ["training.json"]}')
+    with pytest.raises(SchedgymError, match="checkpoint_files must list model.pt, the weights"):
+        checkpoint_files(f"muzero:{tmp_path}")
     # files outside the folder would make another folder's results depend on them
     for outside in ("../model.pt", str(tmp_path / "model.pt")):
         config.write_text(json.dumps({"algo": "muzero", "checkpoint_files": [outside]}))
@@ -313,7 +320,7 @@ def test_ppo_names_a_file_that_is_not_its_checkpoint(tmp_path):
     (stable-baselines3 itself fails with an assertion or a zip error deep in its loader)."""
     from schedgym.policy import resolve_policy
 
-    (tmp_path / "model.pt").write_bytes(b"weights")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "model.pt")  # a zip archive too
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(SchedgymError, match=r"model.pt is not a PPO checkpoint.*muzero:PATH"):
         resolve_policy("jobshop", f"ppo:{tmp_path / 'model.pt'}")

@@ -325,7 +325,7 @@ def test_every_kernel_a_zoo_model_launches_is_measured_on_h200(model, tp):
 def test_held_out_points_are_drawn_off_the_grid_inside_each_series():
     """``schedgym profile --check TABLE --measure N`` measures fresh points: inside a measured
     series' range, off its grid, a prefill chunk never longer than its context."""
-    from schedgym.envs.hardware.profiler import held_out
+    from schedgym.envs.hardware.profiler import _off_grid, held_out
 
     table = load_cost_table("cpu")
     rows = held_out(table, "cpu", 16, seed=3, progress=False)
@@ -345,3 +345,13 @@ def test_held_out_points_are_drawn_off_the_grid_inside_each_series():
         assert r["measured_s"] > 0 and r["predicted_s"] == table.predict(r["kernel"], **r["params"])
     with pytest.raises(SchedgymError, match="was measured on 'NVIDIA H200' .gpu.; measuring on"):
         held_out(load_cost_table("h200"), "cpu", 4, progress=False)
+    contiguous = np.array([1024.0, 1025.0, 1026.0])  # no integer off it: refused, not a hang
+    with pytest.raises(SchedgymError, match="no integer between 1024 and 1026 is off the grid"):
+        _off_grid(np.random.default_rng(0), contiguous, "t")
+
+
+def test_a_one_gpu_table_refuses_tensor_parallelism_by_name():
+    """The H200 table measured no collective: a TP > 1 step's all-reduce is refused, naming
+    the table, rather than priced by a guessed link."""
+    with pytest.raises(CostTableError, match="cost table 'h200' cannot price 'all_reduce'"):
+        load_cost_table("h200").predict("all_reduce", bytes=2**20, workers=2)

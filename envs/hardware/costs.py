@@ -179,6 +179,15 @@ class KernelCostTable:
         shape = {s: params[s] for s in spec.shape}
         entry = self.kernels.get(kernel)
         if entry is None or not entry.series:
+            link = {
+                "host": self.roofline.host_bandwidth,
+                "network": self.roofline.network_bandwidth,
+            }
+            if spec.transfer is not None and link[spec.transfer] is None:
+                raise CostTableError(
+                    f"cost table {self.name!r} cannot price {kernel!r}: it measured none and has "
+                    f"no {spec.transfer} link (a one-GPU table cannot run tensor parallelism)"
+                )
             eff = None if entry is None else entry.efficiency
             return self.roofline.time(spec, self.dtype_bytes, params, eff), "roofline"
 

@@ -528,6 +528,46 @@ def _cuda_time_each(fn: Callable[[], object], flush: bool, reps: int = 15) -> fl
     return float(np.median([s.elapsed_time(e) / 1e3 for s, e in pairs]))
 
 
+def _gpu_model(name: object) -> str:
+    """A GPU's name without a parenthesised form factor: vidur's tables say "NVIDIA H100 80GB
+    HBM3 (SXM5)" where torch reports "NVIDIA H100 80GB HBM3"."""
+    return str(name).split("(")[0].strip().lower()
+
+
+def check_device(table: KernelCostTable, device: str) -> tuple[torch.device, torch.dtype]:
+    """The torch device and dtype to measure ``table``'s kernels on. Raises ``SchedgymError``
+    when ``table`` was measured on another kind of device or another GPU model."""
+    dev, dtype = _device(device)
+    here, kind = _device_name(dev), "gpu" if dev.type == "cuda" else "cpu"
+    there = table.device.get("name")
+    if table.device.get("kind") != kind or (
+        kind == "gpu" and _gpu_model(there) != _gpu_model(here)
+    ):
+        hint = " (--device cuda on that GPU)" if table.device.get("kind") == "gpu" else ""
+        raise SchedgymError(
+            f"table {table.name!r} was measured on {there!r} ({table.device.get('kind')}); "
+            f"measuring on {here!r} would compare another device{hint}"
+        )
+    return dev, dtype
+
+
+def _off_grid(rng: np.random.Generator, grid: np.ndarray, where: str) -> int:
+    """An integer drawn log-uniformly in ``[grid.min(), grid.max()]``, not on the grid (the
+    grid's one value where it has one). Raises ``SchedgymError`` when no integer is off it."""
+    lo, hi = float(grid.min()), float(grid.max())
+    if grid.size == 1:
+        return int(lo)
+    if hi - lo + 1 <= grid.size:
+        raise SchedgymError(f"{where}: no integer between {lo:g} and {hi:g} is off the grid")
+    for _ in range(1000):
+        v = int(round(np.exp(rng.uniform(np.log(lo), np.log(hi)))))
+        if v not in grid:
+            return v
+    # a grid nearly filling its range: take the free integers directly
+    free = np.setdiff1d(np.arange(int(lo), int(hi) + 1), grid.astype(int))
+    return int(rng.choice(free))
+
+
 def held_out(
     table: KernelCostTable, device: str, n: int, seed: int = 0, progress: bool = True
 ) -> list[dict[str, Any]]:
@@ -540,13 +580,9 @@ def held_out(
     (`_cuda_time_each`). Raises ``SchedgymError`` when the table was measured on another kind of
     device or another GPU model, or measured no kernel this profiler can run.
     """
-    dev, dtype = _device(device)
-    here, kind = _device_name(dev), "gpu" if dev.type == "cuda" else "cpu"
-    if table.device.get("kind") != kind or (kind == "gpu" and table.device.get("name") != here):
-        raise SchedgymError(
-            f"table {table.name!r} was measured on {table.device.get('name')!r} "
-            f"({table.device.get('kind')}); measuring on {here!r} would compare another device"
-        )
+    dev, dtype = check_device(table, device)
+    if n < 1:
+        raise SchedgymError(f"--measure must be a count of points >= 1, got {n}")
     kinds = [k for k, e in sorted(table.kernels.items()) if e.series and k in MEASURABLE]
     if not kinds:
         raise SchedgymError(f"table {table.name!r} holds no measured kernel to check")
@@ -560,14 +596,8 @@ def held_out(
             s = series[rng.integers(len(series))]
             params = {k: int(v) for k, v in s.shape.items()}
             for axis, grid in s.axes.items():
-                lo, hi = np.log(grid.min()), np.log(grid.max())
-                v = int(round(np.exp(rng.uniform(lo, hi))))
-                while v in grid and grid.size > 1 and hi > lo:
-                    v = int(round(np.exp(rng.uniform(lo, hi))))
-                params[axis] = v
-            if params.get("context", np.inf) < params.get(
-                "tokens", 0
-            ):  # a chunk within its context
+                params[axis] = _off_grid(rng, grid, f"{table.name}: {kernel} {s.shape} {axis}")
+            if params.get("context", np.inf) < params.get("tokens", 0):  # a chunk in its context
                 params["context"], params["tokens"] = params["tokens"], params["context"]
             fn = kernel_call(b, kernel, **params)
             measured, _ = b.time(fn)
