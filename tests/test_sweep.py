@@ -57,6 +57,15 @@ def reported(out: Path) -> dict[str, list[dict]]:
     }
 
 
+def reported_rounds(out: Path) -> int:
+    """How many complete report lines the (single) trial's result.json holds so far."""
+    logs = list((out / "tune").glob("*/result.json"))
+    if not logs:
+        return 0
+    lines = logs[0].read_text().split("\n")[:-1]  # the last piece may be mid-write
+    return len(lines)
+
+
 def fresh_state(out: Path, since: float) -> bool:
     """Whether Tune's newest experiment state file was written after ``since`` and reads."""
     states = sorted((out / "tune").glob("experiment_state-*.json"))
@@ -154,14 +163,19 @@ def test_a_killed_sweep_resumes_from_its_checkpoints(ray_local, tmp_path):
         env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"},
     )
     deadline = time.monotonic() + 600
-    # the trial's second checkpoint (its result.json may be mid-write; the folder is not)
-    while not any((out / "tune").glob("*/checkpoint_000001")):
+    # the trial's second checkpoint and its report: Tune writes the checkpoint folder before it
+    # appends the round to result.json, so a kill between the two loses the report
+    while not any((out / "tune").glob("*/checkpoint_000001")) or reported_rounds(out) < 2:
         assert driver.poll() is None, "the sweep ended before it could be interrupted"
         assert time.monotonic() < deadline
         time.sleep(0.2)
     # kill it just after a snapshot that knows of a checkpoint (a kill in the midst of Tune's
     # write leaves a state file that cannot be resumed; see the test below)
-    second = next((out / "tune").glob("*/checkpoint_000001")).stat().st_mtime
+    second = max(
+        path.stat().st_mtime
+        for pattern in ("*/checkpoint_000001", "*/result.json")
+        for path in (out / "tune").glob(pattern)
+    )
     while not fresh_state(out, second):
         assert driver.poll() is None, "the sweep ended before it could be interrupted"
         time.sleep(0.05)
