@@ -89,7 +89,11 @@ def cmd_list(args: argparse.Namespace) -> None:
             rows.append((e.name, ", ".join(["random", *sorted(e.policies())])))
         print(
             format_table(
-                ["env", "policies (also: ppo:PATH, muzero:PATH[@N], module:function)"], rows
+                [
+                    "env",
+                    "policies (also: ppo:PATH, muzero:PATH[@N], rollout:PATH[@K], module:function)",
+                ],
+                rows,
             )
         )
         print()
@@ -701,7 +705,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy",
         required=True,
         help="heuristic:NAME, solver:NAME, oracle:NAME, bound:NAME, random, ppo:PATH, "
-        "muzero:PATH[@N] (N simulations a decision) or module:function",
+        "muzero:PATH[@N] (N simulations a decision), rollout:PATH[@K] (PPO checkpoint PATH "
+        "played out from K candidate actions a decision) or module:function",
     )
     s.add_argument("--case", help="instance, trace or buffer-set name, or file:PATH")
     s.add_argument("--workload", help="same as --case")
@@ -952,7 +957,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy",
         required=True,
         help="heuristic:NAME, solver:NAME, oracle:NAME, bound:NAME, random, ppo:PATH, "
-        "muzero:PATH[@N] (N simulations a decision) or module:function (f(env, obs) -> action)",
+        "muzero:PATH[@N] (N simulations a decision), rollout:PATH[@K] (PPO checkpoint PATH "
+        "played out from K candidate actions a decision) or module:function (f(env, obs) -> "
+        "action)",
     )
     s.add_argument("--env", help="the env (implied by a suite name; needed for file:PATH)")
     s.add_argument("--json", metavar="OUT", help="write the results JSON here")

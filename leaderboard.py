@@ -143,22 +143,35 @@ def policies_for(env: str, root: Path) -> list[tuple[str, str]]:
 
 def suite_policies(suite: Suite, root: Path) -> list[tuple[str, str]]:
     """``(name, spec)`` of every policy the leaderboard runs on ``suite``: its env's
-    (`policies_for`) and the suite's ``extra`` budgets of committed planners
-    (``muzero:policies/X@N``, planning with another number of simulations than saved).
+    (`policies_for`) and the suite's ``extra`` policies, too costly to run on every suite:
+    budgets of committed planners (``muzero:policies/X@N``, planning with another number of
+    simulations than saved) and rollouts over committed PPO checkpoints
+    (``rollout:policies/X``, ``rollout:policies/X@K``; `schedgym.agents.rollout`).
 
-    Raises ``SchedgymError`` for an extra that is not a budget of a committed planner."""
+    Raises ``SchedgymError`` for an extra that is neither, or is listed twice."""
     found = policies_for(suite.env, root)
-    saved = {name.rpartition("@")[0]: spec.rpartition("@")[0] for name, spec in found}
+    listed = dict(found)
+    saved = {n.rpartition("@")[0]: s.rpartition("@")[0] for n, s in found if "@" in n}
     for name in suite.extra:
         base, at, budget = name.rpartition("@")
-        if not (at and budget.isdigit() and int(budget) >= 1 and base in saved):
+        if not at:
+            base, budget = name, ""
+        elif not (budget.isdigit() and int(budget) >= 1):
+            base = ""  # refused below
+        kind, _, checkpoint = base.partition(":")
+        if kind == "rollout" and f"ppo:{checkpoint}" in listed:
+            spec = "rollout:" + listed[f"ppo:{checkpoint}"].partition(":")[2]
+        elif budget and base in saved:
+            spec = saved[base]
+        else:
             raise SchedgymError(
-                f"suite {suite.name}: extra policy {name!r} is not NAME@N (N >= 1) of a planner "
-                "committed under policies/"
+                f"suite {suite.name}: extra policy {name!r} is neither NAME@N (N >= 1) of a "
+                "planner nor rollout:PATH[@K] of a PPO checkpoint committed under policies/"
             )
-        if name in dict(found):
+        if name in listed:
             raise SchedgymError(f"suite {suite.name}: extra policy {name!r} is already listed")
-        found.append((name, f"{saved[base]}@{budget}"))
+        listed[name] = spec + (f"@{budget}" if budget else "")
+        found.append((name, listed[name]))
     return found
 
 

@@ -346,7 +346,17 @@ def test_a_suites_extra_budget_plans_the_committed_planner_with_more_simulations
     assert "muzero:policies/jobshop-muzero@64" not in dict(
         suite_policies(SUITES["jobshop/taillard-100x20"], PACKAGE_ROOT)
     )
+    ppo = PACKAGE_ROOT / "policies" / "jobshop-ppo"
+    assert got["rollout:policies/jobshop-ppo"] == f"rollout:{ppo}"
+    four = dict(
+        suite_policies(replace(suite, extra=("rollout:policies/jobshop-ppo@4",)), PACKAGE_ROOT)
+    )
+    assert four["rollout:policies/jobshop-ppo@4"] == f"rollout:{ppo}@4"
     for bad in (
+        ("rollout:policies/nothing",),
+        ("rollout:policies/jobshop-muzero",),  # a planner's checkpoint, not PPO's
+        ("rollout:policies/jobshop-ppo@0",),
+        ("rollout:policies/jobshop-ppo",) * 2,
         ("muzero:policies/nothing@8",),
         ("muzero:policies/jobshop-muzero@many",),
         ("muzero:policies/jobshop-muzero@0",),

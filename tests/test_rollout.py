@@ -1,0 +1,114 @@
+"""The fortified rollout over PPO (`schedgym.agents.rollout`): the cost-improvement property of
+Bertsekas, Tsitsiklis and Wu (J. Heuristics 1997, section 2), a fortified rollout ends no worse
+than its base policy from the first state, on small job shops whose episodes the env's own
+validator checks; determinism; the env is never stepped by a decision; and the envs whose state
+holds the future are refused rather than planned as an oracle.
+
+The base is the committed `policies/jobshop-ppo` (its network reads any job shop up to its
+padding), so these run in seconds on 6x6 instances.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+from schedgym.agents.rollout import RolloutPolicy
+from schedgym.episode import make_env, run_episode
+from schedgym.errors import SchedgymError
+from schedgym.evaluate import PACKAGE_ROOT
+from schedgym.policy import resolve_policy
+
+PPO = PACKAGE_ROOT / "policies" / "jobshop-ppo"
+CASES = [f"random:6x6:{s}" for s in (20000, 20001, 20002)]
+
+
+@pytest.mark.parametrize("candidates", ["", "@2"])
+def test_the_fortified_rollout_never_ends_worse_than_its_base_policy(candidates):
+    gained = 0
+    for case in CASES:
+        base = run_episode("jobshop", f"ppo:{PPO}", case=case)
+        rollout = run_episode("jobshop", f"rollout:{PPO}{candidates}", case=case)
+        assert rollout.metrics["makespan"] <= base.metrics["makespan"], case
+        gained += base.metrics["makespan"] - rollout.metrics["makespan"]
+    # a lookahead over every candidate that never improved would be no lookahead at all
+    assert gained > 0
+
+
+def test_a_rollout_episode_repeats_and_a_decision_leaves_the_env_as_it_was():
+    runs = [run_episode("jobshop", f"rollout:{PPO}@3", case=CASES[0]) for _ in range(2)]
+    assert runs[0].record == runs[1].record
+    env = make_env("jobshop", case=CASES[0])
+    policy = resolve_policy("jobshop", f"rollout:{PPO}@3")
+    obs, _ = env.reset(seed=0)
+    policy.reset(env)
+    for _ in range(5):
+        before = env.unwrapped.get_state()
+        action = policy.act(env, obs)
+        after = env.unwrapped.get_state()
+        assert after["instance"] is before["instance"]
+        for key in before.keys() - {"instance"}:
+            a, b = before[key], after[key]
+            assert np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b, key
+        assert env.unwrapped.action_masks()[action]
+        obs, *_ = env.step(action)
+
+
+def test_bad_names_and_envs_that_hold_the_future_are_refused():
+    with pytest.raises(SchedgymError, match=r"after '@' must be an integer >= 1"):
+        RolloutPolicy(f"{PPO}@0")
+    with pytest.raises(SchedgymError, match="not a PPO checkpoint"):
+        resolve_policy(
+            "jobshop", f"rollout:{PACKAGE_ROOT / 'policies' / 'jobshop-muzero' / 'model.pt'}"
+        )
+    policy = RolloutPolicy(str(PACKAGE_ROOT / "policies" / "batching-ppo"))
+    env = make_env("batching", case="azure-conv-synth:12")
+    env.reset(seed=0)
+    with pytest.raises(SchedgymError, match=r"BatchingEnv's state holds what a scheduler cannot"):
+        policy.reset(env)
+
+
+def _hashed_logits(obs: list[dict], masks: np.ndarray) -> np.ndarray:
+    """A deterministic base policy with no consistency at all: each state's action preferences
+    drawn from a hash of its observation."""
+    rows = []
+    for o in obs:
+        seed = zlib.crc32(b"".join(np.ascontiguousarray(o[k]).tobytes() for k in sorted(o)))
+        rows.append(np.random.default_rng(seed).normal(size=masks.shape[1]))
+    return np.where(masks, np.array(rows), -np.inf)
+
+
+def _episode(env, act) -> float:
+    """The return of one episode of ``act(env, obs)`` from ``env``'s first state."""
+    obs, _ = env.reset(seed=0)
+    total, done = 0.0, False
+    while not done:
+        obs, reward, term, trunc, _ = env.step(act(env, obs))
+        total, done = total + float(reward), term or trunc
+    return total
+
+
+def test_fortification_never_ends_worse_than_a_sequence_it_has_found(monkeypatch):
+    """Whatever the base policy, here one with no consistency at all, a fortified rollout
+    returns at least the best play-out of its first decision's candidates, the base policy's
+    favourite among them, whose play-out is the base policy's own episode (Bertsekas,
+    Tsitsiklis and Wu 1997, section 2). A plain rollout has no such guarantee, though on
+    360 such episodes of 4x4 to 8x4 shops it never broke it either: this checks the
+    bookkeeping of the held sequence, not that fortification is needed here."""
+    for s in range(20000, 20008):
+        env = make_env("jobshop", case=f"random:6x6:{s}")
+        obs, _ = env.reset(seed=0)
+        mask = np.asarray(env.unwrapped.action_masks(), bool)
+        logits = _hashed_logits([obs], mask[None])[0]
+        order = np.flatnonzero(mask)[np.argsort(-logits[mask], kind="stable")]
+        for k in (None, 2):
+            policy = RolloutPolicy(f"{PPO}@{k}" if k else str(PPO))
+            monkeypatch.setattr(policy, "_logits", _hashed_logits)
+            env.reset(seed=0)
+            policy.reset(env)
+            first = policy._play_outs(env.unwrapped.get_state(), order[:k], env.unwrapped)
+            found = max(sum(r for _, r in seq) for seq in first)
+            got = _episode(env, policy.act)
+            assert got >= found - 1e-9, (s, k, got, found)
