@@ -705,8 +705,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy",
         required=True,
         help="heuristic:NAME, solver:NAME, oracle:NAME, bound:NAME, random, ppo:PATH, "
-        "muzero:PATH[@N] (N simulations a decision), rollout:PATH[@K] (PPO checkpoint PATH "
-        "played out from K candidate actions a decision) or module:function",
+        "muzero:PATH[@N] (N simulations a decision), rollout:PATH[@K] (a fortified "
+        "rollout: PPO checkpoint PATH played out from its K likeliest actions a decision, "
+        "default every legal one; job shop, DAG, memmap only) or module:function",
     )
     s.add_argument("--case", help="instance, trace or buffer-set name, or file:PATH")
     s.add_argument("--workload", help="same as --case")
@@ -957,8 +958,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy",
         required=True,
         help="heuristic:NAME, solver:NAME, oracle:NAME, bound:NAME, random, ppo:PATH, "
-        "muzero:PATH[@N] (N simulations a decision), rollout:PATH[@K] (PPO checkpoint PATH "
-        "played out from K candidate actions a decision) or module:function (f(env, obs) -> "
+        "muzero:PATH[@N] (N simulations a decision), rollout:PATH[@K] (a fortified "
+        "rollout: PPO checkpoint PATH played out from its K likeliest actions a decision, "
+        "default every legal one; job shop, DAG, memmap only) or module:function (f(env, obs) -> "
         "action)",
     )
     s.add_argument("--env", help="the env (implied by a suite name; needed for file:PATH)")

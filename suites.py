@@ -118,7 +118,7 @@ def _jobshop() -> list[Suite]:
             about=f"Taillard (1993) {size} instances ta{10 * g + 1:02d}-ta{10 * g + 10:02d}, "
             "gap to the best known upper bounds",
             # the planner at 4x its saved budget where a decision stays near 0.1 s, and the
-            # rollout over PPO where a decision stays near 2 s
+            # rollout over PPO on the smallest size only (about 1 s a decision, 4-6 min a case)
             extra=("muzero:policies/jobshop-muzero@64",)
             + (("rollout:policies/jobshop-ppo",) if g == 0 else ())
             if g < 3

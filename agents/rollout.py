@@ -26,7 +26,9 @@ future (true output lengths, arrivals, expert routing) and offer no ``known_stat
 refuses them, and any other env without one, rather than be an oracle.
 
 Policy name: ``rollout:PATH`` (every legal action is a candidate) or ``rollout:PATH@K`` (the
-base policy's ``K`` most probable actions), with ``PATH`` a ``ppo:`` checkpoint folder or zip.
+base policy's ``K`` most probable actions; ``@1`` is the base policy itself, played without
+play-outs), with ``PATH`` a ``ppo:`` checkpoint folder or zip; a ``PATH`` that contains ``@``
+needs its ``@K``.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def parse_spec(spec: str) -> tuple[Path, int | None]:
     base, at, count = spec.rpartition("@")
     if not at:
         return Path(spec), None
-    if not count.isdigit() or int(count) < 1:
+    if not (count.isascii() and count.isdigit()) or int(count) < 1:
         raise SchedgymError(
             f"rollout:{spec}: the number of candidates after '@' must be an integer >= 1"
         )
@@ -95,7 +97,8 @@ class RolloutPolicy:
             raise SchedgymError(
                 f"{self.name}: {type(inner).__name__}'s state holds what a scheduler cannot know "
                 "(the future) and it offers no known_state(), so play-outs from it would be an "
-                "oracle; plan it with a learned model (muzero: --model learned)"
+                "oracle; plan it with a learned model instead (schedgym train --algo muzero "
+                "--model learned)"
             )
         self._pool, self._held = [], []
 
@@ -148,8 +151,11 @@ class RolloutPolicy:
         logits = self._logits([obs], mask[None])[0]
         # candidates in the base policy's order of preference, so ties go to its favourite
         order = legal[np.argsort(-logits[legal], kind="stable")]
+        candidates = order[: self.candidates]
+        if len(candidates) == 1:  # @1: the base policy itself, nothing to compare
+            return int(candidates[0])
         state = inner.get_state() if fortify else inner.known_state()
-        sequences = self._play_outs(state, order[: self.candidates], inner)
+        sequences = self._play_outs(state, candidates, inner)
         returns = [sum(r for _, r in seq) for seq in sequences]
         best = int(np.argmax(returns))  # the first maximum: the base's favourite among ties
         if not self._held or returns[best] > sum(r for _, r in self._held):

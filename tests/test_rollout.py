@@ -37,6 +37,12 @@ def test_the_fortified_rollout_never_ends_worse_than_its_base_policy(candidates)
     assert gained > 0
 
 
+def test_one_candidate_is_the_base_policy_itself():
+    base = run_episode("jobshop", f"ppo:{PPO}", case=CASES[1])
+    one = run_episode("jobshop", f"rollout:{PPO}@1", case=CASES[1])
+    assert one.record == base.record
+
+
 def test_a_rollout_episode_repeats_and_a_decision_leaves_the_env_as_it_was():
     runs = [run_episode("jobshop", f"rollout:{PPO}@3", case=CASES[0]) for _ in range(2)]
     assert runs[0].record == runs[1].record
@@ -57,8 +63,9 @@ def test_a_rollout_episode_repeats_and_a_decision_leaves_the_env_as_it_was():
 
 
 def test_bad_names_and_envs_that_hold_the_future_are_refused():
-    with pytest.raises(SchedgymError, match=r"after '@' must be an integer >= 1"):
-        RolloutPolicy(f"{PPO}@0")
+    for bad in ("0", "-1", "1.5", "²"):
+        with pytest.raises(SchedgymError, match=r"after '@' must be an integer >= 1"):
+            RolloutPolicy(f"{PPO}@{bad}")
     with pytest.raises(SchedgymError, match="not a PPO checkpoint"):
         resolve_policy(
             "jobshop", f"rollout:{PACKAGE_ROOT / 'policies' / 'jobshop-muzero' / 'model.pt'}"
