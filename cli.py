@@ -189,6 +189,11 @@ def cmd_profile(args: argparse.Namespace) -> None:
             from schedgym.envs.hardware.vidur import held_out_errors
 
             gpu = args.gpu or table.name
+            if gpu != table.name:
+                print(
+                    f"note: table {args.check} ({table.device['name']}) against vidur's {gpu} "
+                    "rows: the errors below include the difference between the two GPUs"
+                )
             _print_errors(
                 f"held out: vidur {gpu} rows not in the table ({args.against})",
                 held_out_errors(table, Path(args.against), gpu),

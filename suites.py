@@ -136,6 +136,7 @@ def _jobshop() -> list[Suite]:
             key_metrics=("makespan", "utilisation"),
             about="ten Taillard-style random 15x15 instances, seeds 10000-10009 (the training "
             "generator's family, never its seeds)",
+            extra=("rollout:policies/jobshop-ppo",),
         )
     )
     return suites
