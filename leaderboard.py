@@ -156,7 +156,7 @@ def suite_policies(suite: Suite, root: Path) -> list[tuple[str, str]]:
         base, at, budget = name.rpartition("@")
         if not at:
             base, budget = name, ""
-        elif not (budget.isdigit() and int(budget) >= 1):
+        elif not (budget.isascii() and budget.isdigit() and int(budget) >= 1):
             base = ""  # refused below
         kind, _, checkpoint = base.partition(":")
         if kind == "rollout" and f"ppo:{checkpoint}" in listed:

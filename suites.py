@@ -119,10 +119,8 @@ def _jobshop() -> list[Suite]:
             "gap to the best known upper bounds",
             # the planner at 4x its saved budget where a decision stays near 0.1 s, and the
             # rollout over PPO on the smallest size only (about 1 s a decision, 4-6 min a case)
-            extra=("muzero:policies/jobshop-muzero@64",)
-            + (("rollout:policies/jobshop-ppo",) if g == 0 else ())
-            if g < 3
-            else (),
+            extra=(("muzero:policies/jobshop-muzero@64",) if g < 3 else ())
+            + (("rollout:policies/jobshop-ppo",) if g == 0 else ()),
         )
         for g, size in enumerate(sizes)
     ]

@@ -332,7 +332,7 @@ def test_a_suite_its_learned_policies_skip_says_so_not_that_none_exists():
     assert "No learned policy" in " ".join(_gap_lines(replace(suite, skip={}), rows))
 
 
-def test_a_suites_extra_budget_plans_the_committed_planner_with_more_simulations():
+def test_a_suites_extras_are_budgets_of_committed_planners_or_rollouts_of_committed_ppo():
     from schedgym.evaluate import PACKAGE_ROOT
     from schedgym.policy import resolve_policy
 
