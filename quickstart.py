@@ -3,8 +3,9 @@
 (1) Price one LLM engine step on every shipped hardware profile with the measured cost tables;
 (2) run every available environment's heuristic baselines on its default case, each episode
 record re-checked by the environment's independent validator; (3) train a PPO agent briefly on
-random 6x6 job shops and compare it, greedy, and a Gumbel MuZero planner on its network (16
-simulations per decision with the true simulator, leaves valued by MWKR rollouts) with every
+random 6x6 job shops and compare it, greedy, a Gumbel MuZero planner on its network (16
+simulations per decision with the true simulator, leaves valued by MWKR rollouts) and a
+fortified rollout of it (every legal job played out by the network itself) with every
 dispatching rule on held-out instances.
 """
 
@@ -69,13 +70,14 @@ def train_and_compare(steps: int, seed: int, out: str) -> None:
     import numpy as np
 
     from schedgym.agents.ppo import PPOPolicy, TrainConfig, train
+    from schedgym.agents.rollout import RolloutPolicy
     from schedgym.episode import run_episode
     from schedgym.registry import env_entry
 
     print(
-        f"\n3. PPO, trained now for {steps:,} steps on random 6x6 job shops, and Gumbel MuZero "
-        f"planning on its network, against the rules on {len(QUICK_TEST_CASES)} held-out "
-        "instances (greedy decoding; planning without noise)"
+        f"\n3. PPO, trained now for {steps:,} steps on random 6x6 job shops, Gumbel MuZero "
+        "planning on its network and a rollout of it, against the rules on "
+        f"{len(QUICK_TEST_CASES)} held-out instances (greedy decoding; planning without noise)"
     )
     cfg = TrainConfig(
         env="jobshop",
@@ -89,9 +91,11 @@ def train_and_compare(steps: int, seed: int, out: str) -> None:
         eval_every=max(steps // 4, 1000),
     )
     train(cfg, heuristic="heuristic:mor")
-    policies = [PPOPolicy(out, name="ppo (just trained)"), planner(out)] + sorted(
-        n for n in env_entry("jobshop").policies() if n.startswith("heuristic:")
-    )
+    policies = [
+        PPOPolicy(out, name="ppo (just trained)"),
+        planner(out),
+        RolloutPolicy(out, name="fortified rollout of ppo (every legal job played out)"),
+    ] + sorted(n for n in env_entry("jobshop").policies() if n.startswith("heuristic:"))
     rows = []
     for policy in policies:
         spans = [
