@@ -638,6 +638,15 @@ def _add_ray_flag(s: argparse.ArgumentParser) -> None:
     )
 
 
+# every verb that takes --policy names its kinds the same way
+POLICY_HELP = (
+    "heuristic:NAME, solver:NAME, oracle:NAME, bound:NAME, random, ppo:PATH, muzero:PATH[@N] "
+    "(N simulations a decision), rollout:PATH[@K] (a fortified rollout: PPO checkpoint PATH "
+    "played out from its K likeliest actions a decision, default every legal one; job shop, "
+    "DAG, memmap only) or module:function (f(env, obs) -> action)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="schedgym",
@@ -709,10 +718,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--policy",
         required=True,
-        help="heuristic:NAME, solver:NAME, oracle:NAME, bound:NAME, random, ppo:PATH, "
-        "muzero:PATH[@N] (N simulations a decision), rollout:PATH[@K] (a fortified "
-        "rollout: PPO checkpoint PATH played out from its K likeliest actions a decision, "
-        "default every legal one; job shop, DAG, memmap only) or module:function",
+        help=POLICY_HELP,
     )
     s.add_argument("--case", help="instance, trace or buffer-set name, or file:PATH")
     s.add_argument("--workload", help="same as --case")
@@ -962,11 +968,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--policy",
         required=True,
-        help="heuristic:NAME, solver:NAME, oracle:NAME, bound:NAME, random, ppo:PATH, "
-        "muzero:PATH[@N] (N simulations a decision), rollout:PATH[@K] (a fortified "
-        "rollout: PPO checkpoint PATH played out from its K likeliest actions a decision, "
-        "default every legal one; job shop, DAG, memmap only) or module:function (f(env, obs) -> "
-        "action)",
+        help=POLICY_HELP,
     )
     s.add_argument("--env", help="the env (implied by a suite name; needed for file:PATH)")
     s.add_argument("--json", metavar="OUT", help="write the results JSON here")

@@ -103,7 +103,8 @@ def test_fortification_never_ends_worse_than_a_sequence_it_has_found(monkeypatch
     favourite among them, whose play-out is the base policy's own episode (Bertsekas,
     Tsitsiklis and Wu 1997, section 2). A plain rollout has no such guarantee, though on
     360 such episodes of 4x4 to 8x4 shops it never broke it either: this checks the
-    bookkeeping of the held sequence, not that fortification is needed here."""
+    bookkeeping of the held sequence on real play-outs; the hand-worked test below is the one
+    a plain rollout fails."""
     for s in range(20000, 20008):
         env = make_env("jobshop", case=f"random:6x6:{s}")
         obs, _ = env.reset(seed=0)
@@ -119,3 +120,33 @@ def test_fortification_never_ends_worse_than_a_sequence_it_has_found(monkeypatch
             found = max(sum(r for _, r in seq) for seq in first)
             got = _episode(env, policy.act)
             assert got >= found - 1e-9, (s, k, got, found)
+
+
+def test_a_worse_later_play_out_does_not_replace_the_held_sequence(monkeypatch):
+    """Hand-worked: the first decision's play-outs find a sequence returning -2 (two moves of -1);
+    every play-out of the second decision returns -5, the first of them starting with a job the
+    held sequence does not take next. A fortified rollout plays the held sequence's second move;
+    a plain rollout would take that job."""
+    env = make_env("jobshop", case=CASES[0])
+    obs, _ = env.reset(seed=0)
+    policy = RolloutPolicy(str(PPO))
+    policy.reset(env)
+    held_next = 0  # every job still has operations after one dispatch on a 6x6 shop
+    first: list[int] = []
+
+    def first_play_outs(state, actions, like):
+        first.extend(int(a) for a in actions)
+        return [
+            [(int(a), -1.0), (held_next, -1.0)] if k == 1 else [(int(a), -3.0)]
+            for k, a in enumerate(actions)
+        ]
+
+    monkeypatch.setattr(policy, "_play_outs", first_play_outs)
+    chosen = policy.act(env, obs)
+    assert chosen == first[1]  # the -2 sequence, not the base's favourite at -3
+    obs, *_ = env.step(chosen)
+    other = next(int(a) for a in np.flatnonzero(env.unwrapped.action_masks()) if a != held_next)
+    monkeypatch.setattr(
+        policy, "_play_outs", lambda state, actions, like: [[(other, -5.0)]] * len(actions)
+    )
+    assert policy.act(env, obs) == held_next
