@@ -103,12 +103,42 @@ class RolloutPolicy:
         self._pool, self._held = [], []
 
     def _logits(self, obs: list[dict[str, np.ndarray]], masks: np.ndarray) -> np.ndarray:
-        """The base policy's masked logits ``(len(obs), A)`` for a batch of observations."""
+        """The base policy's masked logits ``(len(obs), A)`` for a batch of observations.
+
+        The network runs on the rows up to the last present one of each group (entities and
+        every context group), not on the padding: a 15x15 job shop fills 15 of 100 job rows and
+        15 of 20 machine rows, and the Transformer's cost grows with the rows. Padding is masked
+        out of attention and scores nothing, so the kept logits are the full network's
+        (`tests/test_rollout.py` checks); the encoder and action head take their row count from
+        the ``n_entities`` attribute (``agents/networks.py``), set here for the call.
+        """
         batch = {k: np.stack([o[k] for o in obs]) for k in obs[0]}
-        with th.inference_mode():
-            tensor, _ = self.net.obs_to_tensor(batch)
-            dist = self.net.get_distribution(tensor, action_masks=masks)
-            return dist.distribution.logits.numpy()
+        encoder, head = self.net.features_extractor, self.net.action_net
+        n_full = encoder.n_entities
+        n_special = head.special.out_features if head.special is not None else 0
+        options = (masks.shape[1] - n_special) // n_full
+        chosen = masks[:, : n_full * options].reshape(len(obs), n_full, options).any(axis=2)
+        for key, mask in [("entities", "entity_mask")] + [(g, f"{g}_mask") for g in encoder.groups]:
+            needed = batch[mask] > 0
+            if key == "entities":  # a legal action's row is never cut, present or not
+                needed = needed | chosen
+            kept = np.flatnonzero(needed.any(axis=0))
+            rows = int(kept[-1]) + 1 if len(kept) else 1
+            batch[key], batch[mask] = batch[key][:, :rows], batch[mask][:, :rows]
+        rows = batch["entities"].shape[1]
+        tensor = {k: th.as_tensor(v, dtype=th.float32) for k, v in batch.items()}
+        try:
+            encoder.n_entities = head.n_entities = rows
+            with th.inference_mode():
+                latent = self.net.mlp_extractor.forward_actor(self.net.extract_features(tensor))
+                kept = self.net.action_net(latent).numpy()
+        finally:
+            encoder.n_entities = head.n_entities = n_full
+        logits = np.full(masks.shape, -np.inf, dtype=np.float32)
+        logits[:, : rows * options] = kept[:, : rows * options]
+        logits[:, n_full * options :] = kept[:, rows * options :]
+        logits[~masks] = -np.inf
+        return logits
 
     def _play_outs(
         self, state: Any, actions: np.ndarray, like: Any

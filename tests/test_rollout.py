@@ -14,6 +14,7 @@ import zlib
 
 import numpy as np
 import pytest
+import torch
 
 from schedgym.agents.rollout import RolloutPolicy
 from schedgym.episode import make_env, run_episode
@@ -75,6 +76,45 @@ def test_bad_names_and_envs_that_hold_the_future_are_refused():
     env.reset(seed=0)
     with pytest.raises(SchedgymError, match=r"BatchingEnv's state holds what a scheduler cannot"):
         policy.reset(env)
+
+
+@pytest.mark.parametrize(
+    "env_name, checkpoint, case",
+    [("jobshop", "jobshop-ppo", "ta01"), ("memmap", "memmap-ppo", None), ("dag", "dag-ppo", None)],
+)
+def test_the_network_cut_to_its_present_rows_gives_the_full_networks_logits(
+    env_name, checkpoint, case
+):
+    """The rollout runs the base network on the rows up to the last present one; on states of
+    random play, batched, every legal action's logit (up to the softmax's shift) is the one
+    SB3's own call on the padded observation gives, and the illegal ones are out."""
+    policy = RolloutPolicy(str(PACKAGE_ROOT / "policies" / checkpoint))
+    env = make_env(env_name, **({"case": case} if case else {}))
+    obs, _ = env.reset(seed=3)
+    policy.reset(env)
+    rng = np.random.default_rng(0)
+    states, masks = [], []
+    for _ in range(40):
+        mask = np.asarray(env.unwrapped.action_masks(), bool)
+        states.append({k: np.array(v) for k, v in obs.items()})
+        masks.append(mask)
+        obs, _, term, trunc, _ = env.step(int(rng.choice(np.flatnonzero(mask))))
+        if term or trunc:
+            break
+    masks = np.stack(masks)
+    batch = {k: np.stack([o[k] for o in states]) for k in states[0]}
+    with torch.inference_mode():
+        tensor, _ = policy.net.obs_to_tensor(batch)
+        full = policy.net.get_distribution(tensor, action_masks=masks).distribution.logits.numpy()
+    cut = policy._logits(states, masks)
+    assert batch["entity_mask"].sum(axis=1).max() < batch["entity_mask"].shape[1]  # rows were cut
+    assert np.all(np.isneginf(cut[~masks]))
+
+    def shifted(logits: np.ndarray) -> np.ndarray:
+        top = np.where(masks, logits, -np.inf).max(axis=1, keepdims=True)
+        return np.where(masks, logits - top, 0.0)
+
+    np.testing.assert_allclose(shifted(cut), shifted(full), atol=1e-4)
 
 
 def _hashed_logits(obs: list[dict], masks: np.ndarray) -> np.ndarray:
