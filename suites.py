@@ -117,10 +117,14 @@ def _jobshop() -> list[Suite]:
             key_metrics=("makespan", "lb_gap", "utilisation"),
             about=f"Taillard (1993) {size} instances ta{10 * g + 1:02d}-ta{10 * g + 10:02d}, "
             "gap to the best known upper bounds",
-            # the planner at 4x its saved budget where a decision stays near 0.1 s, and the
-            # rollout over PPO on the smallest size only (about 1 s a decision, 4-6 min a case)
-            extra=(("muzero:policies/jobshop-muzero@64",) if g < 3 else ())
-            + (("rollout:policies/jobshop-ppo",) if g == 0 else ()),
+            # the planner at 4x its saved budget and the rollout over PPO where a decision
+            # stays near 0.1 s and 1 s (the rollout: 0.3 s a decision, about 75 s a case on
+            # 15x15; a case costs about (operations)^2 x jobs)
+            extra=(
+                ("muzero:policies/jobshop-muzero@64", "rollout:policies/jobshop-ppo")
+                if g < 3
+                else ()
+            ),
         )
         for g, size in enumerate(sizes)
     ]

@@ -4,7 +4,7 @@
     python scripts/headroom.py msa [--capacities 0.05,0.1,0.15,0.25] [--markdown]
     python scripts/headroom.py msa --fast-tier trn1-sbuf [--capacities ...] [--markdown]
     python scripts/headroom.py msa-suites [--markdown]
-    python scripts/headroom.py batching [--markdown]
+    python scripts/headroom.py batching [--horizon 4] [--markdown]
     python scripts/headroom.py moe [--capacities 0.25,0.5,0.75] [--markdown]
 
 ``memmap``: for each fast-tier capacity (a share of each model's peak live bytes) on the
@@ -25,11 +25,15 @@ legal action followed by XLA's rule to the end, the best kept: a policy-improvem
 XLA's rule, in the env's buffer order), each committed PPO policy trained on the msa task
 (``policies/*/config.json`` with ``"task": "msa"``), and the LP bound above them all.
 
-``batching``: on the azure-conv-synth suite, Sarathi-EDF's goodput beside a ceiling no policy can
-pass. Goodput is on-time requests over the span from the first arrival to the last finish; the
-ceiling counts every request on time and lets each finish as early as physics allows, its
-output tokens one per decode step at the cheapest step the replica has (one sequence, context
-1, overheads included), from its arrival.
+``batching``: on the azure-conv-synth suite, per case, Sarathi-SJF (the suite's best heuristic),
+a clairvoyant one-step lookahead over it, and a ceiling no policy can pass. Goodput is on-time
+requests over the span from the first arrival to the last finish; the ceiling counts every
+request on time and lets each finish as early as physics allows, its output tokens one per
+decode step at the cheapest step the replica has (one sequence, context 1, overheads
+included), from its arrival. The lookahead (``batching_lookahead``) plays Sarathi-SJF out for
+``--horizon`` simulated seconds on the true engine, future arrivals and output lengths
+included, from each candidate: an oracle no scheduler can be, and not a bound either, but a
+measure of what knowing the future buys one decision at a time.
 
 ``moe``: for each cache size (a share of all routed experts) on the tinymoe-test suite, the mean
 stall per token of MoE-Infinity (the best heuristic there), of Belady's MIN run as demand paging
@@ -41,6 +45,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -111,6 +117,25 @@ def msa(capacities: list[float | None], markdown: bool, fast_tier: str = "l2") -
     )
 
 
+def lookahead(env: Any, candidates: Callable[[], list[int]], play_out: Callable[[], float]) -> None:
+    """Run ``env``'s episode to its end by one-step lookahead: at every decision each of
+    ``candidates()`` is taken on the env restored to the decision's state, then ``play_out()``
+    scores it (higher is better; it may step the env on), and the best is taken, ties to the
+    earliest candidate (Bertsekas, Tsitsiklis and Wu, J. Heuristics 1997: a rollout of the
+    policy the play-outs follow)."""
+    while not env.core.done:
+        options = candidates()
+        if len(options) > 1:
+            state, scores = env.get_state(), []
+            for action in options:
+                env.set_state(state)
+                env.step(action)
+                scores.append(play_out())
+            env.set_state(state)
+            options = [options[int(np.argmax(scores))]]
+        env.step(options[0])
+
+
 def lookahead_speedup(case: str, seed: int, env_kwargs: dict) -> float:
     """Speedup of one-step lookahead over XLA's rule (module docstring) on one msa case."""
     from schedgym.envs.memory.env import MemoryMapEnv
@@ -123,18 +148,53 @@ def lookahead_speedup(case: str, seed: int, env_kwargs: dict) -> float:
             env.step(env.core.xla_choice())
         return env.core.metrics()["speedup"]
 
-    while not env.core.done:
-        state = env.get_state()
-        best, pick = -np.inf, None
-        for action in np.flatnonzero(env.action_masks()).tolist():
-            env.set_state(state)
-            env.step(action)
-            value = finish()
-            if value > best:
-                best, pick = value, action
-        env.set_state(state)
-        env.step(pick)
+    lookahead(env, lambda: np.flatnonzero(env.action_masks()).tolist(), finish)
     return env.core.metrics()["speedup"]
+
+
+def batching_lookahead(case: str, seed: int, horizon_s: float) -> dict[str, float]:
+    """The metrics of a clairvoyant one-step lookahead over Sarathi-SJF (module docstring) on
+    one batching case: candidates are every step budget, or Sarathi-SJF's admission, running
+    the step and the first three waiting requests by EDF and by SJF; a play-out is Sarathi-SJF
+    on the true engine (future arrivals and output lengths included) for ``horizon_s``
+    simulated seconds, scored by the requests it sees miss their SLO."""
+    from schedgym.baselines.batching import POLICIES, earliest_deadline, shortest_prompt
+    from schedgym.envs.batching.env import BUDGET_PHASE, BatchingEnv
+    from schedgym.envs.batching.record import engine_metrics
+
+    env = BatchingEnv()
+    env.reset(seed=seed, options={"case": case})
+    base = POLICIES["heuristic:sarathi-sjf"]()
+    base.reset(env)
+    engine = env.core
+
+    def candidates() -> list[int]:
+        legal = np.flatnonzero(env.action_masks())
+        if env.phase == BUDGET_PHASE:
+            first = base.act(env, None)
+            return sorted(legal.tolist(), key=lambda a: a != first)
+        queue = legal[legal < env.layout.max_entities]
+        rids = np.asarray(engine.waiting)[queue]
+        keep = [base.act(env, None), *legal[legal >= env.layout.max_entities].tolist()]
+        for order in (earliest_deadline, shortest_prompt):
+            keep += queue[np.argsort(order(engine, rids), kind="stable")[:3]].tolist()
+        return list(dict.fromkeys(keep))
+
+    def missed_soon() -> float:
+        end, missed = engine.now + horizon_s, engine.n_missed
+        while not engine.done and engine.now < end:
+            if not engine.phase_open:
+                if not engine.choice_needed():
+                    engine.fast_forward()
+                    continue
+                engine.set_budget(base.step_budget(engine), base.prefill_first)
+            while (pos := base.choose_admission(engine)) is not None:
+                engine.admit(pos)
+            engine.run_step()
+        return -float(engine.n_missed - missed)
+
+    lookahead(env, candidates, missed_soon)
+    return engine_metrics(engine)
 
 
 def msa_suites(markdown: bool) -> str:
@@ -188,7 +248,9 @@ def msa_suites(markdown: bool) -> str:
     return format_table(headers, rows, markdown)
 
 
-def batching(markdown: bool) -> str:
+def batching(markdown: bool, horizon_s: float) -> str:
+    from tqdm.auto import tqdm
+
     from schedgym.envs.batching.core import Batch, EngineConfig, replica
 
     suite = SUITES["batching/azure-conv-synth"]
@@ -197,17 +259,38 @@ def batching(markdown: bool) -> str:
         replica(config).step_cost(Batch((), (1,))) + config.step_overhead_s + config.seq_overhead_s
     )
     rows = []
-    for c in suite.cases:
-        result = run_episode("batching", "heuristic:sarathi-edf", case=c.case, seed=c.seed)
+    for c in tqdm(suite.cases, desc="batching cases", unit="case"):
+        result = run_episode("batching", "heuristic:sarathi-sjf", case=c.case, seed=c.seed)
         requests = result.record["requests"]
         arrival = np.asarray(requests["arrival_s"])
         finish = arrival + (np.asarray(requests["output_tokens"]) - 1) * fastest_step
         ceiling = len(arrival) / float(finish.max() - arrival.min())
-        rows.append([str(c.seed), result.metrics["goodput_rps"], ceiling])
-    good, ceiling = (float(np.mean([r[i] for r in rows])) for i in (1, 2))
-    rows.append(["mean", good, ceiling])
-    table = format_table(["seed", "sarathi-edf goodput", "ceiling"], rows, markdown)
-    return f"{table}\n\nceiling / Sarathi-EDF = {ceiling / good:.3f}"
+        search = batching_lookahead(c.case, c.seed, horizon_s)
+        rows.append(
+            [
+                str(c.seed),
+                result.metrics["goodput_rps"],
+                result.metrics["slo_attainment"],
+                search["goodput_rps"],
+                search["slo_attainment"],
+                ceiling,
+            ]
+        )
+    rows.append(["mean", *(float(np.mean([r[i] for r in rows])) for i in range(1, 6))])
+    good, search, ceiling = rows[-1][1], rows[-1][3], rows[-1][5]
+    head = [
+        "seed",
+        "Sarathi-SJF goodput",
+        "attainment",
+        f"lookahead {horizon_s:g} s goodput",
+        "attainment",
+        "ceiling",
+    ]
+    table = format_table(head, rows, markdown)
+    return (
+        f"{table}\n\nlookahead / Sarathi-SJF = {search / good:.3f}, "
+        f"ceiling / Sarathi-SJF = {ceiling / good:.3f}"
+    )
 
 
 def moe(capacities: list[float | None], markdown: bool) -> str:
@@ -255,6 +338,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--markdown", action="store_true", help="a Markdown table")
     ap.add_argument(
+        "--horizon",
+        type=float,
+        default=4.0,
+        help="batching: simulated seconds of each lookahead play-out (default 4, about twice "
+        "the relaxed class's TTFT target)",
+    )
+    ap.add_argument(
         "--fast-tier", default="l2", help="memmap, msa: the fast tier, l2 or trn1-sbuf (default l2)"
     )
     args = ap.parse_args(argv)
@@ -270,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.env == "moe":
         print(moe(capacities, args.markdown))
     else:
-        print(batching(args.markdown))
+        print(batching(args.markdown, args.horizon))
     return 0
 
 
