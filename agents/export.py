@@ -72,13 +72,17 @@ def resolve_checkpoint(policy: str) -> Path:
     algo, sep, path = policy.partition(":")
     if not sep:
         algo, path = "ppo", policy
-    if algo == "muzero":
-        # Search steps the env's own simulator (or the learned dynamics) n times per decision;
-        # a serving engine's scheduler has neither, and a graph of the prior alone is not it.
-        raise SchedgymError(
-            f"cannot export {policy!r}: a MuZero policy plans with a model at every decision, "
-            "which an ONNX graph cannot carry; export the PPO policy it was warm-started from"
-        )
+    # Planners step the env's own simulator (or MuZero's learned dynamics) many times per
+    # decision; a serving engine's scheduler has neither, and a graph of the network alone is
+    # not the policy.
+    planner = {
+        "muzero": "a MuZero policy plans with a model at every decision, which an ONNX graph "
+        "cannot carry; export the PPO policy it was warm-started from",
+        "rollout": "a rollout plays its base policy out on copies of the simulator at every "
+        "decision, which an ONNX graph cannot carry; export its base, ppo:PATH",
+    }
+    if algo in planner:
+        raise SchedgymError(f"cannot export {policy!r}: {planner[algo]}")
     if algo != "ppo":
         raise SchedgymError(
             f"cannot export {policy!r}: only trained checkpoints (ppo:PATH) are exported"

@@ -113,6 +113,7 @@ def test_spec_names_env_encoder_features_actions_and_checkpoint(exported):
         (["--policy", "ppo:policies/no-such-policy"], "is not a policy folder"),
         (["--policy", "heuristic:fcfs"], "only trained checkpoints"),
         (["--policy", "muzero:policies/jobshop-muzero@16"], "plans with a model"),
+        (["--policy", "rollout:policies/jobshop-ppo@4"], "export its base, ppo:PATH"),
         (["--policy", "ppo:policies/batching-ppo", "--env", "tetris"], "unknown env 'tetris'"),
         (["--policy", "ppo:policies/batching-ppo", "--env", "jobshop"], "not 'jobshop'"),
     ],
