@@ -862,8 +862,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--imitate",
         metavar="POLICY",
-        help="clone this heuristic's decisions into the network before PPO (behaviour cloning "
-        "warm start; the cloned policy is kept as OUT/imitation.zip)",
+        help="clone this policy's decisions into the network before PPO (behaviour cloning "
+        "warm start; the cloned policy is kept as OUT/imitation.zip): a heuristic, or a planner "
+        "such as rollout:PATH with --init-from PATH (one step of approximate policy iteration)",
     )
     s.add_argument(
         "--imitate-episodes", type=int, default=20, help="demonstration episodes for --imitate"

@@ -63,6 +63,28 @@ RECIPES: dict[str, Recipe] = {
         steps=300_000,
         target="mean gap on Taillard 15x15 below MOR's 20.5 %",
     ),
+    "jobshop-api": Recipe(
+        # one step of approximate policy iteration (Bertsekas, "Rollout, Policy Iteration, and
+        # Distributed Reinforcement Learning", 2020, ch. 5): the fortified rollout over the
+        # committed PPO (agents/rollout.py) plays the demonstration episodes, PPO's own network
+        # is fitted to its choices, then fine-tuned by PPO; validation picks among them. Not
+        # committed: it did not beat its base (docs/results.md, "A fortified rollout over PPO")
+        env="jobshop",
+        env_kwargs={"case": "random:15x15"},
+        val_cases=[f"random:15x15:{20_000 + i}" for i in range(4)],
+        test_cases=[(f"ta{i:02d}", 0) for i in range(1, 11)],
+        metric="gap",
+        baseline="heuristic:mor",
+        steps=20_480,
+        target="mean gap on Taillard 15x15 below the PPO it improves on (15.6 %)",
+        ppo={
+            "init_from": "policies/jobshop-ppo",
+            "imitate": "rollout:policies/jobshop-ppo",
+            "imitate_episodes": 30,
+            "imitate_epochs": 10,
+            "learning_rate": 1e-4,
+        },
+    ),
     "dag": Recipe(
         # the leaderboard's dag/random-noisy setting; PPO from a uniform policy put tasks on the
         # hetero platform's CPU (hundreds of times slower) and stayed 2.2x HEFT: clone PEFT first

@@ -190,3 +190,28 @@ def test_a_worse_later_play_out_does_not_replace_the_held_sequence(monkeypatch):
         policy, "_play_outs", lambda state, actions, like: [[(other, -5.0)]] * len(actions)
     )
     assert policy.act(env, obs) == held_next
+
+
+def test_a_rollout_can_teach_its_base_by_imitation():
+    """Approximate policy iteration's demonstrations (scripts/train_policies.py jobshop-api):
+    `collect` records the rollout's own episode, so its rows replayed on the same instance give
+    the rollout's schedule, decision for decision, and a network cloned on them agrees with it
+    more than its base did."""
+    from sb3_contrib import MaskablePPO
+
+    from schedgym.agents.imitation import DEMO_SEED_OFFSET, clone, collect
+
+    spec = f"rollout:{PPO}@3"
+    demos = collect("jobshop", spec, 2, {"case": "random:6x6"}, progress=False)
+    own = run_episode("jobshop", spec, seed=DEMO_SEED_OFFSET, env_kwargs={"case": "random:6x6"})
+    first = demos.actions[demos.episode == 0]
+    assert len(first) == own.decisions
+    env = make_env("jobshop", case="random:6x6")
+    env.reset(seed=DEMO_SEED_OFFSET)
+    for action in first:
+        *_, info = env.step(int(action))
+    assert info["metrics"]["makespan"] == own.metrics["makespan"]
+    model = MaskablePPO.load(PPO / "model.zip", device="cpu")
+    before = clone(model.policy, demos, epochs=0, holdout=0.5, progress=False)
+    after = clone(model.policy, demos, epochs=30, holdout=0.5, progress=False)
+    assert after["train_agreement"] > before["train_agreement"]
