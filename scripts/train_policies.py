@@ -20,7 +20,7 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,28 +53,26 @@ class Recipe:
 # the dag/transformer-hetero suite's graphs (suites.py)
 _ZOO_DAGS = ("gpt2-tiny", "gpt2-small", "resnet-tiny", "resnet18", "mlp")
 
+_JOBSHOP = Recipe(
+    env_kwargs={"case": "random:15x15"},
+    val_cases=[f"random:15x15:{20_000 + i}" for i in range(4)],
+    test_cases=[(f"ta{i:02d}", 0) for i in range(1, 11)],
+    metric="gap",
+    baseline="heuristic:mor",
+    steps=300_000,
+    target="mean gap on Taillard 15x15 below MOR's 20.5 %",
+)
+
 RECIPES: dict[str, Recipe] = {
-    "jobshop": Recipe(
-        env_kwargs={"case": "random:15x15"},
-        val_cases=[f"random:15x15:{20_000 + i}" for i in range(4)],
-        test_cases=[(f"ta{i:02d}", 0) for i in range(1, 11)],
-        metric="gap",
-        baseline="heuristic:mor",
-        steps=300_000,
-        target="mean gap on Taillard 15x15 below MOR's 20.5 %",
-    ),
-    "jobshop-api": Recipe(
-        # one step of approximate policy iteration (Bertsekas, "Rollout, Policy Iteration, and
-        # Distributed Reinforcement Learning", 2020, ch. 5): the fortified rollout over the
-        # committed PPO (agents/rollout.py) plays the demonstration episodes, PPO's own network
-        # is fitted to its choices, then fine-tuned by PPO; validation picks among them. Not
-        # committed: it did not beat its base (docs/results.md, "A fortified rollout over PPO")
+    "jobshop": _JOBSHOP,
+    # one step of approximate policy iteration (Bertsekas, "Rollout, Policy Iteration, and
+    # Distributed Reinforcement Learning", 2020, ch. 5): the fortified rollout over the committed
+    # PPO (agents/rollout.py) plays the demonstration episodes, PPO's own network is fitted to
+    # its choices, then fine-tuned by PPO; validation picks among them. Not committed: it did not
+    # beat its base (docs/results.md, "A fortified rollout over PPO")
+    "jobshop-api": replace(
+        _JOBSHOP,
         env="jobshop",
-        env_kwargs={"case": "random:15x15"},
-        val_cases=[f"random:15x15:{20_000 + i}" for i in range(4)],
-        test_cases=[(f"ta{i:02d}", 0) for i in range(1, 11)],
-        metric="gap",
-        baseline="heuristic:mor",
         steps=20_480,
         target="mean gap on Taillard 15x15 below the PPO it improves on (15.6 %)",
         ppo={
