@@ -22,8 +22,8 @@ is the tier's own size.
 ``msa-suites``: on each msa-task suite (``memmap/msa-*``), the speedup over all-slow memory of
 XLA's heuristic, the best other greedy, a one-step lookahead search (at every decision, each
 legal action followed by XLA's rule to the end, the best kept: a policy-improvement step over
-XLA's rule, in the env's buffer order), each committed PPO policy trained on the msa task
-(``policies/*/config.json`` with ``"task": "msa"``), and the LP bound above them all.
+XLA's rule, in the env's buffer order), each committed checkpoint trained on the msa task (PPO's,
+and MuZero's at its saved budget), and the LP bound above them all.
 
 ``batching``: on the azure-conv-synth suite, per case, Sarathi-SJF (the suite's best heuristic),
 a clairvoyant one-step lookahead over it, and a ceiling no policy can pass. Goodput is on-time
@@ -202,13 +202,17 @@ def msa_suites(markdown: bool) -> str:
     from pathlib import Path
 
     from schedgym.baselines.memory import POLICIES
+    from schedgym.leaderboard import learned_policies
 
     root = Path(__file__).resolve().parent.parent
-    learned = [
-        f"ppo:{p.parent.relative_to(root)}"
-        for p in sorted((root / "policies").glob("*/config.json"))
-        if json.loads(p.read_text()).get("env_kwargs", {}).get("task") == "msa"
-    ]
+
+    def trained_on_msa(name: str) -> bool:
+        folder = root / name.partition(":")[2].partition("@")[0]
+        settings = json.loads((folder / "config.json").read_text())
+        return settings.get("env_kwargs", {}).get("task") == "msa"
+
+    # every committed checkpoint trained on the msa task, PPO's and MuZero's at its saved budget
+    learned = dict(p for p in learned_policies("memmap", root) if trained_on_msa(p[0]))
     greedies = [n for n in POLICIES if n.startswith("heuristic:") and n != "heuristic:msa"]
     rows = []
     for suite in (s for name, s in SUITES.items() if name.startswith("memmap/msa-")):
@@ -233,7 +237,7 @@ def msa_suites(markdown: bool) -> str:
                 speedup("heuristic:msa"),
                 max(speedup(p) for p in greedies),
                 search,
-                *(speedup(p) for p in learned),
+                *(speedup(spec) for spec in learned.values()),
                 speedup("bound:knapsack"),
             ]
         )
