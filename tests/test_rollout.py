@@ -107,7 +107,8 @@ def test_the_network_cut_to_its_present_rows_gives_the_full_networks_logits(
         tensor, _ = policy.net.obs_to_tensor(batch)
         full = policy.net.get_distribution(tensor, action_masks=masks).distribution.logits.numpy()
     cut = policy._logits(states, masks)
-    assert batch["entity_mask"].sum(axis=1).max() < batch["entity_mask"].shape[1]  # rows were cut
+    # there is padding to cut in every state
+    assert batch["entity_mask"].sum(axis=1).max() < batch["entity_mask"].shape[1]
     assert np.all(np.isneginf(cut[~masks]))
 
     def shifted(logits: np.ndarray) -> np.ndarray:
@@ -210,7 +211,7 @@ def test_a_rollout_can_teach_its_base_by_imitation():
     env.reset(seed=DEMO_SEED_OFFSET)
     for action in first:
         *_, info = env.step(int(action))
-    assert info["metrics"]["makespan"] == own.metrics["makespan"]
+    assert info["record"] == own.record
     model = MaskablePPO.load(PPO / "model.zip", device="cpu")
     before = clone(model.policy, demos, epochs=0, holdout=0.5, progress=False)
     after = clone(model.policy, demos, epochs=30, holdout=0.5, progress=False)
