@@ -91,7 +91,8 @@ def cmd_list(args: argparse.Namespace) -> None:
             format_table(
                 [
                     "env",
-                    "policies (also: ppo:PATH, muzero:PATH[@N], rollout:PATH[@K], module:function)",
+                    "policies (also: ppo:PATH, muzero:PATH[@N], rollout:PATH[@K], nextuse:PATH, "
+                    "module:function)",
                 ],
                 rows,
             )
@@ -643,7 +644,8 @@ POLICY_HELP = (
     "heuristic:NAME, solver:NAME, oracle:NAME, bound:NAME, random, ppo:PATH, muzero:PATH[@N] "
     "(N simulations a decision), rollout:PATH[@K] (a fortified rollout: PPO checkpoint PATH "
     "played out from its K likeliest actions a decision, default every legal one; job shop, "
-    "DAG, memmap only) or module:function (f(env, obs) -> action)"
+    "DAG, memmap only), nextuse:PATH (learned next-use eviction; moe only) or module:function "
+    "(f(env, obs) -> action)"
 )
 
 

@@ -107,9 +107,10 @@ def results_file(root: Path, suite: Suite, policy: str) -> Path:
 def learned_policies(env: str, root: Path) -> list[tuple[str, str]]:
     """``(name, spec)`` of the committed checkpoints ``policies/*/config.json`` trained on
     ``env`` (their ``config.json`` names it): ``("ppo:policies/jobshop-ppo", "ppo:/abs/...")``,
-    of RLlib ones (``"algo": "rllib-ppo"`` in their ``config.json``) as ``rllib:``, and of
+    of RLlib ones (``"algo": "rllib-ppo"`` in their ``config.json``) as ``rllib:``, of
     Gumbel MuZero ones (``"algo": "muzero"``, ``model.pt``) as ``muzero:...@N`` with ``N`` the
-    simulations per decision they were saved to plan with."""
+    simulations per decision they were saved to plan with, and of learned next-use eviction
+    (``"algo": "nextuse"``, `schedgym.agents.nextuse`) as ``nextuse:``."""
     found = []
     for config in sorted((root / "policies").glob("*/config.json")):
         try:
@@ -117,8 +118,8 @@ def learned_policies(env: str, root: Path) -> list[tuple[str, str]]:
         except (OSError, json.JSONDecodeError):
             continue
         algo = settings.get("algo")
-        kind = {"rllib-ppo": "rllib", "muzero": "muzero"}.get(algo, "ppo")
-        weights = {"ppo": "model.zip", "muzero": "model.pt"}.get(kind)
+        kind = {"rllib-ppo": "rllib", "muzero": "muzero", "nextuse": "nextuse"}.get(algo, "ppo")
+        weights = {"ppo": "model.zip", "muzero": "model.pt", "nextuse": "model.zip"}.get(kind)
         if weights and not (config.parent / weights).is_file():
             continue
         budget = ""

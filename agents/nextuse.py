@@ -1,0 +1,479 @@
+"""Learned next-use eviction for MoE expert offloading: Belady's rule on predicted next uses.
+
+Belady's MIN evicts the cached expert whose next use is furthest away; online that distance is
+unknown. Following the predictions (Lykouris & Vassilvitskii, "Competitive caching with machine
+learned advice", ICML 2018) as LRB does for CDN caches (Song et al., "Learning Relaxed Belady
+for content distribution network caching", NSDI 2020: a regressor of the log time to an
+object's next request from its past), `NextUseNet` predicts each cached expert's log distance,
+in visits (MoE layers of a decode step), to its next use, and `NextUsePolicy` evicts the expert
+predicted furthest. Training imitates Belady by DAgger as PARROT does (Liu et al., "An imitation
+learning approach for cache replacement", ICML 2020): round 0 labels the states MoE-Infinity
+visits, later rounds the states the last round's policy visits; a label is the candidate's true
+next use in the recorded routing (hindsight), features are only what a serving system has seen.
+
+Features of expert ``g = (layer j, expert e)`` at an eviction (`FEATURES`, `ExpertFeatures`):
+the visits until layer ``j`` runs again; the probability that it is needed then under a routing
+model fitted at reset on the trace's offline-profiling routing (``RoutingTrace.calibration``,
+what ``heuristic:static`` pins from; `RoutingModel`); MoE-Infinity's predicted activation
+probability and its running sequence's activation ratio (`schedgym.baselines.moe.MoEInfinity`);
+frequency and recency over the episode; its use in each of the last 8 decode steps and three
+moving averages of that use. None reads a routing choice the env has not revealed.
+
+The policy never prefetches: with one copy engine and an expert copy 20x a layer's compute (the
+tiny MoE priced as Mixtral-8x7B on an H100), a prefetch hides at most that compute and costs a
+whole copy when wrong; MoE-Infinity's stall on ``moe/tinymoe-test`` is the same within 0.2 %
+with its prefetching off (docs/results.md). With ``cpu_offload`` a miss runs on the CPU only
+when no cached expert may be evicted.
+
+A checkpoint folder holds ``model.zip`` (``policy.pth``: the network's state dict,
+``data.json``: its feature names and width, as stable-baselines3's zips do) and
+``config.json`` (``"algo": "nextuse"``, the `NextUseConfig`); `train` writes both and
+``training.json`` (each round's loss and validation). Name it ``nextuse:PATH``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+from tqdm import tqdm
+
+from schedgym.baselines.moe import MoEInfinity, _CachePolicy
+from schedgym.envs.moe.core import EVICT, MoECore, run_policy
+from schedgym.errors import SchedgymError
+from schedgym.policy import PolicyKind, unwrap_env
+
+FEATURES = (
+    "layers_ahead",  # visits until its layer runs again / layers (1/L .. 1)
+    "p_next",  # routing model: probability it is needed at that visit
+    "sequence_share",  # its share of the running sequences' expert choices so far
+    "moe_infinity",  # MoE-Infinity's predicted activation probability
+    "frequency",  # uses per decode step so far
+    "recency",  # layers / (layers + visits since its last use); 0 if never used
+    "profile",  # share of profiling tokens that chose it
+    "sequence_progress",  # tokens of the running sequence so far / 64, at most 1
+    *(f"used_{k}_steps_ago" for k in range(1, 9)),  # 1 if a step that far back needed it
+    "use_ema_0.5",  # moving averages of "a step needed it", decays 0.5, 0.8, 0.95
+    "use_ema_0.8",
+    "use_ema_0.95",
+)
+HISTORY = 8  # decode steps of use kept as features
+DECAYS = (0.5, 0.8, 0.95)
+ALGO = "nextuse"
+
+
+def _core(env: Any) -> MoECore:
+    core = getattr(unwrap_env(env), "core", env)
+    if not isinstance(core, MoECore):
+        raise SchedgymError(
+            f"{ALGO} policies play schedgym/MoEOffload-v0 (the moe env) only, not "
+            f"{type(unwrap_env(env)).__name__}"
+        )
+    return core
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-4, 1.0 - 1e-4)
+    return np.log(p / (1.0 - p))
+
+
+@dataclass(frozen=True)
+class RoutingModel:
+    """Per-layer routing statistics of a trace's tokens: ``prior[j, e]`` (shape ``[L, E]``), the
+    share of tokens that choose expert ``e`` at layer ``j``; ``repeat[j, a, b]`` (``[L, E, E]``),
+    the probability that a token chooses ``b`` at layer ``j`` when the previous token of its
+    sequence chose ``a`` there; ``cross[j, a, b]``, that it chooses ``b`` at layer ``j`` when it
+    chose ``a`` at layer ``j - 1`` (``cross[0]`` unused). Counts are smoothed towards the prior
+    with ``alpha`` pseudo-tokens.
+
+    Consecutive tokens' repeated choices are Mixtral's Table 5 (Jiang et al., 2024); choices of
+    adjacent layers predicting each other are what Pre-gated MoE and AdapMoE prefetch on."""
+
+    prior: np.ndarray
+    repeat: np.ndarray
+    cross: np.ndarray
+
+    @classmethod
+    def fit(
+        cls, routing: np.ndarray, n_experts: int, starts: np.ndarray, alpha: float = 1.0
+    ) -> RoutingModel:
+        """From ``routing[token, layer, rank]`` (int) whose sequences begin at ``starts``."""
+        T, L, k = routing.shape
+        chose = np.zeros((T, L, n_experts))
+        for r in range(k):
+            chose[np.arange(T)[:, None], np.arange(L)[None, :], routing[:, :, r]] = 1.0
+        prior = chose.mean(axis=0)
+        follows = np.ones(T, bool)
+        follows[np.asarray(starts)] = False
+        t = np.flatnonzero(follows)
+        repeat = np.zeros((L, n_experts, n_experts))
+        cross = np.zeros((L, n_experts, n_experts))
+        for j in range(L):
+            for table, before, after in (
+                (repeat, chose[t - 1, j], chose[t, j]),
+                (cross, chose[:, j - 1] if j else None, chose[:, j]),
+            ):
+                if before is not None:
+                    table[j] = (before.T @ after + alpha * prior[j]) / (
+                        before.sum(axis=0)[:, None] + alpha
+                    )
+        return cls(prior, repeat, cross)
+
+    def next_use_probability(
+        self, current: np.ndarray, known: int, previous: np.ndarray | None
+    ) -> np.ndarray:
+        """``p[j, e]``: the probability expert ``(j, e)`` is needed the next time layer ``j``
+        runs, given ``current[j, e]`` (1 where the running step chose it, for its layers up to
+        ``known``) and ``previous`` (the step before, or None when a sequence starts).
+
+        Log-odds add up naive-Bayes fashion: the prior's, plus each observed choice's shift
+        (``repeat`` from the previous step's same layer, ``cross`` from the layer before,
+        itself the prediction when not yet known)."""
+        L = self.prior.shape[0]
+        base = _logit(self.prior)
+        p = np.zeros_like(self.prior)
+        expected = None
+        for j in range(L):
+            z = base[j].copy()
+            if j > known:  # still to run in this step
+                if previous is not None:
+                    z += ((_logit(self.repeat[j]) - base[j]) * previous[j][:, None]).sum(axis=0)
+                if j:
+                    before = current[j - 1] if j - 1 <= known else expected
+                    z += ((_logit(self.cross[j]) - base[j]) * before[:, None]).sum(axis=0)
+            else:  # runs next in the following step: its choice at this step repeats or not
+                z += ((_logit(self.repeat[j]) - base[j]) * current[j][:, None]).sum(axis=0)
+            p[j] = 1.0 / (1.0 + np.exp(-z))
+            expected = p[j]
+        return p
+
+
+class ExpertFeatures:
+    """`FEATURES` of every expert at a core's decisions, from the past only (module docstring).
+
+    `reset` fits the `RoutingModel` on the trace's calibration routing (``SchedgymError`` when
+    it has none); `__call__` gives ``[n_global, len(FEATURES)]`` float32 for the core's current
+    decision. Folds each decode step into the history once all its layers have run."""
+
+    def __init__(self) -> None:
+        self.mi = MoEInfinity()
+
+    def reset(self, core: MoECore) -> None:
+        trace = core.episode.trace
+        if trace.calibration is None:
+            raise SchedgymError(
+                f"{ALGO} fits its routing model on offline profiling, and trace {trace.name!r} "
+                "has no calibration routing"
+            )
+        self.routing = RoutingModel.fit(trace.calibration, trace.n_experts, np.array([0]))
+        self.mi.reset(core)
+        ep, G = core.episode, core.n_global
+        steps = ep.step_tokens
+        active = steps >= 0
+        starts = np.zeros(steps.shape, bool)
+        starts[active] = np.isin(steps[active], trace.seq_starts)
+        # a step where every decoding lane begins a sequence: nothing before it predicts it
+        self.fresh = (starts | ~active).all(axis=1)
+        self.history = np.zeros((HISTORY, G))
+        self.ema = np.zeros((len(DECAYS), G))
+        self.tokens = 0  # steps of the running sequences folded in
+        self.folded = 0
+        self.layer_of = np.repeat(np.arange(core.n_layers), core.n_experts)
+
+    def _step_use(self, core: MoECore, step: int, layers: int) -> np.ndarray:
+        """``[L, E]``: 1 where step ``step`` needed the expert, over its first ``layers``."""
+        use = np.zeros(core.n_global)
+        L = core.n_layers
+        for v in range(step * L, step * L + layers):
+            use[core.needs(v)] = 1.0
+        return use.reshape(L, -1)
+
+    def _fold(self, core: MoECore) -> None:
+        while self.folded < core.step:
+            s = self.folded
+            if self.fresh[s]:
+                self.history[:] = 0.0
+                self.ema[:] = 0.0
+                self.tokens = 0
+            use = self._step_use(core, s, core.n_layers).ravel()
+            self.history = np.roll(self.history, 1, axis=0)
+            self.history[0] = use
+            for i, d in enumerate(DECAYS):
+                self.ema[i] = d * self.ema[i] + (1.0 - d) * use
+            self.tokens += 1
+            self.folded += 1
+
+    def __call__(self, core: MoECore) -> np.ndarray:
+        self._fold(core)
+        L, s, layer = core.n_layers, core.step, core.layer
+        known = layer if core.phase == EVICT else layer - 1
+        current = self._step_use(core, s, known + 1)
+        fresh = bool(self.fresh[s])
+        previous = None if fresh or s == 0 else self.history[0].reshape(L, -1)
+        p = self.routing.next_use_probability(current, known, previous)
+        ahead = (self.layer_of - layer - 1) % L + 1  # visits until its layer runs again
+        mi_prob = self.mi._probability(core)
+        if fresh:
+            share = np.zeros(core.n_global)
+        else:
+            share = self.mi.lane_eam.sum(axis=0) / max(1.0, float(self.mi.lane_tokens.sum()))
+        used = core.last_use >= 0
+        columns = [
+            ahead / L,
+            p.ravel(),
+            share,
+            mi_prob,
+            core.use_count / max(1, s),
+            np.where(used, L / (L + core.visit - core.last_use), 0.0),
+            self.routing.prior.ravel(),
+            np.full(core.n_global, 0.0 if fresh else min(self.tokens, 64) / 64),
+            *self.history,
+            *self.ema,
+        ]
+        return np.stack(columns, axis=1).astype(np.float32)
+
+
+class NextUseNet(th.nn.Module):
+    """An MLP from one expert's features (``[..., len(FEATURES)]``) to its predicted log
+    distance, in visits, to its next use (``[...]``); experts are scored independently, so
+    one network serves any number of experts."""
+
+    def __init__(self, n_features: int = len(FEATURES), hidden: int = 16):
+        super().__init__()
+        self.n_features, self.hidden = n_features, hidden
+        self.body = th.nn.Sequential(
+            th.nn.Linear(n_features, hidden),
+            th.nn.ReLU(),
+            th.nn.Linear(hidden, hidden),
+            th.nn.ReLU(),
+            th.nn.Linear(hidden, 1),
+        )
+
+    def forward(self, x: th.Tensor) -> th.Tensor:
+        return self.body(x).squeeze(-1)
+
+    def save(self, path: Path) -> None:
+        """Write ``path`` (a zip): ``policy.pth`` (the state dict) and ``data.json``."""
+        buffer = io.BytesIO()
+        th.save(self.state_dict(), buffer)
+        data = {"algo": ALGO, "features": list(FEATURES), "hidden": self.hidden}
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("policy.pth", buffer.getvalue())
+            z.writestr("data.json", json.dumps(data, indent=1))
+
+    @classmethod
+    def load(cls, path: Path) -> NextUseNet:
+        """Read a zip `save` wrote; ``SchedgymError`` naming it when it is not one, or was
+        trained on other features than this version's `FEATURES`."""
+        try:
+            with zipfile.ZipFile(path) as z:
+                data = json.loads(z.read("data.json"))
+                state = th.load(io.BytesIO(z.read("policy.pth")), weights_only=True)
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+            raise SchedgymError(f"{path}: not a {ALGO} checkpoint ({e})") from e
+        if data.get("features") != list(FEATURES):
+            raise SchedgymError(
+                f"{path}: trained on features {data.get('features')}, this version computes "
+                f"{list(FEATURES)}; retrain it (scripts/train_nextuse.py)"
+            )
+        net = cls(len(FEATURES), int(data["hidden"]))
+        net.load_state_dict(state)
+        net.eval()
+        return net
+
+
+class NextUsePolicy(_CachePolicy):
+    """Evict the cached expert whose next use `NextUseNet` predicts furthest away; never
+    prefetch (module docstring). ``spec``: a checkpoint folder (``model.zip``) or the zip.
+
+    ``reset`` raises ``SchedgymError`` for an env other than the moe env or a trace without
+    calibration routing. With ``collect`` set, each eviction appends the candidates' features
+    and their true log next-use distances (hindsight, for training only) to ``rows``."""
+
+    kind: PolicyKind = "learned"
+
+    def __init__(
+        self, spec: str | Path | NextUseNet, name: str | None = None, collect: bool = False
+    ):
+        if isinstance(spec, NextUseNet):
+            self.net = spec
+        else:
+            path = Path(spec)
+            self.net = NextUseNet.load(path / "model.zip" if path.is_dir() else path)
+        self.name = name or f"{ALGO}:{spec}"
+        self.features = ExpertFeatures()
+        self.collect = collect
+        self.rows: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def reset(self, env: Any) -> None:
+        core = _core(env)
+        self.core = core
+        self.features.reset(core)
+        if self.collect:
+            self._next = _next_uses(core)
+
+    def evict(self, core: MoECore, candidates: np.ndarray) -> int:
+        x = self.features(core)
+        if self.collect:
+            self.rows.append(_labels(core, x, candidates, self._next))
+        with th.no_grad():
+            score = self.net(th.from_numpy(x)).numpy()
+        return int(np.where(candidates, score, -np.inf).argmax())
+
+
+def _next_uses(core: MoECore) -> list[np.ndarray]:
+    """Per expert, the visits that need it, ascending."""
+    ep = core.episode
+    visit = np.repeat(np.arange(ep.n_visits), np.diff(ep.need_ptr))
+    order = np.argsort(ep.need_ids, kind="stable")
+    bounds = np.searchsorted(ep.need_ids[order], np.arange(core.n_global + 1))
+    return [visit[order[bounds[g] : bounds[g + 1]]] for g in range(core.n_global)]
+
+
+def _labels(
+    core: MoECore, x: np.ndarray, candidates: np.ndarray, uses: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The candidates' features and log distance to their next use after this visit; an
+    expert never used again counts as used just past the episode's end (``n_visits + L``)."""
+    v, never = core.visit, core.episode.n_visits + core.n_layers
+    idx = np.flatnonzero(candidates)
+    nxt = np.full(idx.size, never, float)
+    for i, g in enumerate(idx):
+        later = uses[g][np.searchsorted(uses[g], v, side="right") :]
+        if later.size:
+            nxt[i] = later[0]
+    return x[idx], np.log(nxt - v)
+
+
+class _Teacher(MoEInfinity):
+    """MoE-Infinity's evictions, never prefetching, recording `NextUsePolicy`'s rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = ExpertFeatures()
+        self.rows: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def reset(self, env: Any) -> None:
+        super().reset(env)
+        self.features.reset(self.core)
+        self._next = _next_uses(self.core)
+
+    def prefetch(self, core: MoECore) -> int:
+        return core.skip
+
+    def evict(self, core: MoECore, candidates: np.ndarray) -> int:
+        self.rows.append(_labels(core, self.features(core), candidates, self._next))
+        return super().evict(core, candidates)
+
+
+@dataclass
+class NextUseConfig:
+    """One training run's settings, saved as ``OUT/config.json`` (the leaderboard reads
+    ``algo`` and ``env``)."""
+
+    out: str = "policies/moe-nextuse"
+    env: str = "moe"
+    case: str = "tinymoe-code"  # training and validation routing
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    # DAgger rounds after round 0 (MoE-Infinity's states): they lower the stall on the training
+    # domain's validation and raise it on the other domain's test routing (docs/results.md)
+    rounds: int = 0
+    episodes: int = 16  # training episodes per round; round r plays seeds r*episodes + i
+    val_seeds: list[int] = field(default_factory=lambda: list(range(20_000, 20_008)))
+    epochs: int = 20  # passes over all rows gathered so far, per round
+    batch_size: int = 1024
+    learning_rate: float = 3e-3
+    hidden: int = 16  # 16 units transferred across domains better than 32 or 64 (results.md)
+    tensorboard: str | None = "runs"
+    torch_threads: int = 1
+    algo: str = ALGO
+
+
+def _episode_core(cfg: NextUseConfig, seed: int) -> MoECore:
+    from schedgym.envs.moe.env import MoEOffloadEnv
+
+    return MoEOffloadEnv(cfg.case, **cfg.env_kwargs).make_core(cfg.case, seed)
+
+
+def _stall(cfg: NextUseConfig, policy: Any) -> float:
+    """Mean stall per token (s) of ``policy`` on the validation episodes."""
+    values = []
+    for seed in cfg.val_seeds:
+        core = _episode_core(cfg, seed)
+        run_policy(core, policy)
+        values.append(core.metrics()["stall_per_token_s"])
+    return float(np.mean(values))
+
+
+def train(cfg: NextUseConfig, progress: bool = True) -> dict[str, Any]:
+    """DAgger on Belady's next uses (module docstring), read top to bottom.
+
+    Round 0 plays MoE-Infinity (without prefetching) on ``episodes`` training episodes and
+    keeps every eviction's candidates with their true next-use distances; each later round
+    plays the last round's policy on fresh episodes and adds its rows. After every round the
+    network refits on all rows (mean squared error of the log distance) and plays the
+    validation episodes; the round with the lowest validation stall ships as ``model.zip``.
+    Returns the training log, also written to ``training.json``."""
+    th.manual_seed(cfg.seed)
+    th.set_num_threads(cfg.torch_threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    writer = None
+    if cfg.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(Path(cfg.tensorboard) / cfg.env / ALGO))
+    start = time.perf_counter()
+    reference = _stall(cfg, MoEInfinity())
+    net = NextUseNet(len(FEATURES), cfg.hidden)
+    opt = th.optim.Adam(net.parameters(), lr=cfg.learning_rate)
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    log: dict[str, Any] = {"moe_infinity_validation": reference, "rounds": []}
+    best = np.inf
+    bar = tqdm(total=(cfg.rounds + 1) * cfg.episodes, disable=not progress, unit="episode")
+    for r in range(cfg.rounds + 1):
+        player = _Teacher() if r == 0 else NextUsePolicy(net, collect=True)
+        for i in range(cfg.episodes):
+            run_policy(_episode_core(cfg, r * cfg.episodes + i), player)
+            bar.update()
+        xs += [x for x, _ in player.rows]
+        ys += [y for _, y in player.rows]
+        x, y = th.from_numpy(np.concatenate(xs)), th.from_numpy(np.concatenate(ys)).float()
+        net.train()
+        for _ in range(cfg.epochs):
+            for batch in th.randperm(len(x)).split(cfg.batch_size):
+                loss = ((net(x[batch]) - y[batch]) ** 2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        net.eval()
+        with th.no_grad():
+            fit = float(((net(x) - y) ** 2).mean())
+        val = _stall(cfg, NextUsePolicy(net))
+        if val < best:
+            best = val
+            net.save(out / "model.zip")
+        entry = {"round": r, "rows": len(x), "mse": fit, "validation": val}
+        log["rounds"].append(entry)
+        bar.set_postfix(mse=f"{fit:.3f}", val=f"{val / reference:.3f}x")
+        if writer is not None:
+            writer.add_scalar("train/mse_log_distance", fit, r)
+            writer.add_scalar("sched/stall_per_token_s", val, r)
+            writer.add_scalar("sched/ratio_to_moe_infinity", val / reference, r)
+    bar.close()
+    if writer is not None:
+        writer.close()
+    log["shipped_round"] = min(log["rounds"], key=lambda e: e["validation"])["round"]
+    log["wall_s"] = time.perf_counter() - start
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+    (out / "training.json").write_text(json.dumps(log, indent=1) + "\n")
+    return log
