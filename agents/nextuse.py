@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
 import time
 import zipfile
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,8 +49,10 @@ from tqdm import tqdm
 
 from schedgym.baselines.moe import MoEInfinity, _CachePolicy
 from schedgym.envs.moe.core import EVICT, MoECore, run_policy
+from schedgym.envs.moe.env import MoEOffloadEnv
 from schedgym.errors import SchedgymError
 from schedgym.policy import PolicyKind, unwrap_env
+from schedgym.workloads.moe import RoutingTrace, save_npz
 
 FEATURES = (
     "layers_ahead",  # visits until its layer runs again / layers (1/L .. 1)
@@ -373,6 +377,30 @@ class _Teacher(MoEInfinity):
         return super().evict(core, candidates)
 
 
+def profiling_holdout(trace: RoutingTrace, fold: int = 0) -> RoutingTrace:
+    """A trace to validate on that is none of the test routing: one half of ``trace``'s
+    offline-profiling routing (``calibration``, other text of the same domain), with the other
+    half as its own profiling routing, cut into sequences as long as ``trace``'s longest.
+    ``fold`` 0 plays the second half, 1 the first (two-fold cross-validation).
+
+    Training on one domain and validating on the same windows of it rewards what does not
+    transfer; this validates on the deployment domain's profiling text instead. Raises
+    ``SchedgymError`` when ``trace`` has no calibration routing."""
+    if trace.calibration is None:
+        raise SchedgymError(f"trace {trace.name!r} has no calibration routing to validate on")
+    halves = np.array_split(trace.calibration, 2)
+    played, fitted = (halves[1], halves[0]) if fold == 0 else (halves[0], halves[1])
+    length = int(np.diff(np.r_[trace.seq_starts, trace.n_tokens]).max())
+    return RoutingTrace(
+        played,
+        trace.n_experts,
+        np.arange(0, played.shape[0], length),
+        name=f"{trace.name} profiling, fold {fold}",
+        source=f"{ALGO}.profiling_holdout of {trace.name}",
+        calibration=fitted,
+    )
+
+
 @dataclass
 class NextUseConfig:
     """One training run's settings, saved as ``OUT/config.json`` (the leaderboard reads
@@ -380,34 +408,39 @@ class NextUseConfig:
 
     out: str = "policies/moe-nextuse"
     env: str = "moe"
-    case: str = "tinymoe-code"  # training and validation routing
+    case: str = "tinymoe-code"  # the training routing
+    # the case whose profiling routing validates (`profiling_holdout`; never its test routing)
+    validate_on: str = "tinymoe-docs"
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
-    # DAgger rounds after round 0 (MoE-Infinity's states): they lower the stall on the training
-    # domain's validation and raise it on the other domain's test routing (docs/results.md)
-    rounds: int = 0
+    rounds: int = 0  # DAgger rounds after round 0 (MoE-Infinity's states)
     episodes: int = 16  # training episodes per round; round r plays seeds r*episodes + i
-    val_seeds: list[int] = field(default_factory=lambda: list(range(20_000, 20_008)))
     epochs: int = 20  # passes over all rows gathered so far, per round
     batch_size: int = 1024
     learning_rate: float = 3e-3
-    hidden: int = 16  # 16 units transferred across domains better than 32 or 64 (results.md)
+    hidden: int = 16
     tensorboard: str | None = "runs"
     torch_threads: int = 1
     algo: str = ALGO
 
 
-def _episode_core(cfg: NextUseConfig, seed: int) -> MoECore:
-    from schedgym.envs.moe.env import MoEOffloadEnv
+def _validation_cases(cfg: NextUseConfig, folder: Path) -> tuple[list[str], dict[str, Any]]:
+    """Both folds of `profiling_holdout` of ``cfg.validate_on``, written under ``folder``: their
+    case names and env arguments."""
+    probe = MoEOffloadEnv(cfg.validate_on, **cfg.env_kwargs).make_core(cfg.validate_on, 0)
+    cases = []
+    for fold in (0, 1):
+        path = folder / f"validation-{fold}.npz"
+        save_npz(profiling_holdout(probe.episode.trace, fold), path)
+        cases.append(f"file:{path}")
+    return cases, {**cfg.env_kwargs, "model": probe.meta["model"], "tokens": None}
 
-    return MoEOffloadEnv(cfg.case, **cfg.env_kwargs).make_core(cfg.case, seed)
 
-
-def _stall(cfg: NextUseConfig, policy: Any) -> float:
-    """Mean stall per token (s) of ``policy`` on the validation episodes."""
+def _stall(policy: Any, cases: Iterable[str], kwargs: dict[str, Any], seed: int = 0) -> float:
+    """Mean stall per token (s) of ``policy`` on ``cases``' episodes of ``seed``."""
     values = []
-    for seed in cfg.val_seeds:
-        core = _episode_core(cfg, seed)
+    for case in cases:
+        core = MoEOffloadEnv(case, **kwargs).make_core(case, seed)
         run_policy(core, policy)
         values.append(core.metrics()["stall_per_token_s"])
     return float(np.mean(values))
@@ -420,8 +453,9 @@ def train(cfg: NextUseConfig, progress: bool = True) -> dict[str, Any]:
     keeps every eviction's candidates with their true next-use distances; each later round
     plays the last round's policy on fresh episodes and adds its rows. After every round the
     network refits on all rows (mean squared error of the log distance) and plays the
-    validation episodes; the round with the lowest validation stall ships as ``model.zip``.
-    Returns the training log, also written to ``training.json``."""
+    validation routing (both folds of `profiling_holdout` of ``validate_on``); the round with
+    the lowest validation stall ships as ``model.zip``. Returns the training log, also written
+    to ``training.json``."""
     th.manual_seed(cfg.seed)
     th.set_num_threads(cfg.torch_threads)
     out = Path(cfg.out)
@@ -432,7 +466,9 @@ def train(cfg: NextUseConfig, progress: bool = True) -> dict[str, Any]:
 
         writer = SummaryWriter(str(Path(cfg.tensorboard) / cfg.env / ALGO))
     start = time.perf_counter()
-    reference = _stall(cfg, MoEInfinity())
+    scratch = tempfile.TemporaryDirectory()
+    val_cases, val_kwargs = _validation_cases(cfg, Path(scratch.name))
+    reference = _stall(MoEInfinity(), val_cases, val_kwargs)
     net = NextUseNet(len(FEATURES), cfg.hidden)
     opt = th.optim.Adam(net.parameters(), lr=cfg.learning_rate)
     xs: list[np.ndarray] = []
@@ -442,8 +478,9 @@ def train(cfg: NextUseConfig, progress: bool = True) -> dict[str, Any]:
     bar = tqdm(total=(cfg.rounds + 1) * cfg.episodes, disable=not progress, unit="episode")
     for r in range(cfg.rounds + 1):
         player = _Teacher() if r == 0 else NextUsePolicy(net, collect=True)
-        for i in range(cfg.episodes):
-            run_policy(_episode_core(cfg, r * cfg.episodes + i), player)
+        seeds = range(r * cfg.episodes, (r + 1) * cfg.episodes)
+        for seed in seeds:
+            run_policy(MoEOffloadEnv(cfg.case, **cfg.env_kwargs).make_core(cfg.case, seed), player)
             bar.update()
         xs += [x for x, _ in player.rows]
         ys += [y for _, y in player.rows]
@@ -458,7 +495,7 @@ def train(cfg: NextUseConfig, progress: bool = True) -> dict[str, Any]:
         net.eval()
         with th.no_grad():
             fit = float(((net(x) - y) ** 2).mean())
-        val = _stall(cfg, NextUsePolicy(net))
+        val = _stall(NextUsePolicy(net), val_cases, val_kwargs)
         if val < best:
             best = val
             net.save(out / "model.zip")
@@ -470,6 +507,7 @@ def train(cfg: NextUseConfig, progress: bool = True) -> dict[str, Any]:
             writer.add_scalar("sched/stall_per_token_s", val, r)
             writer.add_scalar("sched/ratio_to_moe_infinity", val / reference, r)
     bar.close()
+    scratch.cleanup()
     if writer is not None:
         writer.close()
     log["shipped_round"] = min(log["rounds"], key=lambda e: e["validation"])["round"]

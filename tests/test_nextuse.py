@@ -19,6 +19,7 @@ from schedgym.agents.nextuse import (
     NextUsePolicy,
     RoutingModel,
     _Teacher,
+    profiling_holdout,
     train,
 )
 from schedgym.envs.moe.core import EVICT, run_policy
@@ -136,40 +137,44 @@ def test_features_read_no_routing_the_env_has_not_revealed(tmp_path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("policies") / "policies" / "moe-nextuse"
-    cfg = NextUseConfig(
-        out=str(out),
-        rounds=1,
-        episodes=3,
-        val_seeds=[20_000, 20_001],
-        epochs=4,
-        tensorboard=None,
-    )
+    cfg = NextUseConfig(out=str(out), rounds=1, episodes=3, epochs=4, tensorboard=None)
     return cfg, train(cfg, progress=False)
 
 
-def test_a_short_training_beats_lru_on_its_validation_episodes(trained):
+def test_validation_routing_is_the_profiling_text_not_the_test_routing():
+    docs = MoEOffloadEnv("tinymoe-docs").make_core("tinymoe-docs", 0).episode.trace
+    half = docs.calibration.shape[0] // 2
+    first, second = docs.calibration[:half], docs.calibration[half:]
+    for fold, played, fitted in ((0, second, first), (1, first, second)):
+        holdout = profiling_holdout(docs, fold)
+        np.testing.assert_array_equal(holdout.experts, played)
+        np.testing.assert_array_equal(holdout.calibration, fitted)
+        np.testing.assert_array_equal(holdout.seq_starts, np.arange(0, half, 128))
+    with pytest.raises(SchedgymError, match="no calibration"):
+        profiling_holdout(replace(docs, calibration=None))
+
+
+def test_a_short_training_beats_lru_on_its_validation_routing(trained, tmp_path):
     cfg, log = trained
-    assert {p.name for p in Path(cfg.out).iterdir()} >= {
-        "model.zip",
-        "config.json",
-        "training.json",
-    }
+    files = {p.name for p in Path(cfg.out).iterdir()}
+    assert files >= {"model.zip", "config.json", "training.json"}
     assert len(log["rounds"]) == 2 and log["rounds"][1]["rows"] > log["rounds"][0]["rows"]
     assert json.loads((Path(cfg.out) / "config.json").read_text())["algo"] == "nextuse"
-    lru = np.mean(
-        [simulate("heuristic:lru", cfg.case, s)[0]["stall_per_token_s"] for s in cfg.val_seeds]
-    )
+    docs = MoEOffloadEnv("tinymoe-docs").make_core("tinymoe-docs", 0).episode.trace
+    cases = []
+    for fold in (0, 1):
+        save_npz(profiling_holdout(docs, fold), tmp_path / f"val{fold}.npz")
+        cases.append(f"file:{tmp_path / f'val{fold}.npz'}")
+
+    def stall(policy):
+        runs = [simulate(policy, c, 0, model="mixtral-8x7b")[0] for c in cases]
+        return np.mean([m["stall_per_token_s"] for m in runs])
+
+    assert log["moe_infinity_validation"] == pytest.approx(stall("heuristic:moe-infinity"))
     best = min(e["validation"] for e in log["rounds"])
     # LRU stalls about 1.25x MoE-Infinity on this routing; Belady's next uses are learnable
-    assert best < 0.95 * lru
-    assert best == pytest.approx(
-        np.mean(
-            [
-                simulate(NextUsePolicy(cfg.out), cfg.case, s)[0]["stall_per_token_s"]
-                for s in cfg.val_seeds
-            ]
-        )
-    )
+    assert best < 0.95 * stall("heuristic:lru")
+    assert stall(NextUsePolicy(cfg.out)) == pytest.approx(best)
 
 
 def test_the_leaderboard_lists_it_and_it_plays_legally_and_reloads_identically(trained):
