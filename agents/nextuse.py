@@ -14,7 +14,8 @@ next use in the recorded routing (hindsight), features are only what a serving s
 Features of expert ``g = (layer j, expert e)`` at an eviction (`FEATURES`, `ExpertFeatures`):
 the visits until layer ``j`` runs again; the probability that it is needed then under a routing
 model fitted at reset on the trace's offline-profiling routing (``RoutingTrace.calibration``,
-what ``heuristic:static`` pins from; `RoutingModel`); MoE-Infinity's predicted activation
+what ``heuristic:static`` pins from; `schedgym.baselines.moe.RoutingModel`, which
+``heuristic:next-use`` follows by a fixed rule); MoE-Infinity's predicted activation
 probability and its running sequence's activation ratio (`schedgym.baselines.moe.MoEInfinity`);
 frequency and recency over the episode; its use in each of the last 8 decode steps and three
 moving averages of that use. None reads a routing choice the env has not revealed.
@@ -47,8 +48,8 @@ import numpy as np
 import torch as th
 from tqdm import tqdm
 
-from schedgym.baselines.moe import MoEInfinity, _CachePolicy
-from schedgym.envs.moe.core import EVICT, MoECore, run_policy
+from schedgym.baselines.moe import MoEInfinity, PredictedNextUse, _CachePolicy
+from schedgym.envs.moe.core import MoECore, run_policy
 from schedgym.envs.moe.env import MoEOffloadEnv
 from schedgym.errors import SchedgymError
 from schedgym.policy import PolicyKind, unwrap_env
@@ -83,130 +84,35 @@ def _core(env: Any) -> MoECore:
     return core
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-4, 1.0 - 1e-4)
-    return np.log(p / (1.0 - p))
-
-
-@dataclass(frozen=True)
-class RoutingModel:
-    """Per-layer routing statistics of a trace's tokens: ``prior[j, e]`` (shape ``[L, E]``), the
-    share of tokens that choose expert ``e`` at layer ``j``; ``repeat[j, a, b]`` (``[L, E, E]``),
-    the probability that a token chooses ``b`` at layer ``j`` when the previous token of its
-    sequence chose ``a`` there; ``cross[j, a, b]``, that it chooses ``b`` at layer ``j`` when it
-    chose ``a`` at layer ``j - 1`` (``cross[0]`` unused). Counts are smoothed towards the prior
-    with ``alpha`` pseudo-tokens.
-
-    Consecutive tokens' repeated choices are Mixtral's Table 5 (Jiang et al., 2024); choices of
-    adjacent layers predicting each other are what Pre-gated MoE and AdapMoE prefetch on."""
-
-    prior: np.ndarray
-    repeat: np.ndarray
-    cross: np.ndarray
-
-    @classmethod
-    def fit(
-        cls, routing: np.ndarray, n_experts: int, starts: np.ndarray, alpha: float = 1.0
-    ) -> RoutingModel:
-        """From ``routing[token, layer, rank]`` (int) whose sequences begin at ``starts``."""
-        T, L, k = routing.shape
-        chose = np.zeros((T, L, n_experts))
-        for r in range(k):
-            chose[np.arange(T)[:, None], np.arange(L)[None, :], routing[:, :, r]] = 1.0
-        prior = chose.mean(axis=0)
-        follows = np.ones(T, bool)
-        follows[np.asarray(starts)] = False
-        t = np.flatnonzero(follows)
-        repeat = np.zeros((L, n_experts, n_experts))
-        cross = np.zeros((L, n_experts, n_experts))
-        for j in range(L):
-            for table, before, after in (
-                (repeat, chose[t - 1, j], chose[t, j]),
-                (cross, chose[:, j - 1] if j else None, chose[:, j]),
-            ):
-                if before is not None:
-                    table[j] = (before.T @ after + alpha * prior[j]) / (
-                        before.sum(axis=0)[:, None] + alpha
-                    )
-        return cls(prior, repeat, cross)
-
-    def next_use_probability(
-        self, current: np.ndarray, known: int, previous: np.ndarray | None
-    ) -> np.ndarray:
-        """``p[j, e]``: the probability expert ``(j, e)`` is needed the next time layer ``j``
-        runs, given ``current[j, e]`` (1 where the running step chose it, for its layers up to
-        ``known``) and ``previous`` (the step before, or None when a sequence starts).
-
-        Log-odds add up naive-Bayes fashion: the prior's, plus each observed choice's shift
-        (``repeat`` from the previous step's same layer, ``cross`` from the layer before,
-        itself the prediction when not yet known)."""
-        L = self.prior.shape[0]
-        base = _logit(self.prior)
-        p = np.zeros_like(self.prior)
-        expected = None
-        for j in range(L):
-            z = base[j].copy()
-            if j > known:  # still to run in this step
-                if previous is not None:
-                    z += ((_logit(self.repeat[j]) - base[j]) * previous[j][:, None]).sum(axis=0)
-                if j:
-                    before = current[j - 1] if j - 1 <= known else expected
-                    z += ((_logit(self.cross[j]) - base[j]) * before[:, None]).sum(axis=0)
-            else:  # runs next in the following step: its choice at this step repeats or not
-                z += ((_logit(self.repeat[j]) - base[j]) * current[j][:, None]).sum(axis=0)
-            p[j] = 1.0 / (1.0 + np.exp(-z))
-            expected = p[j]
-        return p
-
-
 class ExpertFeatures:
     """`FEATURES` of every expert at a core's decisions, from the past only (module docstring).
 
-    `reset` fits the `RoutingModel` on the trace's calibration routing (``SchedgymError`` when
-    it has none); `__call__` gives ``[n_global, len(FEATURES)]`` float32 for the core's current
-    decision. Folds each decode step into the history once all its layers have run."""
+    `reset` fits ``heuristic:next-use``'s routing model on the trace's calibration routing
+    (``SchedgymError`` when it has none); `__call__` gives ``[n_global, len(FEATURES)]`` float32
+    for the core's current decision. Folds each decode step into the history once all its
+    layers have run."""
 
     def __init__(self) -> None:
         self.mi = MoEInfinity()
+        self.rule = PredictedNextUse()
 
     def reset(self, core: MoECore) -> None:
-        trace = core.episode.trace
-        if trace.calibration is None:
-            raise SchedgymError(
-                f"{ALGO} fits its routing model on offline profiling, and trace {trace.name!r} "
-                "has no calibration routing"
-            )
-        self.routing = RoutingModel.fit(trace.calibration, trace.n_experts, np.array([0]))
+        self.rule.reset(core)
         self.mi.reset(core)
-        ep, G = core.episode, core.n_global
-        steps = ep.step_tokens
-        active = steps >= 0
-        starts = np.zeros(steps.shape, bool)
-        starts[active] = np.isin(steps[active], trace.seq_starts)
-        # a step where every decoding lane begins a sequence: nothing before it predicts it
-        self.fresh = (starts | ~active).all(axis=1)
+        G = core.n_global
         self.history = np.zeros((HISTORY, G))
         self.ema = np.zeros((len(DECAYS), G))
         self.tokens = 0  # steps of the running sequences folded in
         self.folded = 0
-        self.layer_of = np.repeat(np.arange(core.n_layers), core.n_experts)
-
-    def _step_use(self, core: MoECore, step: int, layers: int) -> np.ndarray:
-        """``[L, E]``: 1 where step ``step`` needed the expert, over its first ``layers``."""
-        use = np.zeros(core.n_global)
-        L = core.n_layers
-        for v in range(step * L, step * L + layers):
-            use[core.needs(v)] = 1.0
-        return use.reshape(L, -1)
 
     def _fold(self, core: MoECore) -> None:
         while self.folded < core.step:
             s = self.folded
-            if self.fresh[s]:
+            if self.rule.fresh[s]:
                 self.history[:] = 0.0
                 self.ema[:] = 0.0
                 self.tokens = 0
-            use = self._step_use(core, s, core.n_layers).ravel()
+            use = self.rule.step_use(core, s, core.n_layers).ravel()
             self.history = np.roll(self.history, 1, axis=0)
             self.history[0] = use
             for i, d in enumerate(DECAYS):
@@ -216,14 +122,10 @@ class ExpertFeatures:
 
     def __call__(self, core: MoECore) -> np.ndarray:
         self._fold(core)
-        L, s, layer = core.n_layers, core.step, core.layer
-        known = layer if core.phase == EVICT else layer - 1
-        current = self._step_use(core, s, known + 1)
-        fresh = bool(self.fresh[s])
-        previous = None if fresh or s == 0 else self.history[0].reshape(L, -1)
-        p = self.routing.next_use_probability(current, known, previous)
-        ahead = (self.layer_of - layer - 1) % L + 1  # visits until its layer runs again
+        L, s = core.n_layers, core.step
+        ahead, p = self.rule.next_use(core)
         mi_prob = self.mi._probability(core)
+        fresh = bool(self.rule.fresh[s])
         if fresh:
             share = np.zeros(core.n_global)
         else:
@@ -231,12 +133,12 @@ class ExpertFeatures:
         used = core.last_use >= 0
         columns = [
             ahead / L,
-            p.ravel(),
+            p,
             share,
             mi_prob,
             core.use_count / max(1, s),
             np.where(used, L / (L + core.visit - core.last_use), 0.0),
-            self.routing.prior.ravel(),
+            self.rule.routing.prior.ravel(),
             np.full(core.n_global, 0.0 if fresh else min(self.tokens, 64) / 64),
             *self.history,
             *self.ema,

@@ -20,6 +20,12 @@ calibration routing). The oracle reads the future routing.
   the most similar EAM of a finished sequence, priority = activation probability x layer
   proximity x global activation frequency (its ``priority_score``), for both prefetch (highest
   first, up to the visit's prefetch budget) and eviction (lowest first).
+* ``heuristic:next-use``: Belady's rule on predicted next uses, the "follow the predictions"
+  of learning-augmented caching (Lykouris & Vassilvitskii, ICML 2018) with a count-based
+  predictor: a `RoutingModel` fitted on the trace's calibration routing (offline profiling, as
+  ``heuristic:static``) predicts from the routing revealed so far whether each expert is needed
+  the next time its layer runs, and the expert with the latest expected next use is evicted.
+  It never prefetches. ``nextuse:PATH`` (`schedgym.agents.nextuse`) learns the same decision.
 * ``oracle:belady``: Belady's MIN (evict the expert needed furthest in the future), prefetching
   the expert needed soonest whenever it is needed before the expert it would evict, and with
   CPU offload computing a miss on the CPU when it is needed later than every candidate victim.
@@ -40,6 +46,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -269,6 +276,134 @@ class MoEInfinity(_CachePolicy):
         return self._victim
 
 
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-4, 1.0 - 1e-4)
+    return np.log(p / (1.0 - p))
+
+
+@dataclass(frozen=True)
+class RoutingModel:
+    """Per-layer routing statistics of a trace's tokens: ``prior[j, e]`` (shape ``[L, E]``), the
+    share of tokens that choose expert ``e`` at layer ``j``; ``repeat[j, a, b]`` (``[L, E, E]``),
+    the probability that a token chooses ``b`` at layer ``j`` when the previous token of its
+    sequence chose ``a`` there; ``cross[j, a, b]``, that it chooses ``b`` at layer ``j`` when it
+    chose ``a`` at layer ``j - 1`` (``cross[0]`` unused). Counts are smoothed towards the prior
+    with ``alpha`` pseudo-tokens.
+
+    Consecutive tokens' repeated choices are Mixtral's Table 5 (Jiang et al., 2024); choices of
+    adjacent layers predicting each other are what Pre-gated MoE and AdapMoE prefetch on."""
+
+    prior: np.ndarray
+    repeat: np.ndarray
+    cross: np.ndarray
+
+    @classmethod
+    def fit(
+        cls, routing: np.ndarray, n_experts: int, starts: np.ndarray, alpha: float = 1.0
+    ) -> RoutingModel:
+        """From ``routing[token, layer, rank]`` (int) whose sequences begin at ``starts``."""
+        T, L, k = routing.shape
+        chose = np.zeros((T, L, n_experts))
+        for r in range(k):
+            chose[np.arange(T)[:, None], np.arange(L)[None, :], routing[:, :, r]] = 1.0
+        prior = chose.mean(axis=0)
+        follows = np.ones(T, bool)
+        follows[np.asarray(starts)] = False
+        t = np.flatnonzero(follows)
+        repeat = np.zeros((L, n_experts, n_experts))
+        cross = np.zeros((L, n_experts, n_experts))
+        for j in range(L):
+            for table, before, after in (
+                (repeat, chose[t - 1, j], chose[t, j]),
+                (cross, chose[:, j - 1] if j else None, chose[:, j]),
+            ):
+                if before is not None:
+                    table[j] = (before.T @ after + alpha * prior[j]) / (
+                        before.sum(axis=0)[:, None] + alpha
+                    )
+        return cls(prior, repeat, cross)
+
+    def next_use_probability(
+        self, current: np.ndarray, known: int, previous: np.ndarray | None
+    ) -> np.ndarray:
+        """``p[j, e]``: the probability expert ``(j, e)`` is needed the next time layer ``j``
+        runs, given ``current[j, e]`` (1 where the running step chose it, for its layers up to
+        ``known``) and ``previous`` (the step before, or None when a sequence starts).
+
+        Log-odds add up naive-Bayes fashion: the prior's, plus each observed choice's shift
+        (``repeat`` from the previous step's same layer, ``cross`` from the layer before,
+        itself the prediction when not yet known)."""
+        L = self.prior.shape[0]
+        base = _logit(self.prior)
+        p = np.zeros_like(self.prior)
+        expected = None
+        for j in range(L):
+            z = base[j].copy()
+            if j > known:  # still to run in this step
+                if previous is not None:
+                    z += ((_logit(self.repeat[j]) - base[j]) * previous[j][:, None]).sum(axis=0)
+                if j:
+                    before = current[j - 1] if j - 1 <= known else expected
+                    z += ((_logit(self.cross[j]) - base[j]) * before[:, None]).sum(axis=0)
+            else:  # runs next in the following step: its choice at this step repeats or not
+                z += ((_logit(self.repeat[j]) - base[j]) * current[j][:, None]).sum(axis=0)
+            p[j] = 1.0 / (1.0 + np.exp(-z))
+            expected = p[j]
+        return p
+
+
+class PredictedNextUse(_CachePolicy):
+    """Belady's rule on predicted next uses (see the module docstring): ``next_use`` gives each
+    expert's visits until its layer runs again, ``ahead``, and the `RoutingModel`'s probability
+    ``p`` that it is needed then; if not, it is taken to come back at its profiled rate, so its
+    expected next use is ``ahead + (1 - p) * L / prior``, and the candidate with the latest is
+    evicted. Never prefetches. Raises ``SchedgymError`` at `reset` for a trace without
+    calibration routing."""
+
+    name = "heuristic:next-use"
+
+    def reset(self, env: Any) -> None:
+        super().reset(env)
+        core = self.core
+        ep, trace = core.episode, core.episode.trace
+        if trace.calibration is None:
+            raise SchedgymError(
+                f"{self.name} fits its routing model on offline profiling, and trace "
+                f"{trace.name!r} has no calibration routing"
+            )
+        self.routing = RoutingModel.fit(trace.calibration, trace.n_experts, np.array([0]))
+        steps = ep.step_tokens
+        active = steps >= 0
+        starts = np.zeros(steps.shape, bool)
+        starts[active] = np.isin(steps[active], trace.seq_starts)
+        # a step where every decoding lane begins a sequence: nothing before it predicts it
+        self.fresh = (starts | ~active).all(axis=1)
+        self.layer_of = np.repeat(np.arange(core.n_layers), core.n_experts)
+
+    def step_use(self, core: MoECore, step: int, layers: int) -> np.ndarray:
+        """``[L, E]``: 1 where step ``step`` needed the expert, over its first ``layers``."""
+        use = np.zeros(core.n_global)
+        L = core.n_layers
+        for v in range(step * L, step * L + layers):
+            use[core.needs(v)] = 1.0
+        return use.reshape(L, -1)
+
+    def next_use(self, core: MoECore) -> tuple[np.ndarray, np.ndarray]:
+        """``(ahead, p)``, each ``[n_global]``, from the routing revealed so far."""
+        L, s, layer = core.n_layers, core.step, core.layer
+        known = layer if core.phase == EVICT else layer - 1
+        current = self.step_use(core, s, known + 1)
+        previous = None if self.fresh[s] or s == 0 else self.step_use(core, s - 1, L)
+        p = self.routing.next_use_probability(current, known, previous).ravel()
+        return (self.layer_of - layer - 1) % L + 1, p
+
+    def evict(self, core: MoECore, candidates: np.ndarray) -> int:
+        ahead, p = self.next_use(core)
+        rate = np.maximum(self.routing.prior.ravel(), 1e-3)
+        expected = ahead + (1.0 - p) * core.n_layers / rate
+        return int(np.where(candidates, expected, -np.inf).argmax())
+
+
 class Belady(_CachePolicy):
     """Belady's MIN with optimal prefetching and bypass (see the module docstring)."""
 
@@ -437,6 +572,7 @@ POLICIES: dict[str, Callable[[], Any]] = {
     "heuristic:fiddler": Fiddler,
     "heuristic:static": StaticPinning,
     "heuristic:moe-infinity": MoEInfinity,
+    "heuristic:next-use": PredictedNextUse,
     "oracle:belady": Belady,
     "bound:infinite": InfiniteCache,
     "bound:min-copies": MinCopiesBound,

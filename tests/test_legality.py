@@ -195,6 +195,7 @@ def test_memory_policies_are_legal(task, case, fast, order, max_candidates, hard
         "heuristic:fiddler",
         "heuristic:lru-layer",
         "heuristic:moe-infinity",
+        "heuristic:next-use",
         "heuristic:static",
         "oracle:belady",
     ],

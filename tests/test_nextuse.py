@@ -17,11 +17,11 @@ from schedgym.agents.nextuse import (
     NextUseConfig,
     NextUseNet,
     NextUsePolicy,
-    RoutingModel,
     _Teacher,
     profiling_holdout,
     train,
 )
+from schedgym.baselines.moe import PredictedNextUse, RoutingModel
 from schedgym.envs.moe.core import EVICT, run_policy
 from schedgym.envs.moe.env import MoEOffloadEnv, simulate
 from schedgym.episode import run_episode
@@ -112,14 +112,18 @@ def test_features_read_no_routing_the_env_has_not_revealed(tmp_path):
     net = NextUseNet()
     cores = [MoEOffloadEnv(c, model="mixtral-8x7b").make_core(c, 0) for c in (a_case, b_case)]
     players = [NextUsePolicy(net), NextUsePolicy(net)]
-    for core, player in zip(cores, players, strict=True):
+    rules = [PredictedNextUse(), PredictedNextUse()]  # heuristic:next-use, the same predictor
+    for core, player, rule in zip(cores, players, rules, strict=True):
         player.reset(core)
+        rule.reset(core)
     a, b = cores
     compared = 0
     while a.step < cut:
         assert a.phase == b.phase and a.visit == b.visit
         if a.phase == EVICT:
             np.testing.assert_array_equal(players[0].features(a), players[1].features(b))
+            candidates = a.resident & ~a.needed
+            assert rules[0].evict(a, candidates) == rules[1].evict(b, candidates)
             compared += 1
         action = players[0].act(a, None)
         assert players[1].act(b, None) == action
