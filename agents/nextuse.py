@@ -6,10 +6,11 @@ learned advice", ICML 2018) as LRB does for CDN caches (Song et al., "Learning R
 for content distribution network caching", NSDI 2020: a regressor of the log time to an
 object's next request from its past), `NextUseNet` predicts each cached expert's log distance,
 in visits (MoE layers of a decode step), to its next use, and `NextUsePolicy` evicts the expert
-predicted furthest. Training imitates Belady by DAgger as PARROT does (Liu et al., "An imitation
-learning approach for cache replacement", ICML 2020): round 0 labels the states MoE-Infinity
-visits, later rounds the states the last round's policy visits; a label is the candidate's true
-next use in the recorded routing (hindsight), features are only what a serving system has seen.
+predicted furthest. Training imitates Belady as PARROT does (Liu et al., "An imitation learning
+approach for cache replacement", ICML 2020): round 0 labels the states MoE-Infinity visits,
+optional DAgger rounds (off by default, docs/results.md) the states the last round's policy
+visits; a label is the candidate's true next use in the recorded routing (hindsight), features
+are only what a serving system has seen.
 
 Features of expert ``g = (layer j, expert e)`` at an eviction (`FEATURES`, `ExpertFeatures`):
 the visits until layer ``j`` runs again; the probability that it is needed then under a routing
@@ -55,6 +56,8 @@ from schedgym.errors import SchedgymError
 from schedgym.policy import PolicyKind, unwrap_env
 from schedgym.workloads.moe import RoutingTrace, save_npz
 
+HISTORY = 8  # decode steps of use kept as features
+DECAYS = (0.5, 0.8, 0.95)  # of the moving averages of use
 FEATURES = (
     "layers_ahead",  # visits until its layer runs again / layers (1/L .. 1)
     "p_next",  # routing model: probability it is needed at that visit
@@ -64,13 +67,9 @@ FEATURES = (
     "recency",  # layers / (layers + visits since its last use); 0 if never used
     "profile",  # share of profiling tokens that chose it
     "sequence_progress",  # tokens of the running sequence so far / 64, at most 1
-    *(f"used_{k}_steps_ago" for k in range(1, 9)),  # 1 if a step that far back needed it
-    "use_ema_0.5",  # moving averages of "a step needed it", decays 0.5, 0.8, 0.95
-    "use_ema_0.8",
-    "use_ema_0.95",
+    *(f"used_{k}_steps_ago" for k in range(1, HISTORY + 1)),  # 1 if that step needed it
+    *(f"use_ema_{d}" for d in DECAYS),  # moving averages of "a step needed it"
 )
-HISTORY = 8  # decode steps of use kept as features
-DECAYS = (0.5, 0.8, 0.95)
 ALGO = "nextuse"
 
 
@@ -212,6 +211,8 @@ class NextUsePolicy(_CachePolicy):
             self.net = spec
         else:
             path = Path(spec)
+            if not path.exists():
+                raise SchedgymError(f"{path}: no such {ALGO} checkpoint (folder or model.zip)")
             self.net = NextUseNet.load(path / "model.zip" if path.is_dir() else path)
         self.name = name or f"{ALGO}:{spec}"
         self.features = ExpertFeatures()
@@ -287,7 +288,9 @@ def profiling_holdout(trace: RoutingTrace, fold: int = 0) -> RoutingTrace:
 
     Training on one domain and validating on the same windows of it rewards what does not
     transfer; this validates on the deployment domain's profiling text instead. Raises
-    ``SchedgymError`` when ``trace`` has no calibration routing."""
+    ``SchedgymError`` when ``trace`` has no calibration routing or ``fold`` is not 0 or 1."""
+    if fold not in (0, 1):
+        raise SchedgymError(f"fold must be 0 or 1, got {fold!r}")
     if trace.calibration is None:
         raise SchedgymError(f"trace {trace.name!r} has no calibration routing to validate on")
     halves = np.array_split(trace.calibration, 2)

@@ -214,3 +214,26 @@ def test_bad_inputs_are_refused_with_the_reason(trained, tmp_path):
         NextUsePolicy(stale)
     with pytest.raises(SchedgymError, match="not a nextuse checkpoint"):
         NextUsePolicy(tmp_path / "bare.npz")
+    with pytest.raises(SchedgymError, match="no such nextuse checkpoint"):
+        NextUsePolicy(tmp_path / "missing")
+    with pytest.raises(SchedgymError, match="fold must be 0 or 1"):
+        profiling_holdout(bare, 2)
+
+
+@pytest.mark.parametrize(
+    "case, kwargs",
+    [
+        ("tinymoe-docs", {"tokens": 64, "batch": 3}),
+        ("tinymoe-docs", {"tokens": 48, "prefetch": 2, "cache_fraction": 0.25}),
+        ("tinymoe-code", {"tokens": 32, "capacity": 1, "cpu_offload": True}),
+        ("olmoe", {"tokens": 8, "capacity": 7, "cpu_offload": True}),
+        ("deepseek", {"tokens": 8, "batch": 2}),
+    ],
+)
+def test_it_plays_legally_wherever_the_env_accepts_the_setting(trained, case, kwargs):
+    # batches of lanes, several prefetch decisions, caches smaller than one layer's needs (the
+    # CPU the one legal action then), 1,024 and 1,664 experts: the env refuses illegal actions
+    # and the record is replayed by the independent validator
+    cfg, _ = trained
+    played = run_episode("moe", f"nextuse:{cfg.out}", case=case, seed=1, env_kwargs=kwargs)
+    assert played.metrics["tokens"] > 0 and played.metrics["prefetches"] == 0
