@@ -66,7 +66,7 @@ FEATURES = (
     "frequency",  # uses per decode step so far
     "recency",  # layers / (layers + visits since its last use); 0 if never used
     "profile",  # share of profiling tokens that chose it
-    "sequence_progress",  # tokens of the running sequence so far / 64, at most 1
+    "sequence_progress",  # steps since every lane last began a sequence / 64, at most 1
     *(f"used_{k}_steps_ago" for k in range(1, HISTORY + 1)),  # 1 if that step needed it
     *(f"use_ema_{d}" for d in DECAYS),  # moving averages of "a step needed it"
 )
@@ -96,6 +96,12 @@ class ExpertFeatures:
         self.rule = PredictedNextUse()
 
     def reset(self, core: MoECore) -> None:
+        trace = core.episode.trace
+        if trace.calibration is None:
+            raise SchedgymError(
+                f"{ALGO} policies fit their routing model on offline profiling, and trace "
+                f"{trace.name!r} has no calibration routing (a .npz's calibration array)"
+            )
         self.rule.reset(core)
         self.mi.reset(core)
         G = core.n_global
@@ -165,13 +171,18 @@ class NextUseNet(th.nn.Module):
         return self.body(x).squeeze(-1)
 
     def save(self, path: Path) -> None:
-        """Write ``path`` (a zip): ``policy.pth`` (the state dict) and ``data.json``."""
+        """Write ``path`` (a zip): ``policy.pth`` (the state dict) and ``data.json``. Entries
+        carry a fixed date, so the same weights give the same bytes (the leaderboard digests
+        them)."""
         buffer = io.BytesIO()
         th.save(self.state_dict(), buffer)
         data = {"algo": ALGO, "features": list(FEATURES), "hidden": self.hidden}
         with zipfile.ZipFile(path, "w") as z:
-            z.writestr("policy.pth", buffer.getvalue())
-            z.writestr("data.json", json.dumps(data, indent=1))
+            for name, payload in (
+                ("policy.pth", buffer.getvalue()),
+                ("data.json", json.dumps(data, indent=1)),
+            ):
+                z.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), payload)
 
     @classmethod
     def load(cls, path: Path) -> NextUseNet:
@@ -360,10 +371,17 @@ def train(cfg: NextUseConfig, progress: bool = True) -> dict[str, Any]:
     network refits on all rows (mean squared error of the log distance) and plays the
     validation routing (both folds of `profiling_holdout` of ``validate_on``); the round with
     the lowest validation stall ships as ``model.zip``. Returns the training log, also written
-    to ``training.json``."""
+    to ``training.json``. Raises ``SchedgymError`` for a count below its least (``rounds`` 0,
+    the others 1) or an ``out`` that is a file."""
+    for name, least in (("rounds", 0), ("episodes", 1), ("epochs", 1), ("batch_size", 1)):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise SchedgymError(f"{name} must be an integer >= {least}, got {value!r}")
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise SchedgymError(f"{out} is a file; the checkpoint needs a folder there")
     th.manual_seed(cfg.seed)
     th.set_num_threads(cfg.torch_threads)
-    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     writer = None
     if cfg.tensorboard:

@@ -192,6 +192,16 @@ def test_the_leaderboard_lists_it_and_it_plays_legally_and_reloads_identically(t
         for _ in range(2)
     ]
     assert runs[0].record == runs[1].record
+    # the leaderboard digests the checkpoint's bytes: saving the same weights gives the same
+    net = NextUseNet.load(Path(cfg.out) / "model.zip")
+    for copy in ("a.zip", "b.zip"):
+        net.save(Path(cfg.out).parent / copy)
+    assert (Path(cfg.out).parent / "a.zip").read_bytes() == (
+        Path(cfg.out) / "model.zip"
+    ).read_bytes()
+    assert (Path(cfg.out).parent / "b.zip").read_bytes() == (
+        Path(cfg.out) / "model.zip"
+    ).read_bytes()
     fast, _ = simulate(NextUsePolicy(cfg.out), "tinymoe-docs", 5, tokens=96)
     assert fast["stall_per_token_s"] == pytest.approx(runs[0].metrics["stall_per_token_s"])
     assert runs[0].metrics["prefetches"] == 0
@@ -203,7 +213,7 @@ def test_bad_inputs_are_refused_with_the_reason(trained, tmp_path):
         run_episode("jobshop", f"nextuse:{cfg.out}", case="ft06")
     bare = tinymoe_trace("docs")
     save_npz(replace(bare, calibration=None), tmp_path / "bare.npz")
-    with pytest.raises(SchedgymError, match="no calibration"):
+    with pytest.raises(SchedgymError, match="nextuse policies fit .* no calibration"):
         simulate(NextUsePolicy(cfg.out), f"file:{tmp_path / 'bare.npz'}", 0, model="mixtral-8x7b")
     stale = tmp_path / "stale.zip"
     with zipfile.ZipFile(Path(cfg.out) / "model.zip") as z, zipfile.ZipFile(stale, "w") as w:
@@ -218,6 +228,10 @@ def test_bad_inputs_are_refused_with_the_reason(trained, tmp_path):
         NextUsePolicy(tmp_path / "missing")
     with pytest.raises(SchedgymError, match="fold must be 0 or 1"):
         profiling_holdout(bare, 2)
+    with pytest.raises(SchedgymError, match="rounds must be an integer >= 0"):
+        train(replace(cfg, rounds=-1, out=str(tmp_path / "x")), progress=False)
+    with pytest.raises(SchedgymError, match="is a file"):
+        train(replace(cfg, out=str(tmp_path / "bare.npz")), progress=False)
 
 
 @pytest.mark.parametrize(
