@@ -49,7 +49,7 @@ import numpy as np
 import torch as th
 from tqdm import tqdm
 
-from schedgym.baselines.moe import MoEInfinity, PredictedNextUse, _CachePolicy
+from schedgym.baselines.moe import MoEInfinity, PredictedNextUse, _CachePolicy, _core_of
 from schedgym.envs.moe.core import MoECore, run_policy
 from schedgym.envs.moe.env import MoEOffloadEnv
 from schedgym.errors import SchedgymError
@@ -74,7 +74,7 @@ ALGO = "nextuse"
 
 
 def _core(env: Any) -> MoECore:
-    core = getattr(unwrap_env(env), "core", env)
+    core = _core_of(env)
     if not isinstance(core, MoECore):
         raise SchedgymError(
             f"{ALGO} policies play schedgym/MoEOffload-v0 (the moe env) only, not "

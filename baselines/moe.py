@@ -60,7 +60,8 @@ _NEVER = np.iinfo(np.int64).max // 4
 
 
 def _core_of(env: Any) -> MoECore:
-    return getattr(env, "core", env)
+    # the fast path passes the core itself; a Gymnasium env may come wrapped (gym.make)
+    return getattr(unwrap_env(env), "core", env)
 
 
 class _CachePolicy:

@@ -251,3 +251,22 @@ def test_it_plays_legally_wherever_the_env_accepts_the_setting(trained, case, kw
     cfg, _ = trained
     played = run_episode("moe", f"nextuse:{cfg.out}", case=case, seed=1, env_kwargs=kwargs)
     assert played.metrics["tokens"] > 0 and played.metrics["prefetches"] == 0
+
+
+@pytest.mark.parametrize("name", ["heuristic:next-use", "heuristic:lru", "nextuse"])
+def test_policies_play_an_env_made_by_gym_make_as_given(trained, name):
+    # a user hands the policy the env gym.make returns, wrappers and all
+    import gymnasium as gym
+
+    from schedgym.policy import resolve_policy
+
+    cfg, _ = trained
+    env = gym.make("schedgym/MoEOffload-v0", case="tinymoe-docs", tokens=24)
+    policy = resolve_policy("moe", f"nextuse:{cfg.out}" if name == "nextuse" else name)
+    obs, _ = env.reset(seed=4)
+    policy.reset(env)
+    done = False
+    while not done:
+        obs, _, terminated, truncated, info = env.step(policy.act(env, obs))
+        done = terminated or truncated
+    assert info["metrics"]["tokens"] == 24

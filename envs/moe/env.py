@@ -142,9 +142,9 @@ def model_for_trace(trace: RoutingTrace, model: str | None) -> ModelConfig:
                 return m
             dense = FIRST_DENSE_LAYERS.get(m.name, (0, 0))[0]
             return replace(m, layers=trace.n_layers + dense)
-    named = f"model {model!r}" if model else "no shipped MoE model"
+    named = f"model {model!r} does not match" if model else "no shipped MoE model matches"
     raise WorkloadError(
-        f"{named} matches a trace of {trace.n_layers} layers x {trace.n_experts} experts, "
+        f"{named} a trace of {trace.n_layers} layers x {trace.n_experts} experts, "
         f"top-{trace.top_k}",
         trace.name,
     )
@@ -397,7 +397,7 @@ class MoEOffloadEnv(gym.Env):
         if core.done:
             raise SchedgymError(
                 f"case {case!r} needs no decision (every expert it uses stays cached and "
-                "prefetch is 0)"
+                "none is left to prefetch)"
             )
         self._use(core)
         return self._encode(), {"case": case, "trace": core.meta["trace"]}
