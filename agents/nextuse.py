@@ -241,6 +241,9 @@ class NextUsePolicy(_CachePolicy):
         x = self.features(core)
         if self.collect:
             self.rows.append(_labels(core, x, candidates, self._next))
+        return self._choose(core, x, candidates)
+
+    def _choose(self, core: MoECore, x: np.ndarray, candidates: np.ndarray) -> int:
         with th.no_grad():
             score = self.net(th.from_numpy(x)).numpy()
         return int(np.where(candidates, score, -np.inf).argmax())
@@ -270,25 +273,15 @@ def _labels(
     return x[idx], np.log(nxt - v)
 
 
-class _Teacher(MoEInfinity):
-    """MoE-Infinity's evictions, never prefetching, recording `NextUsePolicy`'s rows."""
+class _Teacher(NextUsePolicy):
+    """Round 0's player: MoE-Infinity's evictions, read from the MoE-Infinity state the
+    features already keep, recording the same rows as a collecting `NextUsePolicy`."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = ExpertFeatures()
-        self.rows: list[tuple[np.ndarray, np.ndarray]] = []
+    def __init__(self, net: NextUseNet) -> None:
+        super().__init__(net, collect=True)
 
-    def reset(self, env: Any) -> None:
-        super().reset(env)
-        self.features.reset(self.core)
-        self._next = _next_uses(self.core)
-
-    def prefetch(self, core: MoECore) -> int:
-        return core.skip
-
-    def evict(self, core: MoECore, candidates: np.ndarray) -> int:
-        self.rows.append(_labels(core, self.features(core), candidates, self._next))
-        return super().evict(core, candidates)
+    def _choose(self, core: MoECore, x: np.ndarray, candidates: np.ndarray) -> int:
+        return self.features.mi.evict(core, candidates)
 
 
 def profiling_holdout(trace: RoutingTrace, fold: int = 0) -> RoutingTrace:
@@ -400,7 +393,7 @@ def train(cfg: NextUseConfig, progress: bool = True) -> dict[str, Any]:
     best = np.inf
     bar = tqdm(total=(cfg.rounds + 1) * cfg.episodes, disable=not progress, unit="episode")
     for r in range(cfg.rounds + 1):
-        player = _Teacher() if r == 0 else NextUsePolicy(net, collect=True)
+        player = _Teacher(net) if r == 0 else NextUsePolicy(net, collect=True)
         seeds = range(r * cfg.episodes, (r + 1) * cfg.episodes)
         for seed in seeds:
             run_policy(MoEOffloadEnv(cfg.case, **cfg.env_kwargs).make_core(cfg.case, seed), player)

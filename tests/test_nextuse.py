@@ -47,27 +47,31 @@ def test_routing_model_counts_a_hand_worked_trace():
     np.testing.assert_allclose(smooth.repeat[0][0], (np.array([1, 1]) + model.prior[0]) / 3)
 
 
-def test_next_use_probability_follows_the_evidence():
-    routing = tinymoe_trace("code").calibration
-    model = RoutingModel.fit(routing, 8, np.array([0]))
-    L, E = model.prior.shape
-    current = np.zeros((L, E))
-    current[0, routing[0, 0]] = 1.0
-    previous = np.zeros((L, E))
-    previous[np.arange(L)[:, None], routing[1]] = 1.0
-    p = model.next_use_probability(current, 0, previous)
-    assert p.shape == (L, E) and ((p > 0) & (p < 1)).all()
-    # top-2 routing: every layer's predictions sum to about two experts
-    np.testing.assert_allclose(p.sum(axis=1), 2.0, atol=0.6)
-    # layer 1 of this step: the repeat and cross evidence move it off the prior
-    assert not np.allclose(p[1], model.prior[1], atol=1e-3)
+def test_next_use_probability_works_a_hand_worked_case():
+    # the model of the routing above, without smoothing: a token that chose expert 0 at layer 0
+    # always chooses 1 at layer 1 (cross), and repeats layer 0's choice half the time (repeat)
+    routing = np.array([[0, 1], [0, 1], [1, 0], [0, 1]])[:, :, None]
+    model = RoutingModel.fit(routing, 2, np.array([0]), alpha=0.0)
+    current = np.array([[1.0, 0.0], [0.0, 0.0]])  # layer 0 has run and chose expert 0
+    p = model.next_use_probability(current, 0, None)
+    # layer 0 next runs in the following step: the prior's log-odds plus repeat's shift from
+    # expert 0 is repeat's row itself; layer 1 runs next in this step: cross's row for 0,
+    # probabilities clipped to [1e-4, 1 - 1e-4] before the log-odds
+    np.testing.assert_allclose(p, [[0.5, 0.5], [1e-4, 1 - 1e-4]], rtol=1e-6)
+    # with the step before known too (it chose 1 at layer 1), layer 1 adds repeat's evidence:
+    # after 1 came 0 once and 1 once at layer 1 (pairs 1->1, 1->0, 0->1), so repeat[1][1] is
+    # [0.5, 0.5], log-odds 0 against the prior 0.25/0.75: a shift of +log 3 to expert 0
+    previous = np.array([[0.0, 1.0], [0.0, 1.0]])
+    q = model.next_use_probability(current, 0, previous)
+    z = np.log(1e-4 / (1 - 1e-4)) + np.log(3)
+    np.testing.assert_allclose(q[1, 0], 1 / (1 + np.exp(-z)), rtol=1e-6)
 
 
 class _Watching(_Teacher):
     """The teacher, noting each eviction's visit and candidates."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(NextUseNet())
         self.seen: list[tuple[int, np.ndarray]] = []
 
     def evict(self, core, candidates):
