@@ -4,6 +4,7 @@ and the literature's checks (Sarathi-Serve's TBT result, SJF's TTFT advantage)."
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import warnings
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from schedgym.baselines.batching import POLICIES
+from schedgym.baselines.batching import POLICIES, moore_hodgson
 from schedgym.envs.batching.core import (
     BatchingEngine,
     EngineConfig,
@@ -498,6 +499,52 @@ def test_plot_record_writes_a_png(tmp_path, small_record):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_moore_hodgson_keeps_the_most_jobs_on_time():
+    # hand-worked: in due-date order 1, 2 fit (t = 15); adding 3 ends at 19 > 18, so the longest
+    # so far (2, 8 s) goes (t = 11); 4 ends at 17; 5 at 23 > 21, so 1 (7 s) goes (t = 16)
+    late = moore_hodgson(np.array([7.0, 8, 4, 6, 6]), np.array([9.0, 17, 18, 19, 21]), 0.0)
+    assert late.tolist() == [True, True, False, False, False]
+    # against brute force: the most jobs that can all finish in time is the largest subset whose
+    # due-date order meets every due date (Jackson's rule)
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        n = int(rng.integers(1, 8))
+        p, d, start = rng.integers(1, 9, n).astype(float), rng.integers(1, 30, n) * 1.0, 2.0
+        late = moore_hodgson(p, d, start)
+        kept = np.flatnonzero(~late)
+        kept = kept[np.argsort(d[kept], kind="stable")]
+        assert np.all(start + np.cumsum(p[kept]) <= d[kept])
+        best = max(
+            len(subset)
+            for r in range(n + 1)
+            for subset in itertools.combinations(np.argsort(d, kind="stable"), r)
+            if np.all(start + np.cumsum(p[list(subset)]) <= d[list(subset)])
+        )
+        assert n - late.sum() == best
+
+
+def test_ttft_guard_admits_an_attainable_request_before_a_lost_one():
+    # a 16-chunk prompt due 50 ms after arriving cannot make it once a step has taken its
+    # measured time; the guard admits the short request due later first, EDF the long one
+    tight, loose = SLOClass("tight", 0.05, 10.0), SLOClass("loose", 1.0, 10.0)
+    trace = ServingTrace(
+        np.array([0.0, 1e-4, 1e-4]),
+        np.array([512, 8192, 512]),
+        np.array([200, 2, 2]),
+        np.array([1, 0, 1]),
+        (tight, loose),
+    )
+    first = {}
+    for policy in ("heuristic:sarathi-edf", "heuristic:sarathi-guard"):
+        engine = drive(policy, trace)
+        first[policy] = engine.admitted_at[1:]
+        assert engine.last_step_s > 0
+    long, short = first["heuristic:sarathi-edf"]
+    assert long < short
+    long, short = first["heuristic:sarathi-guard"]
+    assert short < long
+
+
 # --- the literature's checks -------------------------------------------------------------------
 
 
@@ -527,6 +574,20 @@ def test_sjf_cuts_mean_ttft_when_long_prompts_block_the_head():
     sjf = engine_metrics(drive("heuristic:sjf", trace))
     assert sjf["ttft_mean_s"] < 0.8 * fcfs["ttft_mean_s"]
     assert sjf["ttft_p99_s"] > fcfs["ttft_p99_s"]  # at the price of the long prompts' tail
+
+
+def test_edf_collapses_under_overload_and_the_ttft_guard_does_not():
+    # EDF's domino effect (Buttazzo, "Hard Real-Time Computing Systems", 2011, section 9.1):
+    # under overload, serving the earliest deadline first spends the machine on requests that
+    # will be late anyway and makes the next ones late too. Admission control that gives up
+    # the unattainable ones (SCORPIO's TTFT guard) keeps most deadlines. Twice the capacity.
+    for seed in range(3):
+        trace = build_trace(
+            resolve_case("azure-conv-synth:200", {"load": 2.0}), np.random.default_rng(seed)
+        )
+        edf = engine_metrics(drive("heuristic:sarathi-edf", trace))["slo_attainment"]
+        guard = engine_metrics(drive("heuristic:sarathi-guard", trace))["slo_attainment"]
+        assert guard > 1.15 * edf, (seed, edf, guard)
 
 
 def test_synthetic_workload_needs_a_positive_rate():

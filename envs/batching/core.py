@@ -376,6 +376,13 @@ class BatchingEngine:
         and the watermark kept for the running requests' growth."""
         return self.free - self.reserve - self.watermark_blocks
 
+    @property
+    def last_step_s(self) -> float:
+        """Seconds the last engine step took (0.0 before the first): what a real engine has
+        just measured."""
+        n, cols = self.step_log.n, self.step_log.cols
+        return float(cols["end"][n - 1] - cols["start"][n - 1]) if n else 0.0
+
     def remaining_prompt(self, rids: np.ndarray) -> np.ndarray:
         """Tokens a waiting request must compute before its next token: its prompt plus what it
         had produced before a preemption."""

@@ -544,10 +544,6 @@ class BatchingEnv(gym.Env):
         f = core.slot_f[: core.n_run]
         waiting = np.asarray(core.waiting, dtype=np.int64)
         recent = np.searchsorted(core.arrival, [now - 5.0, now], side="right")
-        steps = core.step_log
-        last_step = (
-            steps.cols["end"][steps.n - 1] - steps.cols["start"][steps.n - 1] if steps.n else 0.0
-        )
         view = SchedulerView(
             now=now,
             w_prompt=core.prompt[rids],
@@ -576,7 +572,7 @@ class BatchingEnv(gym.Env):
             block_size=core.block,
             recent_arrivals=int(recent[1] - recent[0]),
             mean_rate=self._mean_rate,
-            last_step_s=float(last_step),
+            last_step_s=core.last_step_s,
             min_tbt=self._min_tbt,
             finished=int(np.count_nonzero(~np.isnan(core.finished_at))),
             n_requests=core.n,
