@@ -3,7 +3,8 @@ disciplines do, as policies over the env's decisions.
 
 Each policy is a step mode (token budget; decodes first or prefill-first) and an order over the
 waiting queue. Admission is strict in that order, as vLLM's scheduler does: the step stops at the
-first request in order that does not fit (KV blocks, sequence slots, budget). Policies see what a
+first request in order that does not fit (KV blocks, sequence slots, budget; for
+``heuristic:sarathi-guard`` also the running requests' pace, `GuardPolicy`). Policies see what a
 real scheduler knows (prompt lengths, arrival times, SLO classes, the engine's state); only
 the oracles ``oracle:srpt`` and ``oracle:sarathi-srpt`` read the true output lengths (they see
 the future without being optimal: SRPT does not maximise goodput at SLO).
@@ -22,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from schedgym.envs.batching.core import BatchingEngine, Order, QueueScheduler
+from schedgym.envs.batching.core import DONE, RID, BatchingEngine, Order, QueueScheduler
 from schedgym.envs.batching.env import BUDGET_PHASE
+from schedgym.envs.hardware import Batch
 
 
 def shortest_prompt(engine: BatchingEngine, rids: np.ndarray) -> np.ndarray:
@@ -115,6 +117,32 @@ class QueuePolicy(QueueScheduler):
         return env.run_action if pos is None else pos
 
 
+class GuardPolicy(QueuePolicy):
+    """SCORPIO's two guards on Sarathi-Serve's stall-free steps (Tang et al., 2025).
+
+    TTFT guard: admissions in `ttft_guard` order. TPOT guard: the request next in that order is
+    admitted only while the running requests keep their pace: the step its admission makes (one
+    decode for every running request beside the newcomer's first chunk, ``min(tokens to
+    compute, step budget)``) must take at most the tightest TBT target among the running
+    requests, priced by `BatchingEngine.step_time` (the cost model, what a profiled engine
+    predicts; SCORPIO's predictor plays this part). Else the step runs without it. An empty
+    batch always admits, so every step has work. No constant is tuned.
+    """
+
+    def __init__(self, name: str, budget: int = 512):
+        super().__init__(name, ttft_guard, budget=budget)
+
+    def choose_admission(self, engine: BatchingEngine) -> int | None:
+        pos = super().choose_admission(engine)
+        if pos is None or engine.n_run == 0:
+            return pos
+        rows = engine.running
+        todo = int(engine.remaining_prompt(np.array([engine.waiting[pos]]))[0])
+        chunk = min(todo, engine.step_budget)
+        step = engine.step_time(Batch(((chunk, chunk),), (rows[:, DONE] + 1).tolist()))
+        return pos if step <= engine.tbt_target[rows[:, RID]].min() else None
+
+
 def _policy(name: str, order: Order | None, **kw: Any) -> Callable[[], QueuePolicy]:
     return lambda: QueuePolicy(name, order, **kw)
 
@@ -135,8 +163,9 @@ POLICIES: dict[str, Callable[[], QueuePolicy]] = {
     # ...and on Sarathi-Serve's stall-free steps
     "heuristic:sarathi-sjf": _policy("heuristic:sarathi-sjf", shortest_prompt, budget=512),
     "heuristic:sarathi-edf": _policy("heuristic:sarathi-edf", earliest_deadline, budget=512),
-    # SCORPIO's TTFT guard: EDF, requests that cannot make their deadline last
-    "heuristic:sarathi-guard": _policy("heuristic:sarathi-guard", ttft_guard, budget=512),
+    # SCORPIO's guards: EDF over the requests that can still make it, admissions held while
+    # the running requests' pace would suffer
+    "heuristic:sarathi-guard": lambda: GuardPolicy("heuristic:sarathi-guard"),
     "oracle:sarathi-srpt": _policy(
         "oracle:sarathi-srpt", shortest_remaining_output, budget=512, kind="oracle"
     ),

@@ -383,6 +383,14 @@ class BatchingEngine:
         n, cols = self.step_log.n, self.step_log.cols
         return float(cols["end"][n - 1] - cols["start"][n - 1]) if n else 0.0
 
+    def step_time(self, batch: Batch) -> float:
+        """Seconds an engine step of ``batch`` takes: the cost table's price of its kernels
+        plus the CPU overhead ``step_overhead_s + seq_overhead_s x sequences``. A scheduler may
+        ask it of batches it considers, as a profiled engine predicts its steps."""
+        cfg = self.config
+        n_seqs = len(batch.prefill) + len(batch.decode_contexts)
+        return self._cost(batch) + cfg.step_overhead_s + cfg.seq_overhead_s * n_seqs
+
     def remaining_prompt(self, rids: np.ndarray) -> np.ndarray:
         """Tokens a waiting request must compute before its next token: its prompt plus what it
         had produced before a preemption."""
@@ -538,14 +546,8 @@ class BatchingEngine:
             c = chunk[pre]
             prefill = tuple(zip(c.tolist(), (rows[pre, DONE] + c).tolist(), strict=True))
         contexts = (rows[dec, DONE] + 1).tolist()
-        n_seqs = int(np.count_nonzero(sched))
-        cfg = self.config
-        duration = (
-            self._cost(Batch(prefill, contexts))
-            + cfg.step_overhead_s
-            + (cfg.seq_overhead_s * n_seqs)
-        )
-        start, end = self.now, self.now + duration
+        start = self.now
+        end = start + self.step_time(Batch(prefill, contexts))
 
         idx = np.flatnonzero(sched)
         self.step_log.append(
