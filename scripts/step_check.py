@@ -1,6 +1,7 @@
 """Whole engine steps of a real model against the cost table's sum of kernel prices.
 
     python scripts/step_check.py --device cuda [--table h200] [--model llama-2-7b] [--out rows.json]
+    python scripts/step_check.py --device cuda --compile [--out rows.json]
     python scripts/step_check.py --device cpu --model tiny-llama-4l --table cpu --quick
 
 The simulators price an engine step as the sum of its kernels' measured times
@@ -14,6 +15,8 @@ kernel), then replayed as one CUDA graph (how vLLM runs decode steps), where the
 paces the GPU. Only the last position's logits are computed, as a serving engine does. On a
 GPU, torch's profiler also splits one call's kernel time into GEMMs, attention and the rest,
 each set beside the table's price of the same group, with the count of kernel launches.
+``--compile`` runs the model through ``torch.compile``, which fuses the element-wise kernels
+as a serving engine's are fused (docs/cost-model.md, "Whole steps of the real model").
 """
 
 from __future__ import annotations
@@ -182,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--table", default="h200", help="the cost table to compare (default h200)")
     ap.add_argument("--quick", action="store_true", help="two shapes of each kind (a smoke test)")
     ap.add_argument("--reps", type=int, default=10, help="timed calls per shape (default 10)")
+    ap.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the model through torch.compile (Inductor fuses the element-wise kernels, as "
+        "a serving engine's kernels are fused), on five shapes; each shape compiles once",
+    )
     ap.add_argument("--out", help="write the rows as JSON")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -190,12 +199,18 @@ def main(argv: list[str] | None = None) -> int:
     table = load_cost_table(args.table)
     spec = get_model(args.model)
     model = llama(args.model, device, torch.float16 if device.type == "cuda" else torch.float32)
+    if args.compile:
+        # every shape, the cache fills' included, is a compile of its own
+        torch._dynamo.config.recompile_limit = 64
+        model.forward = torch.compile(model.forward, dynamic=False)
     prompts = [128, 512] if args.quick else [128, 512, 1024, 2048, 4096]
     decodes = (
         [(1, 512), (8, 512)]
         if args.quick
         else [(b, c) for b in (1, 8, 32, 64) for c in (512, 2048)]
     )
+    if args.compile and not args.quick:
+        prompts, decodes = [512, 2048, 4096], [(8, 2048), (64, 2048)]
     rows: list[dict[str, Any]] = []
     steps = [(f"prefill {t}", Batch(((t, t),), ())) for t in prompts]
     steps += [(f"decode {b} x {c}", Batch((), (c + 1,) * b)) for b, c in decodes]
@@ -259,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             "torch": torch.__version__,
             "transformers": transformers.__version__,
             "reps": args.reps,
+            "compiled": args.compile,
         }
         with open(args.out, "w") as f:
             json.dump({**meta, "rows": rows}, f, indent=1)
