@@ -32,6 +32,7 @@ import torch
 
 from schedgym.envs.hardware import Batch, load_cost_table, step_calls
 from schedgym.envs.hardware.models import get_model
+from schedgym.errors import SchedgymError
 from schedgym.report import format_table
 
 
@@ -196,8 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: torch sees no GPU here")
     device = torch.device(args.device)
-    table = load_cost_table(args.table)
-    spec = get_model(args.model)
+    try:
+        table, spec = load_cost_table(args.table), get_model(args.model)
+    except SchedgymError as e:
+        ap.error(str(e))
+    if spec.experts or not spec.gated_mlp:
+        ap.error(f"--model {args.model}: not Llama-shaped (dense, gated MLP); try llama-2-7b")
     model = llama(args.model, device, torch.float16 if device.type == "cuda" else torch.float32)
     if args.compile:
         # every shape, the cache fills' included, is a compile of its own
