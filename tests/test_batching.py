@@ -592,8 +592,8 @@ def test_sjf_cuts_mean_ttft_when_long_prompts_block_the_head():
 
 
 def test_edf_collapses_under_overload_and_the_ttft_guard_does_not():
-    # EDF's domino effect (Buttazzo, "Hard Real-Time Computing Systems", 2011, section 9.1):
-    # under overload, serving the earliest deadline first spends the machine on requests that
+    # EDF's domino effect (Buttazzo, "Hard Real-Time Computing Systems", 2011, chapter 9): under
+    # overload, serving the earliest deadline first spends the machine on requests that
     # will be late anyway and makes the next ones late too. Admission control that gives up
     # the unattainable ones (SCORPIO's TTFT guard) keeps most deadlines. Twice the capacity.
     for seed in range(3):
