@@ -113,12 +113,12 @@ def decode_row(
 
     # transformers 5 counts the cached tokens on the GPU and appends after them: set the count
     # back before every step, so each writes the same slot and the context stays `context`
-    counts = [c for c in (getattr(layer, "cumulative_length", None) for layer in cache.layers)]
+    counts = [getattr(layer, "cumulative_length", None) for layer in cache.layers]
+    counts = [c for c in counts if isinstance(c, torch.Tensor)]
 
     def step() -> Any:
         for c in counts:
-            if isinstance(c, torch.Tensor):
-                c.fill_(context)
+            c.fill_(context)
         return model(input_ids=ids, past_key_values=cache, cache_position=pos, logits_to_keep=1)
 
     row = timed(step, device, reps)
