@@ -584,20 +584,23 @@ def test_policy_names_parse_and_bad_ones_fail_in_one_line(tmp_path):
 
 
 def pack_run(out: Path, **settings) -> MuZeroConfig:
-    """4 decisions of self-play on 8-buffer pack episodes, validated on one, in ``out``."""
+    """4 decisions of self-play on 8-buffer pack episodes, validated on one, in ``out``
+    (``settings`` override any field, the env arguments and rollout rule too)."""
+    defaults = {
+        "env_kwargs": {"task": "pack", "case": "random:8"},
+        "rollout": "heuristic:best-fit-start",
+    }
     return MuZeroConfig(
         env="memmap",
         out=str(out),
         steps=4,
         n_envs=1,
-        env_kwargs={"task": "pack", "case": "random:8"},
         val_cases=["random:8:20000"],
         eval_every=4,
         simulations=2,
-        rollout="heuristic:best-fit-start",
         val_metric="height_over_capacity",
         tensorboard=None,
-        **settings,
+        **{**defaults, **settings},
     )
 
 
@@ -616,6 +619,41 @@ def test_a_task_without_the_envs_primary_metric_validates_by_the_named_one(tmp_p
         "memmap", f"muzero:{tmp_path / 'pack'}", case="random:8:20000", env_kwargs={"task": "pack"}
     )
     assert result.metrics["height_over_capacity"] == history[0]["height_over_capacity"]
+
+
+def test_a_packer_trained_largest_first_keeps_that_order_on_the_suites_env(tmp_path):
+    """A pack planner self-played in the ``size`` order plays every episode largest first even
+    on an env built in the default ``start`` order, as a suite builds it: the record's decision
+    order is the sizes sorted by hand, descending. Its fortified rollouts of first fit then
+    start from first fit by size's own packing, so it never packs higher than
+    ``heuristic:first-fit-size``; in the env's ``start`` order the same rule (first fit by
+    start) packs higher on some of these sets, so the check fails if the order is lost."""
+    cfg = pack_run(
+        tmp_path / "pack",
+        env_kwargs={"task": "pack", "case": "random:8", "order": "size"},
+        rollout="heuristic:first-fit-size",
+        fortify=True,
+    )
+    with pytest.warns(UserWarning, match="no self-play episode ended"):
+        train(cfg, progress=False)
+    policy = resolve_policy("memmap", f"muzero:{tmp_path / 'pack'}")
+    assert policy.order == "size"
+    start_higher = 0
+    for seed in range(6):
+        case = f"random:24:{seed}"
+        run = run_episode("memmap", policy, case=case, env_kwargs={"task": "pack"})
+        sizes = np.array(run.record["buffers"]["size"])
+        assert run.record["order"] == "size"
+        assert sizes[run.record["decision_order"]].tolist() == sorted(sizes, reverse=True)
+        heights = {
+            rule: run_episode("memmap", rule, case=case, env_kwargs={"task": "pack"}).metrics[
+                "height"
+            ]
+            for rule in ("heuristic:first-fit-size", "heuristic:first-fit-start")
+        }
+        assert run.metrics["height"] <= heights["heuristic:first-fit-size"], (case, heights)
+        start_higher += heights["heuristic:first-fit-start"] > heights["heuristic:first-fit-size"]
+    assert start_higher >= 1
 
 
 def test_a_fresh_run_into_an_old_folder_validates_its_start_again(tmp_path):

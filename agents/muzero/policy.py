@@ -7,6 +7,8 @@ with the most visits and the largest ``logits + sigma(completed Q)``; only legal
 ever chosen (the root mask is the env's ``action_masks()``). A checkpoint saved with a fortified
 planner (``"fortify": true``, ``schedgym train --fortify``) instead follows the best complete
 sequence its searches have found (`MuZeroPolicy.act`; `schedgym.agents.muzero.models`).
+A memory-mapping checkpoint trained in another buffer order than the env's (``"order"`` in its
+training ``env_kwargs``) plays every episode in that order (`MuZeroPolicy.reset`).
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ def checkpoint_file(path: Path) -> Path:
 
 
 def load_checkpoint(path: Path) -> tuple[MuZeroNet, dict[str, Any]]:
-    """The network and the settings (``planner``, ``search``) saved by `save_checkpoint`;
+    """The network and the settings (``planner``, ``search``, ``order``) saved by
+    `save_checkpoint`;
     raises ``SchedgymError`` naming the file when it cannot be read as one."""
     file = checkpoint_file(path)
     try:
@@ -82,10 +85,12 @@ def save_checkpoint(
     net_kwargs: dict[str, Any],
     planner: dict[str, Any],
     search: SearchConfig,
+    order: str | None = None,
 ) -> None:
     """Write the weights, the observation space and the planning settings to ``file``:
     ``planner`` holds `make_model`'s keywords (``kind``, ``env``, ``rollout``, ``mix``,
-    ``fortify``)."""
+    ``fortify``); ``order`` is the memory env's buffer order the policy plays in (None: the
+    env's)."""
     th.save(
         {
             "state_dict": net.state_dict(),
@@ -93,6 +98,7 @@ def save_checkpoint(
             "net_kwargs": net_kwargs,
             "planner": planner,
             "search": search.__dict__,
+            "order": order,
         },
         file,
     )
@@ -108,8 +114,9 @@ class MuZeroPolicy:
     """Deterministic Gumbel MuZero planning with a checkpoint's network (module docstring).
 
     Either ``spec`` (``"PATH"`` or ``"PATH@N"``) or an in-memory ``net`` with ``planner``
-    (`make_model`'s keywords; default: the simulator without rollouts) and ``search``
-    (training's validation) is given."""
+    (`make_model`'s keywords; default: the simulator without rollouts), ``search`` (training's
+    validation) and ``order`` (the memory env's buffer order to play in; None: the env's) is
+    given."""
 
     kind: PolicyKind = "learned"
 
@@ -121,6 +128,7 @@ class MuZeroPolicy:
         net: MuZeroNet | None = None,
         planner: dict[str, Any] | None = None,
         search: SearchConfig | None = None,
+        order: str | None = None,
         seed: int = 0,
     ):
         th.set_num_threads(1)
@@ -128,6 +136,7 @@ class MuZeroPolicy:
             path, budget = parse_spec(spec)
             net, data = load_checkpoint(path)
             planner, search = data["planner"], SearchConfig(**data["search"])
+            order = data.get("order")  # absent from checkpoints saved before it existed
             if budget is not None:
                 search = replace(search, simulations=budget)
         if net is None:
@@ -138,18 +147,31 @@ class MuZeroPolicy:
             **(planner or {"kind": "simulator"}), net=net, gamma=self.search.gamma
         )
         self.name = name or f"muzero:{spec}"
+        self.order = order
         self._seed = seed
         self._rng = np.random.default_rng(seed)
         self._held: Found | None = None  # a fortified policy's best sequence, less its past
+        self._first_obs: Any = None  # the observation of `reset`'s own restart, if it made one
 
     def reset(self, env: Any) -> None:
         """Check that ``env`` gives the observations and actions the network was trained on
         (`schedgym.policy.check_spaces`: ``SchedgymError`` naming the first that differs), and
         reseed the search's generator, so every episode plans alike (acting draws no noise
-        today, but a noisy variant would stay reproducible)."""
+        today, but a noisy variant would stay reproducible).
+
+        A policy with an ``order`` restarts a memory-mapping episode that the env began in
+        another buffer order: the same buffer set, now in ``order`` (`MemoryMapEnv`'s reset
+        option). The order is the policy's choice, as each greedy heuristic's is
+        (`schedgym.baselines.memory.run_in_order`); the instance, its capacity and the score
+        stay the suite's. The first `act` then plans from that restart's observation, not the
+        one its caller received before it."""
         check_spaces(self.name, self.net.encoder._observation_space, self.net.n_actions, env)
         self._rng = np.random.default_rng(self._seed)
         self._held = None
+        self._first_obs = None
+        inner = unwrap_env(env)
+        if self.order is not None and inner.core.order_name != self.order:
+            self._first_obs, _ = inner.reset(options={"case": inner.buffers, "order": self.order})
 
     def act(self, env: Any, obs: Any) -> int:
         """Plan one decision. A fortified planner (``"fortify"`` in its planner settings) then
@@ -161,6 +183,8 @@ class MuZeroPolicy:
         rollout (J. Heuristics 1997): the episode's return is at least the best sequence's
         value at any decision, the first decision's rollout of the base heuristic included."""
         inner = unwrap_env(env)
+        if self._first_obs is not None:
+            obs, self._first_obs = self._first_obs, None
         result = gumbel_search(self.model, [inner], [obs], self.search, self._rng)
         if not getattr(self.model, "fortify", False):
             return int(result.action[0])

@@ -104,6 +104,11 @@ class MuZeroConfig:
             "fortify": self.fortify,
         }
 
+    def order(self) -> str | None:
+        """The memory env's buffer order self-play ran in (``env_kwargs``), which the saved
+        policy keeps on any env (`MuZeroPolicy.reset`); None for the other envs."""
+        return self.env_kwargs.get("order") if env_entry(self.env).name == "memmap" else None
+
     def search(self, evaluation: bool = False) -> SearchConfig:
         n = (self.eval_simulations or self.simulations) if evaluation else self.simulations
         return SearchConfig(
@@ -282,7 +287,12 @@ class Validator:
 
     def __call__(self, net: MuZeroNet, decisions: int) -> float:
         net.eval()
-        policy = MuZeroPolicy(net=net, planner=self.cfg.planner(), search=self.cfg.search(True))
+        policy = MuZeroPolicy(
+            net=net,
+            planner=self.cfg.planner(),
+            search=self.cfg.search(True),
+            order=self.cfg.order(),
+        )
         rows = [
             run_episode(
                 self.cfg.env,
@@ -342,12 +352,14 @@ def train(
         if not (out / "last.pt").exists():
             raise SchedgymError(f"--resume: no checkpoint {out / 'last.pt'} to resume from")
         if (out / "model.pt").exists():
-            saved = load_checkpoint(out)[1]["planner"]
-            if saved != cfg.planner():
+            data = load_checkpoint(out)[1]
+            saved = {**data["planner"], "order": data.get("order")}
+            now = {**cfg.planner(), "order": cfg.order()}
+            if saved != now:
                 # the validated model.pt would keep the old settings while config.json says new
                 raise SchedgymError(
                     f"--resume: {out / 'model.pt'} plans with {saved}, these settings with "
-                    f"{cfg.planner()}; resume with the same planner or train afresh"
+                    f"{now}; resume with the same planner or train afresh"
                 )
         state = th.load(out / "last.pt", map_location="cpu", weights_only=False)
         net.load_state_dict(state["state_dict"])
@@ -371,7 +383,7 @@ def train(
         writer = SummaryWriter(str(Path(cfg.tensorboard) / cfg.env / "muzero"))
 
     def checkpoint(file: str) -> None:
-        save_checkpoint(out / file, net, net_kwargs, cfg.planner(), cfg.search(True))
+        save_checkpoint(out / file, net, net_kwargs, cfg.planner(), cfg.search(True), cfg.order())
 
     def validate() -> None:
         nonlocal best
