@@ -87,7 +87,11 @@ def score(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
             search = replace(search, **{field: getattr(args, field)})
     try:
         policy = MuZeroPolicy(
-            name=f"muzero:{args.checkpoint}", net=net, planner=planner, search=search
+            name=f"muzero:{args.checkpoint}",
+            net=net,
+            planner=planner,
+            search=search,
+            order=data.get("order"),
         )
     except ValueError as err:  # settings the planner refuses (--fortify on a learned model)
         parser.error(str(err))

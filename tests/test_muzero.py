@@ -621,13 +621,15 @@ def test_a_task_without_the_envs_primary_metric_validates_by_the_named_one(tmp_p
     assert result.metrics["height_over_capacity"] == history[0]["height_over_capacity"]
 
 
-def test_a_packer_trained_largest_first_keeps_that_order_on_the_suites_env(tmp_path):
+def test_a_packer_trained_largest_first_keeps_that_order_on_the_suites_env(tmp_path, monkeypatch):
     """A pack planner self-played in the ``size`` order plays every episode largest first even
     on an env built in the default ``start`` order, as a suite builds it: the record's decision
-    order is the sizes sorted by hand, descending. Its fortified rollouts of first fit then
-    start from first fit by size's own packing, so it never packs higher than
-    ``heuristic:first-fit-size``; in the env's ``start`` order the same rule (first fit by
-    start) packs higher on some of these sets, so the check fails if the order is lost."""
+    order is the sizes sorted by hand, descending, and its first search plans from the
+    observation a ``size``-order env starts with, not the ``start``-order one its caller got.
+    Its fortified rollouts of first fit then start from first fit by size's own packing, so it
+    never packs higher than ``heuristic:first-fit-size`` (first fit in the ``start`` order
+    packs higher on some of these sets, so the cases can tell the orders apart). An episode
+    already under way in another order is refused."""
     cfg = pack_run(
         tmp_path / "pack",
         env_kwargs={"task": "pack", "case": "random:8", "order": "size"},
@@ -638,6 +640,31 @@ def test_a_packer_trained_largest_first_keeps_that_order_on_the_suites_env(tmp_p
         train(cfg, progress=False)
     policy = resolve_policy("memmap", f"muzero:{tmp_path / 'pack'}")
     assert policy.order == "size"
+    import schedgym.agents.muzero.policy as planning
+
+    searched = []
+
+    def spy(model, envs, obs, *args):
+        searched.append(obs[0])
+        return search(model, envs, obs, *args)
+
+    search = planning.gumbel_search
+    monkeypatch.setattr(planning, "gumbel_search", spy)
+    env = make_env("memmap", task="pack")
+    caller_obs, _ = env.reset(seed=0, options={"case": "random:24:0"})
+    policy.reset(env.unwrapped)
+    policy.act(env.unwrapped, caller_obs)
+    sized_obs, _ = make_env("memmap", task="pack", order="size").reset(
+        seed=0, options={"case": "random:24:0"}
+    )
+    assert not np.array_equal(caller_obs["globals"], sized_obs["globals"])
+    for key, value in sized_obs.items():
+        np.testing.assert_array_equal(searched[0][key], value)
+    with pytest.raises(SchedgymError, match="3 decisions into the 'start' order"):
+        env.reset(seed=0, options={"case": "random:24:0", "order": "start"})
+        for _ in range(3):
+            env.step(int(np.flatnonzero(env.unwrapped.action_masks())[0]))
+        policy.reset(env.unwrapped)
     start_higher = 0
     for seed in range(6):
         case = f"random:24:{seed}"

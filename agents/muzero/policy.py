@@ -159,19 +159,31 @@ class MuZeroPolicy:
         reseed the search's generator, so every episode plans alike (acting draws no noise
         today, but a noisy variant would stay reproducible).
 
-        A policy with an ``order`` restarts a memory-mapping episode that the env began in
-        another buffer order: the same buffer set, now in ``order`` (`MemoryMapEnv`'s reset
-        option). The order is the policy's choice, as each greedy heuristic's is
+        A policy with an ``order`` restarts a memory-mapping episode that has not begun: the
+        same buffer set, in ``order`` (`MemoryMapEnv`'s reset option; in whatever order the
+        env began it). The order is the policy's choice, as each greedy heuristic's is
         (`schedgym.baselines.memory.run_in_order`); the instance, its capacity and the score
         stay the suite's. The first `act` then plans from that restart's observation, not the
-        one its caller received before it."""
+        one its caller received before it (the caller's is of the raw env, beneath any
+        wrapper). An episode already under way in another order raises ``SchedgymError``
+        (this policy cannot follow it there), as does one not yet reset."""
         check_spaces(self.name, self.net.encoder._observation_space, self.net.n_actions, env)
         self._rng = np.random.default_rng(self._seed)
         self._held = None
         self._first_obs = None
         inner = unwrap_env(env)
-        if self.order is not None and inner.core.order_name != self.order:
+        if self.order is None:
+            return
+        core = getattr(inner, "core", None)
+        if core is None:
+            raise SchedgymError(f"{self.name}: reset the env before the policy")
+        if core.k == 0:
             self._first_obs, _ = inner.reset(options={"case": inner.buffers, "order": self.order})
+        elif core.order_name != self.order:
+            raise SchedgymError(
+                f"{self.name}: plays the buffers in the {self.order!r} order, but this episode "
+                f"is {core.k} decisions into the {core.order_name!r} order"
+            )
 
     def act(self, env: Any, obs: Any) -> int:
         """Plan one decision. A fortified planner (``"fortify"`` in its planner settings) then
