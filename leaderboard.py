@@ -846,10 +846,10 @@ def _picture(
                 labels=[r["policy"] for r in chosen],
             )
         else:  # the best policy's schedule or placement (bound records may hold none)
-            top = next(r for r in order if r["kind"] != "bound")
+            top, record = _best_record(suite, [r for r in order if r["kind"] != "bound"], log)
             _call_plot(
                 module.plot_record,
-                _first_record(suite, top),
+                record,
                 str(path),
                 title=f"{suite.name}: {top['policy']} on {first.case}",
             )
@@ -873,6 +873,21 @@ def _hit_rate_picture(module: Any, suite: Suite, order: list[dict[str, Any]], pa
     module.plot_hit_rate_curve(
         heuristics + bounds, path, first.case, first.seed, **dict(suite.env_kwargs)
     )
+
+
+def _best_record(
+    suite: Suite, order: list[dict[str, Any]], log: Callable[[str], None]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The first of the ranked rows ``order`` whose records file is here, and its first case's
+    record. Records files are not committed (leaderboard/.gitignore), so a checkout that reran
+    only some rows holds no records for the others; each one passed over is logged, and the
+    picture's title names the policy drawn. Raises ``ResultsError`` when none is here."""
+    for row in order:
+        try:
+            return row, _first_record(suite, row)
+        except ResultsError as exc:
+            log(f"{suite.name}: the picture passes over {row['policy']} ({exc})")
+    raise ResultsError("no listed row's records file is here")
 
 
 def _first_record(suite: Suite, results: dict[str, Any]) -> dict[str, Any]:

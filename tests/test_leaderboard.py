@@ -37,6 +37,7 @@ from schedgym.leaderboard import (
     build,
     gap_closed,
     proven_bound_row,
+    ranked,
     suite_policies,
 )
 from schedgym.registry import env_entry
@@ -507,6 +508,39 @@ def test_refused_results_are_reported_and_not_listed(board, tmp_path):
     assert done.returncode == 2
     assert "not a suite of this leaderboard ('jobshop/tiny')" in done.stderr
     assert "made by schedgym 0.0.1" in done.stderr
+
+
+def test_the_picture_draws_the_best_row_whose_records_are_here(board, tmp_path, monkeypatch):
+    """Records files are not committed, so a checkout may hold the best row's results without
+    its records: the Gantt chart then shows the best row whose records are here, names it in
+    its title, and the log says which row it passed over and why; that row stays listed."""
+    import schedgym.envs.dag.record as dag_record
+
+    root, _ = board
+    scratch = tmp_path / "checkout"
+    shutil.copytree(root, scratch)
+    results = scratch / "leaderboard" / "results"
+    rows = [json.loads(p.read_text()) for p in results.glob("dag.topcuoglu__*.json")]
+    best = ranked(rows, lower_is_better=True)[0]  # the row the picture would show
+    (results / best["records_file"]).unlink()
+    (scratch / "leaderboard" / "img" / "dag.topcuoglu-picture.png").unlink()
+    titles = []
+
+    def plot_record(record, path, title=None, **kwargs):
+        titles.append(title)
+        return plot(record, path, title=title, **kwargs)
+
+    plot = dag_record.plot_record
+    monkeypatch.setattr(dag_record, "plot_record", plot_record)
+    log = []
+    build(scratch, catalogue=CATALOGUE, run=False, log=log.append)
+    assert (scratch / "leaderboard" / "img" / "dag.topcuoglu-picture.png").is_file()
+    passed = [line for line in log if "the picture passes over" in line]
+    assert len(passed) == 1 and best["policy"] in passed[0] and "is not here" in passed[0]
+    (title,) = titles
+    drawn = title.split(": ")[1].rsplit(" on ", 1)[0]
+    assert drawn != best["policy"] and drawn in {r["policy"] for r in rows}
+    assert best["policy"] in (scratch / "LEADERBOARD.md").read_text().split("## dag/topcuoglu")[1]
 
 
 def test_a_suite_that_cannot_run_here_is_shown_as_such(board, tmp_path):
