@@ -1,7 +1,8 @@
 """Score a MuZero checkpoint's planner with other search settings on validation cases.
 
 How the committed planners' settings were chosen (docs/results.md): the checkpoint's network,
-its planner with ``--rollout``/``--simulations``/``--max-considered`` replaced, one
+its planner with ``--rollout``/``--simulations``/``--max-considered`` replaced (or its prior
+made uniform, ``--uniform-prior``), one
 deterministic episode per case, the mean of the env's metric. Use validation cases only, never
 the test suites' (suites.py); each case is ``CASE`` or ``CASE@SEED`` (the reset seed).
 
@@ -28,6 +29,7 @@ from tqdm.auto import tqdm
 
 from schedgym.agents.muzero.policy import MuZeroPolicy, load_checkpoint
 from schedgym.agents.muzero.search import SearchConfig
+from schedgym.agents.muzero.train import uniform_prior
 from schedgym.episode import make_env, run_episode
 from schedgym.errors import SchedgymError
 
@@ -60,6 +62,12 @@ def main() -> None:
         help="follow the best sequence found so far (fortified rollout; default: saved)",
     )
     parser.add_argument(
+        "--uniform-prior",
+        action="store_true",
+        help="zero the policy head (every legal action equally likely): what the learned "
+        "prior adds to the search",
+    )
+    parser.add_argument(
         "--env-kwargs", type=json_object, default={}, help="env arguments, a JSON object"
     )
     args = parser.parse_args()
@@ -76,6 +84,8 @@ def main() -> None:
 def score(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """Play every case with the planner's settings and print the mean metric."""
     net, data = load_checkpoint(args.checkpoint)
+    if args.uniform_prior:
+        uniform_prior(net)
     planner = dict(data["planner"])
     if args.rollout:
         planner["rollout"] = args.rollout
@@ -107,7 +117,8 @@ def score(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     print(
         f"{args.checkpoint} rollout={planner.get('rollout')} @{search.simulations} "
         f"fortify={bool(planner.get('fortify'))} "
-        f"considered={search.max_considered}: mean {args.metric} {np.mean(scores):.4f} "
+        f"considered={search.max_considered}{' uniform-prior' if args.uniform_prior else ''}: "
+        f"mean {args.metric} {np.mean(scores):.4f} "
         f"over {len(scores)} cases in {time.perf_counter() - start:.0f} s; "
         + " ".join(f"{x:.4g}" for x in scores)
     )
