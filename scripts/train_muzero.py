@@ -32,11 +32,13 @@ against a heuristic. Budgets (decisions of self-play) are sized for about 10 min
   simulations (2.7 candidates fit per decision on average on random 300-buffer sets),
   self-play on random sets, checkpoints ranked by ``height_over_capacity`` (the task has no
   modelled time, the env's primary metric). It decides the buffers largest first and rolls
-  out first fit, the order and rule of the best greedy (``heuristic:first-fit-size``, first
-  on ``memmap/minimalloc``), and keeps that order on the suite (`MuZeroPolicy.reset`): the
-  order is the packer's choice, as each greedy's is. Until 2026-12-01 it planned in the env's
+  out first fit, the order and rule of the best greedy (``heuristic:first-fit-size``, the best
+  heuristic on ``memmap/minimalloc``), and keeps that order on the suite
+  (`MuZeroPolicy.reset`): the order is the packer's choice, as each greedy's is. So few
+  candidates fit that the search visits every legal one and the prior only breaks ties (a
+  uniform prior packs alike, docs/results.md). Until 2026-12-01 it planned in the env's
   ``start`` order with best-fit rollouts and packed MiniMalloc's instances at 1.381x the
-  capacity, above first fit by size (1.327; docs/results.md);
+  capacity, above first fit by size (1.327);
 * ``dag`` and the three memory-mapping recipes save fortified planners (``--fortify``: the
   policy follows the best complete schedule its searches have found, so it never ends worse
   than its rollout rule from the first state); on validation sets that lifted every one (daggen
