@@ -363,9 +363,10 @@ def train(cfg: NextUseConfig, progress: bool = True) -> dict[str, Any]:
     plays the last round's policy on fresh episodes and adds its rows. After every round the
     network refits on all rows (mean squared error of the log distance) and plays the
     validation routing (both folds of `profiling_holdout` of ``validate_on``); the round with
-    the lowest validation stall ships as ``model.zip``. Returns the training log, also written
-    to ``training.json``. Raises ``SchedgymError`` for a count below its least (``rounds`` 0,
-    the others 1) or an ``out`` that is a file."""
+    the lowest validation stall ships as ``model.zip``. The log holds MoE-Infinity's and
+    ``heuristic:next-use``'s stall on the same validation routing beside each round's.
+    Returns the training log, also written to ``training.json``. Raises ``SchedgymError`` for
+    a count below its least (``rounds`` 0, the others 1) or an ``out`` that is a file."""
     for name, least in (("rounds", 0), ("episodes", 1), ("epochs", 1), ("batch_size", 1)):
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
@@ -385,11 +386,16 @@ def train(cfg: NextUseConfig, progress: bool = True) -> dict[str, Any]:
     scratch = tempfile.TemporaryDirectory()
     val_cases, val_kwargs = _validation_cases(cfg, Path(scratch.name))
     reference = _stall(MoEInfinity(), val_cases, val_kwargs)
+    rule = _stall(PredictedNextUse(), val_cases, val_kwargs)
     net = NextUseNet(len(FEATURES), cfg.hidden)
     opt = th.optim.Adam(net.parameters(), lr=cfg.learning_rate)
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
-    log: dict[str, Any] = {"moe_infinity_validation": reference, "rounds": []}
+    log: dict[str, Any] = {
+        "moe_infinity_validation": reference,
+        "next_use_validation": rule,
+        "rounds": [],
+    }
     best = np.inf
     bar = tqdm(total=(cfg.rounds + 1) * cfg.episodes, disable=not progress, unit="episode")
     for r in range(cfg.rounds + 1):
@@ -417,11 +423,12 @@ def train(cfg: NextUseConfig, progress: bool = True) -> dict[str, Any]:
             net.save(out / "model.zip")
         entry = {"round": r, "rows": len(x), "mse": fit, "validation": val}
         log["rounds"].append(entry)
-        bar.set_postfix(mse=f"{fit:.3f}", val=f"{val / reference:.3f}x")
+        bar.set_postfix(mse=f"{fit:.3f}", val=f"{val / reference:.3f}x", rule=f"{val / rule:.3f}x")
         if writer is not None:
             writer.add_scalar("train/mse_log_distance", fit, r)
             writer.add_scalar("sched/stall_per_token_s", val, r)
             writer.add_scalar("sched/ratio_to_moe_infinity", val / reference, r)
+            writer.add_scalar("sched/ratio_to_next_use", val / rule, r)
     bar.close()
     scratch.cleanup()
     if writer is not None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from recipes import load_script
 
 from schedgym.agents.nextuse import (
     FEATURES,
@@ -27,6 +28,7 @@ from schedgym.envs.moe.env import MoEOffloadEnv, simulate
 from schedgym.episode import run_episode
 from schedgym.errors import SchedgymError
 from schedgym.leaderboard import learned_policies
+from schedgym.suites import SUITES
 from schedgym.workloads.moe import RoutingTrace, save_npz, tinymoe_trace
 
 
@@ -179,6 +181,7 @@ def test_a_short_training_beats_lru_on_its_validation_routing(trained, tmp_path)
         return np.mean([m["stall_per_token_s"] for m in runs])
 
     assert log["moe_infinity_validation"] == pytest.approx(stall("heuristic:moe-infinity"))
+    assert log["next_use_validation"] == pytest.approx(stall("heuristic:next-use"))
     best = min(e["validation"] for e in log["rounds"])
     # LRU stalls about 1.25x MoE-Infinity on this routing; Belady's next uses are learnable
     assert best < 0.95 * stall("heuristic:lru")
@@ -274,3 +277,23 @@ def test_policies_play_an_env_made_by_gym_make_as_given(trained, name):
         obs, _, terminated, truncated, info = env.step(policy.act(env, obs))
         done = terminated or truncated
     assert info["metrics"]["tokens"] == 24
+
+
+@pytest.mark.parametrize("name", ["mixtral", "olmoe"])
+def test_the_generator_recipes_train_on_other_text_than_their_suite_plays(name):
+    recipe = load_script("train_nextuse").RECIPES[name]
+    suite = SUITES[recipe.suite]
+    assert {c.case for c in suite.cases} == {recipe.case}
+    assert not {c.seed for c in suite.cases} & set(range(recipe.episodes))
+    env = MoEOffloadEnv(recipe.case)
+    test = [env.make_core(c.case, c.seed).episode.trace for c in suite.cases]
+    played = [env.make_core(recipe.case, s).episode.trace for s in range(recipe.episodes)]
+    # episodes as long as the suite's, none of them (nor the validation routing) a test episode
+    assert {t.n_tokens for t in played} == {t.n_tokens for t in test}
+    for fold in (0, 1):
+        played.append(profiling_holdout(env.make_core(recipe.validate_on, 0).episode.trace, fold))
+    for a in played:
+        assert not any(
+            a.experts.shape == b.experts.shape and np.array_equal(a.experts, b.experts)
+            for b in test
+        )

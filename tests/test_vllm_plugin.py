@@ -6,7 +6,6 @@ decisions and outputs, never wall-clock time."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ except ImportError:
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from recipes import load_script  # noqa: E402
 from vllm import LLM, SamplingParams  # noqa: E402
 from vllm.inputs import TokensPrompt  # noqa: E402
 
@@ -33,15 +33,8 @@ from schedgym.agents.export import export  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 # the gym-vs-engine recipe and these tests run the same tiny dummy-weight Llama
-GYM_VS_VLLM = _load_script("gym_vs_vllm")
+GYM_VS_VLLM = load_script("gym_vs_vllm")
 TINY_LLAMA = {**GYM_VS_VLLM.TINY_LLAMA, "max_position_embeddings": 2048}
 BLOCK = 32  # the CPU backend needs a multiple of 32
 # 16 KV blocks of 32 tokens (2 layers x 2 heads x 32 x fp32 x K and V = 1 KiB per token):
