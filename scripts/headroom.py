@@ -5,7 +5,7 @@
     python scripts/headroom.py msa --fast-tier trn1-sbuf [--capacities ...] [--markdown]
     python scripts/headroom.py msa-suites [--markdown]
     python scripts/headroom.py batching [--horizon 4] [--base POLICY] [--markdown]
-    python scripts/headroom.py moe [--capacities 0.25,0.5,0.75] [--markdown]
+    python scripts/headroom.py moe [--suite SUITE] [--capacities 0.25,0.5,0.75] [--markdown]
 
 ``memmap``: for each fast-tier capacity (a share of each model's peak live bytes) on the
 torch-model suite, the mean modelled time of all-slow memory, of the XLA-like greedy
@@ -36,10 +36,11 @@ included), from its arrival. The lookahead (``batching_lookahead``) plays the ba
 included, from each candidate: an oracle no scheduler can be, and not a bound either, but a
 measure of what knowing the future buys one decision at a time.
 
-``moe``: for each cache size (a share of all routed experts) on the tinymoe-test suite, the mean
-stall per token of MoE-Infinity (the best heuristic there), of Belady's MIN run as demand paging
-(``oracle:belady`` with prefetch 0: it reads the future routing), and of ``bound:min-copies``
-(no policy without CPU offload stalls less), with bound / MoE-Infinity.
+``moe``: for each cache size (a share of all routed experts) on an MoE suite (``--suite``,
+default ``moe/tinymoe-test``), the mean stall per token of MoE-Infinity, of the next-use rule (the
+best heuristic on every MoE suite), of Belady's MIN run as demand paging (``oracle:belady`` with
+prefetch 0: it reads the future routing), and of ``bound:min-copies`` (no policy without CPU
+offload stalls less), with bound / MoE-Infinity.
 """
 
 from __future__ import annotations
@@ -298,10 +299,11 @@ def batching(markdown: bool, horizon_s: float, base: str) -> str:
     )
 
 
-def moe(capacities: list[float | None], markdown: bool) -> str:
-    suite = SUITES["moe/tinymoe-test"]
+def moe(capacities: list[float | None], markdown: bool, suite_name: str) -> str:
+    suite = SUITES[suite_name]
     runs = (
         ("heuristic:moe-infinity", {}),
+        ("heuristic:next-use", {}),
         ("oracle:belady", {"prefetch": 0}),
         ("bound:min-copies", {}),
     )
@@ -321,10 +323,11 @@ def moe(capacities: list[float | None], markdown: bool) -> str:
             )
             for p, extra in runs
         ]
-        rows.append([fraction, *mean, mean[2] / mean[0]])
+        rows.append([fraction, *mean, mean[3] / mean[0]])
     head = [
         "cache share",
         "MoE-Infinity",
+        "next-use rule",
         "MIN, demand paging",
         "bound:min-copies",
         "bound / MoE-Inf",
@@ -342,6 +345,12 @@ def main(argv: list[str] | None = None) -> int:
         "0.25,0.5,0.75)",
     )
     ap.add_argument("--markdown", action="store_true", help="a Markdown table")
+    ap.add_argument(
+        "--suite",
+        default="moe/tinymoe-test",
+        choices=[name for name in SUITES if name.startswith("moe/")],
+        help="moe: the suite whose cases are played (default moe/tinymoe-test)",
+    )
     ap.add_argument(
         "--horizon",
         type=float,
@@ -370,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.env == "msa-suites":
         print(msa_suites(args.markdown))
     elif args.env == "moe":
-        print(moe(capacities, args.markdown))
+        print(moe(capacities, args.markdown, args.suite))
     else:
         from schedgym.baselines.batching import POLICIES
 
