@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 import tempfile
 import time
 import zipfile
@@ -186,21 +187,33 @@ class NextUseNet(th.nn.Module):
 
     @classmethod
     def load(cls, path: Path) -> NextUseNet:
-        """Read a zip `save` wrote; ``SchedgymError`` naming it when it is not one, or was
-        trained on other features than this version's `FEATURES`."""
+        """Read a zip `save` wrote; ``SchedgymError`` naming it when it is not one (unreadable,
+        a ``data.json`` without a width, weights of another shape), or was trained on other
+        features than this version's `FEATURES`."""
         try:
             with zipfile.ZipFile(path) as z:
                 data = json.loads(z.read("data.json"))
                 state = th.load(io.BytesIO(z.read("policy.pth")), weights_only=True)
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        except (OSError, KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as e:
             raise SchedgymError(f"{path}: not a {ALGO} checkpoint ({e})") from e
-        if data.get("features") != list(FEATURES):
+        except pickle.UnpicklingError as e:  # torch's advice to unpickle it anyway is not ours
+            raise SchedgymError(f"{path}: not a {ALGO} checkpoint (unreadable weights)") from e
+        if not isinstance(data, dict) or data.get("features") != list(FEATURES):
             raise SchedgymError(
-                f"{path}: trained on features {data.get('features')}, this version computes "
-                f"{list(FEATURES)}; retrain it (scripts/train_nextuse.py)"
+                f"{path}: trained on features "
+                f"{data.get('features') if isinstance(data, dict) else None}, this version "
+                f"computes {list(FEATURES)}; retrain it (scripts/train_nextuse.py)"
             )
-        net = cls(len(FEATURES), int(data["hidden"]))
-        net.load_state_dict(state)
+        hidden = data.get("hidden")
+        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+            raise SchedgymError(
+                f"{path}: data.json's hidden must be an integer >= 1, not {hidden!r}"
+            )
+        net = cls(len(FEATURES), hidden)
+        try:
+            net.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as e:
+            raise SchedgymError(f"{path}: its weights do not fit its data.json ({e})") from e
         net.eval()
         return net
 
@@ -224,6 +237,9 @@ class NextUsePolicy(_CachePolicy):
             path = Path(spec)
             if not path.exists():
                 raise SchedgymError(f"{path}: no such {ALGO} checkpoint (folder or model.zip)")
+            # one core per playing policy, as PPOPolicy: torch's default pool on a shared
+            # 2-core machine made OLMoE's 256-row evictions about 20x slower
+            th.set_num_threads(1)
             self.net = NextUseNet.load(path / "model.zip" if path.is_dir() else path)
         self.name = name or f"{ALGO}:{spec}"
         self.features = ExpertFeatures()

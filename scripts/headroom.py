@@ -336,8 +336,14 @@ def moe(capacities: list[float | None], markdown: bool, suite_name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("env", choices=["memmap", "msa", "msa-suites", "batching", "moe"])
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "env",
+        choices=["memmap", "msa", "msa-suites", "batching", "moe"],
+        help="which headroom to measure (each described above)",
+    )
     ap.add_argument(
         "--capacities",
         help="fast-tier shares of each model's peak live bytes, or 'full' for the tier's size "
@@ -371,7 +377,27 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     default = "0.25,0.5,0.75" if args.env == "moe" else "0.05,0.1,0.25,0.5"
     text = args.capacities or default
-    capacities = [None if c == "full" else float(c) for c in text.split(",")]
+    capacities = []
+    for item in text.split(","):
+        if item == "full" and args.env != "moe":
+            capacities.append(None)
+            continue
+        try:
+            value = float(item)
+        except ValueError:
+            value = float("nan")
+        top = 1.0 if args.env == "moe" else np.inf
+        if not 0.0 < value < top:
+            ap.error(
+                f"--capacities: {item!r} is not "
+                + (
+                    "a share of the experts strictly between 0 and 1 (at 1 every expert stays "
+                    "cached and there is nothing to decide)"
+                    if args.env == "moe"
+                    else "a positive share of the peak live bytes or 'full'"
+                )
+            )
+        capacities.append(value)
     if args.env == "memmap":
         print(memmap(capacities, args.markdown, args.fast_tier))
     elif args.env == "msa":

@@ -38,6 +38,7 @@ import numpy as np
 
 from schedgym.agents.nextuse import NextUseConfig, NextUsePolicy, train
 from schedgym.envs.moe.env import simulate
+from schedgym.errors import SchedgymError
 from schedgym.registry import env_entry
 from schedgym.suites import suites_for
 
@@ -46,6 +47,8 @@ REFERENCE = "heuristic:moe-infinity"
 
 @dataclass(frozen=True)
 class Recipe:
+    """Where a checkpoint trains, validates and is tested, and the target it is held to."""
+
     out: str
     case: str  # the training routing
     validate_on: str  # the case whose profiling routing validates
@@ -91,13 +94,13 @@ RECIPES = {
 
 
 def _count(least: int):
-    def parse(text: str) -> int:
+    def integer(text: str) -> int:
         value = int(text)
         if value < least:
             raise argparse.ArgumentTypeError(f"must be an integer >= {least}, got {value}")
         return value
 
-    return parse
+    return integer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds", type=_count(0), default=NextUseConfig.rounds, help="DAgger rounds (0)"
     )
     ap.add_argument(
-        "--tensorboard", default="runs", metavar="DIR", help="TensorBoard logs ('' for none)"
+        "--tensorboard",
+        default="runs",
+        metavar="DIR",
+        help="TensorBoard logs (default runs, under the current folder; '' for none)",
     )
     args = ap.parse_args(argv)
     recipe = RECIPES[args.recipe]
@@ -130,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         epochs=recipe.epochs,
         tensorboard=args.tensorboard or None,
     )
-    log = train(cfg)
+    try:
+        log = train(cfg)
+    except (SchedgymError, OSError) as e:  # an unusable --out, before any training
+        ap.error(str(e))
     (suite,) = (s for s in suites_for("moe") if s.name == recipe.suite)
     players = {"nextuse": NextUsePolicy(cfg.out)}
     players.update((n, n) for n in sorted(env_entry("moe").policies()) if n.startswith("heur"))
@@ -159,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_wall_s": log["wall_s"],
         "command": "python scripts/train_nextuse.py"
         + (f" --recipe {args.recipe}" if args.recipe != "tinymoe" else "")
+        + (f" --out {args.out}" if args.out else "")
         + (f" --seed {args.seed}" if args.seed else "")
         + (f" --rounds {args.rounds}" if args.rounds != NextUseConfig.rounds else ""),
     }

@@ -229,6 +229,26 @@ def test_bad_inputs_are_refused_with_the_reason(trained, tmp_path):
         w.writestr("data.json", json.dumps({**data, "features": data["features"][:-1]}))
     with pytest.raises(SchedgymError, match="retrain"):
         NextUsePolicy(stale)
+    # damaged checkpoints, each refused in one line naming the file (a break-it pass found
+    # tracebacks for all of them)
+    good = json.loads(zipfile.ZipFile(Path(cfg.out) / "model.zip").read("data.json"))
+    weights = zipfile.ZipFile(Path(cfg.out) / "model.zip").read("policy.pth")
+    for i, (pth, data, why) in enumerate(
+        [
+            (b"garbage", good, "not a nextuse checkpoint"),
+            (weights[: len(weights) // 2], good, "not a nextuse checkpoint"),
+            (weights, {**good, "hidden": good["hidden"] * 2}, "do not fit"),
+            (weights, {k: v for k, v in good.items() if k != "hidden"}, "hidden must be"),
+            (weights, {**good, "hidden": "abc"}, "hidden must be"),
+            (weights, [good], "retrain"),
+        ]
+    ):
+        damaged = tmp_path / f"damaged{i}.zip"
+        with zipfile.ZipFile(damaged, "w") as w:
+            w.writestr("policy.pth", pth)
+            w.writestr("data.json", json.dumps(data))
+        with pytest.raises(SchedgymError, match=f"damaged{i}.zip: .*{why}"):
+            NextUsePolicy(damaged)
     with pytest.raises(SchedgymError, match="not a nextuse checkpoint"):
         NextUsePolicy(tmp_path / "bare.npz")
     with pytest.raises(SchedgymError, match="no such nextuse checkpoint"):
