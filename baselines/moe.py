@@ -34,6 +34,11 @@ calibration routing). The oracle reads the future routing.
   no policy copies fewer experts over the episode (MIN minimises the loads of caching with
   bypass, prefetches included), and with ``prefetch=0`` and no CPU offload no policy has a
   higher hit rate (``tests/test_moe.py`` checks both).
+* ``oracle:belady-demand``: Belady's MIN as demand paging (Belady 1966): ``oracle:belady``
+  without its prefetches, so, without CPU offload, no policy copies fewer experts (below).
+  Where copies are the bottleneck (every suite here) this is the oracle that shows what knowing
+  the future buys: ``oracle:belady``'s earliest-opportunity prefetches evict experts MIN would
+  keep, and it stalls more than several heuristics (docs/moe.md).
 * ``bound:infinite``: every expert in GPU memory (``solve``): the stall-free ceiling.
 * ``bound:min-copies``: a lower bound on every policy's stall without CPU offload (``solve``):
   Belady's MIN gives the fewest copies that can serve the first ``v`` visits, for every ``v``;
@@ -466,6 +471,16 @@ class Belady(_CachePolicy):
         return int(np.where(core.resident, self.next_use, -1).argmax())
 
 
+class BeladyDemand(Belady):
+    """Belady's MIN as demand paging (see the module docstring): ``oracle:belady``'s evictions
+    and CPU bypass, never a prefetch."""
+
+    name = "oracle:belady-demand"
+
+    def prefetch(self, core: MoECore) -> int:
+        return core.skip
+
+
 class InfiniteCache:
     """Every expert in GPU memory: no miss, no stall (the throughput ceiling)."""
 
@@ -575,6 +590,7 @@ POLICIES: dict[str, Callable[[], Any]] = {
     "heuristic:moe-infinity": MoEInfinity,
     "heuristic:next-use": PredictedNextUse,
     "oracle:belady": Belady,
+    "oracle:belady-demand": BeladyDemand,
     "bound:infinite": InfiniteCache,
     "bound:min-copies": MinCopiesBound,
 }

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from schedgym.baselines.moe import POLICIES, Belady, Fiddler
+from schedgym.baselines.moe import POLICIES, Belady, Fiddler, min_copies
 from schedgym.envs.hardware import MODELS, load_cost_table
 from schedgym.envs.hardware.models import price
 from schedgym.envs.moe.core import (
@@ -416,6 +416,29 @@ def test_what_belady_bounds():
                             assert m["hit_rate"] <= demand["hit_rate"] + 1e-12, where
                         if "cpu_offload" not in kwargs:
                             assert m["demand_loads"] + m["prefetches"] >= copies, where
+
+
+def test_demand_belady_is_min_without_prefetches():
+    """``oracle:belady-demand`` on an env that offers prefetches plays exactly ``oracle:belady``
+    on one that offers none (a skipped prefetch changes nothing; `test_what_belady_bounds`
+    shows no policy copies fewer than that), and without CPU offload it copies no fewer than
+    MIN over the visits' requests one by one (`min_copies`, computed apart: a visit's experts
+    served together may not evict each other, so it can copy more)."""
+    for case in ("tinymoe-docs", "mixtral", "olmoe"):
+        for fraction in (0.15, 0.5):
+            for offload in (False, True):
+                base = {"tokens": 32, "cache_fraction": fraction}
+                if offload:
+                    base["cpu_offload"] = True
+                demand, record = simulate("oracle:belady-demand", case, 3, **base, prefetch=2)
+                pure = simulate("oracle:belady", case, 3, **base, prefetch=0)[0]
+                where = (case, fraction, offload)
+                assert demand["prefetches"] == 0, where
+                for key in ("stall_s", "hits", "demand_loads", "cpu_experts", "bytes_copied"):
+                    assert demand[key] == pure[key], (where, key)
+                if not offload:
+                    core = MoEOffloadEnv(case, **base).make_core(case, 3)
+                    assert min_copies(core)[-1] <= demand["demand_loads"], where
 
 
 def _least_stall(core, memo):
