@@ -36,9 +36,9 @@ calibration routing). The oracle reads the future routing.
   higher hit rate (``tests/test_moe.py`` checks both).
 * ``oracle:belady-demand``: Belady's MIN as demand paging (Belady 1966): ``oracle:belady``
   without its prefetches, so, without CPU offload, no policy copies fewer experts (below).
-  Where copies are the bottleneck (every suite here) this is the oracle that shows what knowing
-  the future buys: ``oracle:belady``'s earliest-opportunity prefetches evict experts MIN would
-  keep, and it stalls more than several heuristics (docs/moe.md).
+  Neither oracle bounds stall, and which stalls less depends on the case: on the tiny MoE's
+  and Mixtral's suites ``oracle:belady``'s earliest-opportunity prefetches evict experts MIN
+  would keep and stall more than several heuristics, while on OLMoE's they pay (docs/moe.md).
 * ``bound:infinite``: every expert in GPU memory (``solve``): the stall-free ceiling.
 * ``bound:min-copies``: a lower bound on every policy's stall without CPU offload (``solve``):
   Belady's MIN gives the fewest copies that can serve the first ``v`` visits, for every ``v``;
