@@ -36,6 +36,17 @@ def _env_kwargs(args: argparse.Namespace) -> dict[str, Any] | None:
     return value
 
 
+def _seed(text: str) -> int:
+    """argparse type: a seed, an integer of at least 0 (numpy's seeds are non-negative)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     """argparse type: an integer of at least 1."""
     try:
@@ -48,7 +59,8 @@ def _positive_int(text: str) -> int:
 
 
 def _check_env_arguments(env: str, kwargs: dict[str, Any]) -> None:
-    """Refuse, in one line, an ``--env-kwargs`` key ``env``'s class does not take."""
+    """Refuse, in one line, an ``--env-kwargs`` key ``env``'s class does not take, or a value
+    its constructor refuses (a value only a case can check is refused when the case loads)."""
     import importlib
 
     from schedgym.registry import env_entry
@@ -57,18 +69,17 @@ def _check_env_arguments(env: str, kwargs: dict[str, Any]) -> None:
     module, _, name = entry.entry_point.partition(":")
     cls = getattr(importlib.import_module(module), name)
     params = inspect.signature(cls).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        try:  # the env sorts its own arguments: let it say which it refuses
-            cls(**kwargs)
-        except (TypeError, ValueError) as exc:
-            raise SchedgymError(f"--env-kwargs: {exc}") from None
-        return
-    unknown = sorted(set(kwargs) - set(params))
-    if unknown:
-        raise SchedgymError(
-            f"--env-kwargs: {entry.gym_id} takes no argument {unknown[0]!r} (it takes "
-            f"{', '.join(p for p in params if p != 'self')})"
-        )
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(kwargs) - set(params))
+        if unknown:
+            raise SchedgymError(
+                f"--env-kwargs: {entry.gym_id} takes no argument {unknown[0]!r} (it takes "
+                f"{', '.join(p for p in params if p != 'self')})"
+            )
+    try:  # the env checks its own values (and, taking **kwargs, its own names)
+        cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise SchedgymError(f"--env-kwargs: {exc}") from None
 
 
 # -- list ------------------------------------------------------------------------------------------
@@ -274,6 +285,11 @@ def cmd_run(args: argparse.Namespace) -> None:
         **(learned_layout_kwargs(args.policy, entry.name) if is_learned(args.policy) else {}),
         **(_env_kwargs(args) or {}),
     }
+    if args.case and args.workload and args.case != args.workload:
+        raise SchedgymError(f"--case {args.case!r} and --workload {args.workload!r} disagree")
+    plot = args.plot or args.gantt
+    if plot and Path(plot).is_dir():
+        raise SchedgymError(f"--plot: {plot} is a folder; name the picture, e.g. {plot}/run.png")
     case = args.case or args.workload
     given = env_kwargs.get("case")  # the env's default case: --case would silently win
     if case and given is not None and given != case:
@@ -287,7 +303,6 @@ def cmd_run(args: argparse.Namespace) -> None:
     rows = [(k, v) for k, v in result.metrics.items() if isinstance(v, int | float | str)]
     rows += [("decisions", result.decisions), ("wall s", result.wall_s)]
     print(format_table(["metric", "value"], rows))
-    plot = args.plot or args.gantt
     if plot:
         plot_record = entry.module("record").plot_record
         extra = (
@@ -724,7 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--case", help="instance, trace or buffer-set name, or file:PATH")
     s.add_argument("--workload", help="same as --case")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--plot", metavar="PNG", help="write the episode's picture here")
     s.add_argument("--gantt", metavar="PNG", help="same as --plot")
     s.add_argument("--json", metavar="OUT", help="write metrics and the episode record here")
@@ -751,7 +766,7 @@ def build_parser() -> argparse.ArgumentParser:
         "environment's heuristics on its default case, then train PPO briefly on random 6x6 "
         "job shops and compare it, greedy, with the dispatching rules on held-out instances.",
     )
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument(
         "--train-steps",
         type=int,
@@ -883,7 +898,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--n-envs", type=int, default=2, help="vectorised envs (per env runner with rllib-ppo)"
     )
     s.add_argument("--eval-every", type=int, default=10_000, help="env steps between validations")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--out", help="output folder (default policies/ENV-ALGO)")
     s.add_argument(
         "--resume", action="store_true", help="continue from OUT/last.zip (muzero: OUT/last.pt)"
@@ -935,7 +950,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--n-envs", type=int, default=1, help="vectorised envs per trial")
     s.add_argument("--cpus-per-trial", type=float, default=1.0)
-    s.add_argument("--seed", type=int, default=0, help="seeds the sampling of configurations")
+    s.add_argument("--seed", type=_seed, default=0, help="seeds the sampling of configurations")
     s.add_argument("--out", help="output folder (default sweeps/ENV-ALGO)")
     s.add_argument("--resume", action="store_true", help="continue the interrupted sweep in OUT")
     s.add_argument("--env-kwargs", metavar="JSON", help="extra env constructor arguments")

@@ -285,6 +285,9 @@ def test_graph_json_round_trip(tmp_path):
 def test_a_saved_graph_is_a_case(tmp_path):
     topcuoglu_2002().save(tmp_path / "thw.json")
     result = run_episode("dag", "heuristic:heft", case=str(tmp_path / "thw.json"))
+    assert result.metrics["makespan"] == 80.0  # HEFT's schedule in Topcuoglu et al.'s Fig. 4
+    # the file:PATH form every env's cases take
+    result = run_episode("dag", "heuristic:heft", case=f"file:{tmp_path / 'thw.json'}")
     assert result.metrics["makespan"] == 80.0
 
 

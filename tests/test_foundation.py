@@ -74,6 +74,46 @@ def test_every_verb_has_help(verb):
             + ["--env-kwargs", '{"case": "daggen:10"}'],
             "--case 'topcuoglu' and the case in --env-kwargs, 'daggen:10', disagree",
         ),
+        # found by a break-it pass: each was a traceback, or was accepted as the default
+        (["run", "--env", "jobshop", "--policy", "random", "--seed", "-1"], "must be at least 0"),
+        (
+            ["run", "--env", "jobshop", "--policy", "random", "--env-kwargs", '{"max_jobs": -1}'],
+            "--env-kwargs: max_jobs and max_machines must be >= 1",
+        ),
+        (
+            ["run", "--env", "batching", "--policy", "random", "--env-kwargs"]
+            + ['{"max_num_seqs": 0}'],
+            "max_num_seqs must be >= 1, got 0",
+        ),
+        (
+            ["run", "--env", "batching", "--policy", "random", "--case", "azure-conv-synth:5"]
+            + ["--env-kwargs", '{"slo_mix": "x"}'],
+            "mix 'x' must be 2 probabilities",
+        ),
+        (
+            ["run", "--env", "memmap", "--policy", "random", "--env-kwargs"]
+            + ['{"fast_bandwidth": 0}'],
+            "fast_bandwidth must be a positive number of bytes/s, got 0",
+        ),
+        (
+            ["run", "--env", "memmap", "--policy", "random", "--env-kwargs"]
+            + ['{"copy_bandwidth": NaN}'],
+            "copy_bandwidth must be a positive number of bytes/s, got nan",
+        ),
+        (
+            ["run", "--env", "moe", "--policy", "random", "--env-kwargs"]
+            + ['{"model": "llama-2-7b"}'],
+            "model 'llama-2-7b' routes no experts",
+        ),
+        (
+            ["run", "--env", "jobshop", "--policy", "random", "--case", "ft06"]
+            + ["--workload", "ta01"],
+            "--case 'ft06' and --workload 'ta01' disagree",
+        ),
+        (
+            ["run", "--env", "jobshop", "--policy", "random", "--case", "ft06", "--plot", "."],
+            "--plot: . is a folder",
+        ),
     ],
 )
 def test_errors_are_one_line_not_a_traceback(args, message):

@@ -371,6 +371,8 @@ def load_numpy(
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         if isinstance(exc, WorkloadError):
             raise
+        if "allow_pickle" in str(exc):  # numpy's advice to unpickle it anyway is not ours
+            raise WorkloadError("not a numpy array file (no plain array in it)", p) from None
         raise WorkloadError(f"not a readable numpy file: {exc}", p) from None
     if experts.ndim != 3:
         raise WorkloadError(f"routing must be tokens x layers x k, got shape {experts.shape}", p)

@@ -147,9 +147,15 @@ def assign_slo(
     classes = tuple(classes)
     if not classes:
         raise WorkloadError("assign_slo: no SLO classes given", trace.name)
-    p = np.full(len(classes), 1.0 / len(classes)) if mix is None else np.asarray(mix, float)
-    if p.shape != (len(classes),) or np.any(p < 0) or not math.isclose(p.sum(), 1.0):
-        raise WorkloadError(f"assign_slo: mix {list(p)} must be {len(classes)} probabilities")
+    try:
+        p = np.full(len(classes), 1.0 / len(classes)) if mix is None else np.asarray(mix, float)
+    except (TypeError, ValueError):
+        p = np.array([np.nan])
+    if p.shape != (len(classes),) or not np.all(p >= 0) or not math.isclose(p.sum(), 1.0):
+        raise WorkloadError(
+            f"assign_slo: mix {mix!r} must be {len(classes)} probabilities summing to 1",
+            trace.name,
+        )
     drawn = as_generator(seed).choice(len(classes), size=trace.n_requests, p=p)
     return trace._replace(slice(None), slo_class=drawn, slo_classes=classes)
 

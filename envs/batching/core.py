@@ -115,6 +115,14 @@ class EngineConfig:
     watermark: float = 0.01
 
     def __post_init__(self) -> None:
+        # a 0 or 2.5 must not pass for "vLLM's default" or be rounded
+        for name in ("max_num_seqs", "max_num_batched_tokens", "kv_blocks", "tp", "block_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        for name in ("max_num_seqs", "max_num_batched_tokens"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         object.__setattr__(self, "budgets", tuple(int(b) for b in self.budgets))
         b = self.budgets
         if not b or any(x <= 0 for x in b) or list(b) != sorted(set(b)):
@@ -143,13 +151,17 @@ class EngineConfig:
     @property
     def num_seqs(self) -> int:
         """The running-sequence limit: ``max_num_seqs``, or vLLM's default for the hardware."""
-        return self.max_num_seqs or vllm_batch_defaults(self.hardware)[1]
+        if self.max_num_seqs is not None:
+            return self.max_num_seqs
+        return vllm_batch_defaults(self.hardware)[1]
 
     @property
     def batched_tokens(self) -> int:
         """vLLM v1's step token budget: ``max_num_batched_tokens``, or vLLM's default for the
         hardware."""
-        return self.max_num_batched_tokens or vllm_batch_defaults(self.hardware)[0]
+        if self.max_num_batched_tokens is not None:
+            return self.max_num_batched_tokens
+        return vllm_batch_defaults(self.hardware)[0]
 
     @property
     def max_tokens(self) -> int:

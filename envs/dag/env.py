@@ -90,7 +90,7 @@ class DagSchedEnv(gym.Env):
     daggen's knobs, on the ``platform``), ``"daggen"``/``"daggen:N"`` (a layered random DAG with
     Topcuoglu et al.'s explicit cost model: ``ccr``, ``beta`` on ``procs`` processors), a model of
     ``workloads.torch_models.MODEL_ZOO`` (``"gpt2-tiny"``, ``"resnet18"``, ...: its ``torch.fx``
-    operator graph), a task-graph JSON file path, or a ``TaskGraph`` object.
+    operator graph), a task-graph JSON file (``PATH`` or ``file:PATH``), or a ``TaskGraph`` object.
 
     ## Action Space
 
@@ -312,11 +312,13 @@ class DagSchedEnv(gym.Env):
 
         if case in MODEL_ZOO:
             return [traced_graph(case)] * count
+        if family == "file":  # file:PATH, as every env's cases take it
+            return [load_graph(arg)] * count
         if case.endswith(".json") or Path(case).is_file():
             return [load_graph(case)] * count
         raise SchedgymError(
             f"unknown case {case!r}: use topcuoglu, random[:N], daggen[:N], a model of "
-            f"{', '.join(MODEL_ZOO)}, or a task-graph .json file"
+            f"{', '.join(MODEL_ZOO)}, or a task-graph .json file (PATH or file:PATH)"
         )
 
     def _compile(self, case: str | TaskGraph) -> Instance:

@@ -7,6 +7,7 @@ of a placement (`plot_record`); ``bench`` steps/s and the greedy baselines on an
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 from typing import Any
 
@@ -226,10 +227,28 @@ class MemoryMapEnv(gym.Env):
             raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
         if order not in ORDERS:
             raise ValueError(f"unknown buffer order {order!r}; known: {', '.join(ORDERS)}")
+        if isinstance(max_candidates, bool) or not isinstance(max_candidates, int):
+            raise ValueError(f"max_candidates must be an integer >= 1, got {max_candidates!r}")
         if max_candidates < 1:
             raise ValueError(f"max_candidates must be >= 1, got {max_candidates}")
         if fast_tier not in FAST_TIERS:
             raise ValueError(f"unknown fast_tier {fast_tier!r}; known: {', '.join(FAST_TIERS)}")
+        if fast_capacity is not None and (
+            isinstance(fast_capacity, bool) or not isinstance(fast_capacity, int | float)
+        ):
+            raise ValueError(
+                "fast_capacity must be a byte count (an integer) or a share in (0, 1] (a "
+                f"float), got {fast_capacity!r}"
+            )
+        # 0 or NaN must not fall back to the tier's default unnoticed
+        for name, value in (("fast_bandwidth", fast_bandwidth), ("copy_bandwidth", copy_bandwidth)):
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value <= 0
+            ):
+                raise ValueError(f"{name} must be a positive number of bytes/s, got {value!r}")
         if isinstance(fast_capacity, float) and not 0.0 < fast_capacity <= 1.0:
             raise ValueError(f"a float fast_capacity is a share in (0, 1], got {fast_capacity}")
         if isinstance(fast_capacity, int) and fast_capacity < 1:
@@ -255,8 +274,8 @@ class MemoryMapEnv(gym.Env):
             pad = get_scratchpad(fast_tier)
             self.slow_bandwidth, fast_default = pad.slow_bandwidth, pad.bandwidth
             copy_default, self.default_fast_capacity = pad.copy_bandwidth, pad.capacity_bytes
-        self.fast_bandwidth = float(fast_bandwidth or fast_default)
-        self.copy_bandwidth = float(copy_bandwidth or copy_default)
+        self.fast_bandwidth = float(fast_default if fast_bandwidth is None else fast_bandwidth)
+        self.copy_bandwidth = float(copy_default if copy_bandwidth is None else copy_bandwidth)
         self.layout = EntityLayout(
             max_entities=max_candidates,
             n_features=len(CANDIDATE_FEATURES) + len(WINDOW_FEATURES) * (task == "msa"),

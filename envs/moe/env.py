@@ -282,6 +282,9 @@ class MoEOffloadEnv(gym.Env):
                 raise WorkloadError(f"{name} must be an integer >= {least}, got {value!r}")
         if not isinstance(cpu_offload, bool):
             raise WorkloadError(f"cpu_offload must be true or false, got {cpu_offload!r}")
+        if model is not None and not get_model(model).experts:
+            moe = ", ".join(m.name for m in MODELS.values() if m.experts)
+            raise WorkloadError(f"model {model!r} routes no experts; a mixture of experts: {moe}")
         self.default_case = case or DEFAULT_CASE
         self.settings = {
             "model": model,
