@@ -118,7 +118,9 @@ class EngineConfig:
         # a 0 or 2.5 must not pass for "vLLM's default" or be rounded
         for name in ("max_num_seqs", "max_num_batched_tokens", "kv_blocks", "tp", "block_size"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | np.integer)
+            ):
                 raise ValueError(f"{name} must be an integer, got {value!r}")
         for name in ("max_num_seqs", "max_num_batched_tokens"):
             if getattr(self, name) is not None and getattr(self, name) < 1:

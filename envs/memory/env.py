@@ -227,14 +227,15 @@ class MemoryMapEnv(gym.Env):
             raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
         if order not in ORDERS:
             raise ValueError(f"unknown buffer order {order!r}; known: {', '.join(ORDERS)}")
-        if isinstance(max_candidates, bool) or not isinstance(max_candidates, int):
+        if isinstance(max_candidates, bool) or not isinstance(max_candidates, int | np.integer):
             raise ValueError(f"max_candidates must be an integer >= 1, got {max_candidates!r}")
         if max_candidates < 1:
             raise ValueError(f"max_candidates must be >= 1, got {max_candidates}")
         if fast_tier not in FAST_TIERS:
             raise ValueError(f"unknown fast_tier {fast_tier!r}; known: {', '.join(FAST_TIERS)}")
         if fast_capacity is not None and (
-            isinstance(fast_capacity, bool) or not isinstance(fast_capacity, int | float)
+            isinstance(fast_capacity, bool)
+            or not isinstance(fast_capacity, int | float | np.integer | np.floating)
         ):
             raise ValueError(
                 "fast_capacity must be a byte count (an integer) or a share in (0, 1] (a "
@@ -244,14 +245,14 @@ class MemoryMapEnv(gym.Env):
         for name, value in (("fast_bandwidth", fast_bandwidth), ("copy_bandwidth", copy_bandwidth)):
             if value is not None and (
                 isinstance(value, bool)
-                or not isinstance(value, int | float)
+                or not isinstance(value, int | float | np.integer | np.floating)
                 or not math.isfinite(value)
                 or value <= 0
             ):
                 raise ValueError(f"{name} must be a positive number of bytes/s, got {value!r}")
-        if isinstance(fast_capacity, float) and not 0.0 < fast_capacity <= 1.0:
+        if isinstance(fast_capacity, float | np.floating) and not 0.0 < fast_capacity <= 1.0:
             raise ValueError(f"a float fast_capacity is a share in (0, 1], got {fast_capacity}")
-        if isinstance(fast_capacity, int) and fast_capacity < 1:
+        if isinstance(fast_capacity, int | np.integer) and fast_capacity < 1:
             raise ValueError(f"fast_capacity must be a positive byte count, got {fast_capacity}")
         self.task, self.default_case, self.order = task, case or DEFAULT_CASE, order
         self.hardware, self.fast_tier = str(hardware), fast_tier
