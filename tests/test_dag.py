@@ -273,6 +273,18 @@ def test_malformed_files_are_refused_with_file_and_place(tmp_path):
         load_graph(bad)
     with pytest.raises(WorkloadError, match="no such file"):
         load_graph(tmp_path / "missing.json")
+    # each cost finite, their sum not: HEFT's makespan was inf and the record validated
+    bad.write_text(
+        json.dumps(
+            {
+                "devices": ["P1", "P2"],
+                "tasks": [{"name": n, "costs": [1e308, 1e308]} for n in ("a", "b")],
+                "edges": [["a", "b", 1]],
+            }
+        )
+    )
+    with pytest.raises(WorkloadError, match=r"bad\.json: the costs .* overflow"):
+        load_graph(bad)
 
 
 def test_graph_json_round_trip(tmp_path):

@@ -123,6 +123,14 @@ class TaskGraph:
                     f"edge {self.tasks[s]} -> {self.tasks[d]}: weight must be finite "
                     f"and >= 0, got {b!r}"
                 )
+        if explicit:
+            # a schedule adds these up: a sum past the largest float is an infinite makespan
+            longest = sum(max(c for c in row if c is not None) for row in self.costs)
+            if not math.isfinite(longest + sum(self.edge_bytes)):
+                raise fail(
+                    "the costs and edge weights add up past the largest float, so schedule "
+                    "times would overflow; rescale them"
+                )
         cycle = self._find_cycle()
         if cycle:
             path = " -> ".join(self.tasks[i] for i in cycle)
