@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
@@ -36,26 +37,23 @@ def _env_kwargs(args: argparse.Namespace) -> dict[str, Any] | None:
     return value
 
 
-def _seed(text: str) -> int:
-    """argparse type: a seed, an integer of at least 0 (numpy's seeds are non-negative)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
+def _int_at_least(least: int) -> Callable[[str], int]:
+    """argparse type: an integer of at least ``least``, refused in one line otherwise."""
+
+    def integer(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        return value
+
+    return integer
 
 
-def _positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+_seed = _int_at_least(0)  # numpy's seeds are non-negative
+_positive_int = _int_at_least(1)
 
 
 def _check_env_arguments(env: str, kwargs: dict[str, Any]) -> None:
