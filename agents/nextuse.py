@@ -50,6 +50,7 @@ import numpy as np
 import torch as th
 from tqdm import tqdm
 
+from schedgym.agents.runs import summary_writer
 from schedgym.baselines.moe import MoEInfinity, PredictedNextUse, _CachePolicy, _core_of
 from schedgym.envs.moe.core import MoECore, run_policy
 from schedgym.envs.moe.env import MoEOffloadEnv
@@ -395,9 +396,7 @@ def train(cfg: NextUseConfig, progress: bool = True) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     writer = None
     if cfg.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(Path(cfg.tensorboard) / cfg.env / ALGO))
+        writer = summary_writer(cfg.tensorboard, cfg.env, ALGO)
     start = time.perf_counter()
     scratch = tempfile.TemporaryDirectory()
     val_cases, val_kwargs = _validation_cases(cfg, Path(scratch.name))

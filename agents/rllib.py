@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from schedgym.agents.runs import summary_writer
 from schedgym.errors import SchedgymError
 from schedgym.policy import PolicyKind, unwrap_env
 from schedgym.registry import env_entry
@@ -157,9 +158,7 @@ def train_rllib(
     algo = algorithm_config(cfg).build_algo()
     writer = None
     if cfg.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(Path(cfg.tensorboard) / cfg.env / "rllib-ppo"))
+        writer = summary_writer(cfg.tensorboard, cfg.env, "rllib-ppo")
     rows: list[dict[str, float]] = []
     bar = tqdm(total=cfg.steps, disable=not progress, unit="step")
     try:

@@ -30,10 +30,11 @@ calibration routing). The oracle reads the future routing.
   the expert needed soonest whenever it is needed before the expert it would evict, and with
   CPU offload computing a miss on the CPU when it is needed later than every candidate victim.
   An oracle, not a bound: it reads the future routing but does not minimise stall, and with
-  copies that take time its hit rate is not the highest possible either. What it does bound:
-  no policy copies fewer experts over the episode (MIN minimises the loads of caching with
-  bypass, prefetches included), and with ``prefetch=0`` and no CPU offload no policy has a
-  higher hit rate (``tests/test_moe.py`` checks both).
+  copies that take time its hit rate is not the highest possible either. What it does bound,
+  without CPU offload and run as demand paging (``prefetch=0``): no policy, prefetching or not,
+  copies fewer experts over the episode (MIN minimises the loads of any schedule; with
+  prefetches on, its own early copies can add loads), and no policy has a higher hit rate
+  (``tests/test_moe.py`` checks both).
 * ``oracle:belady-demand``: Belady's MIN as demand paging (Belady 1966): ``oracle:belady``
   without its prefetches, so, without CPU offload, no policy copies fewer experts (below).
   Neither oracle bounds stall, and which stalls less depends on the case: on the tiny MoE's
@@ -411,7 +412,9 @@ class PredictedNextUse(_CachePolicy):
 
 
 class Belady(_CachePolicy):
-    """Belady's MIN with optimal prefetching and bypass (see the module docstring)."""
+    """Belady's MIN with prefetching at the earliest opportunity, and bypass (see the module
+    docstring): the fewest copies for the residency it keeps, not the least stall, which
+    ``oracle:belady-demand`` beats where its prefetches evict experts needed sooner."""
 
     name = "oracle:belady"
     kind = "oracle"

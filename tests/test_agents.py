@@ -326,3 +326,23 @@ def test_ppo_names_a_file_that_is_not_its_checkpoint(tmp_path):
         resolve_policy("jobshop", f"ppo:{tmp_path / 'model.pt'}")
     with pytest.raises(SchedgymError, match=r"config.json is not a PPO checkpoint, the zip"):
         resolve_policy("jobshop", f"ppo:{tmp_path / 'config.json'}")
+
+
+def test_each_training_run_logs_to_its_own_folder_numbered_as_sb3_numbers_them(tmp_path):
+    """`run_folder` against SB3's own logger (`configure_logger`, what `model.learn` uses): a
+    new run takes the next number beside SB3's runs, a resumed run the latest, so two MuZero or
+    nextuse runs (two recipes) no longer write into one folder."""
+    from stable_baselines3.common.utils import configure_logger
+
+    from schedgym.agents.runs import run_folder
+
+    root = tmp_path / "runs"
+    logs = root / "moe"
+    assert run_folder(root, "moe", "ppo", resume=True) == logs / "ppo_1"  # nothing to resume
+    for expected in ("ppo_1", "ppo_2"):
+        assert run_folder(root, "moe", "ppo") == logs / expected
+        sb3 = configure_logger(0, str(logs), "ppo").get_dir()
+        assert sb3 == str(logs / expected) and (logs / expected).is_dir()
+    resumed = configure_logger(0, str(logs), "ppo", reset_num_timesteps=False).get_dir()
+    assert run_folder(root, "moe", "ppo", resume=True) == logs / "ppo_2" == type(logs)(resumed)
+    assert run_folder(root, "moe", "nextuse") == logs / "nextuse_1"  # numbered per algorithm

@@ -15,7 +15,8 @@
 4. Every ``eval_every`` decisions the network plans deterministically (`MuZeroPolicy`) on the
    validation cases; the best checkpoint so far is ``model.pt``, the latest ``last.pt``
    (``--resume`` continues it; the replay buffer restarts empty). TensorBoard logs under
-   ``runs/ENV/muzero`` with the problem's metrics under ``sched/``.
+   ``runs/ENV/muzero_N`` (one folder per run, `schedgym.agents.runs`) with the problem's
+   metrics under ``sched/``.
 
 ``init_from`` (a PPO policy folder) warm-starts ``h`` and ``f`` from PPO's encoder, actor and
 critic (`MuZeroNet.load_ppo`): planning then starts from a prior and a value that already
@@ -46,6 +47,7 @@ from schedgym.agents.muzero.networks import MuZeroNet, obs_to_tensor
 from schedgym.agents.muzero.policy import MuZeroPolicy, load_checkpoint, save_checkpoint
 from schedgym.agents.muzero.search import SearchConfig, gumbel_search
 from schedgym.agents.ppo import TrainConfig, baseline_scores, validation_episodes
+from schedgym.agents.runs import summary_writer
 from schedgym.episode import make_env, run_episode
 from schedgym.errors import SchedgymError
 from schedgym.registry import env_entry
@@ -378,9 +380,7 @@ def train(
     validator = Validator(cfg, heuristic) if cfg.val_cases else None
     writer = None
     if cfg.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(Path(cfg.tensorboard) / cfg.env / "muzero"))
+        writer = summary_writer(cfg.tensorboard, cfg.env, "muzero", resume)
 
     def checkpoint(file: str) -> None:
         save_checkpoint(out / file, net, net_kwargs, cfg.planner(), cfg.search(True), cfg.order())
