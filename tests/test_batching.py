@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+from test_foundation import run_cli
 
 from schedgym.baselines.batching import POLICIES, moore_hodgson
 from schedgym.envs.batching.core import (
@@ -152,6 +153,27 @@ def test_vidur_trace_format_loads_and_replays_at_another_rate(tmp_path):
         build_trace(resolve_case(f"file:{path}", {"load": 0.5}), np.random.default_rng(0))
 
 
+def test_a_trace_file_shorter_than_asked_is_refused_not_replayed_short(tmp_path, monkeypatch):
+    """``n_requests`` (or ``NAME:N`` on a file-backed case) above the file's count would run
+    the shorter trace under the asked name; it is refused naming the file and both counts."""
+    rows = "TIMESTAMP,ContextTokens,GeneratedTokens\n" + "".join(
+        f"2023-11-16 18:15:4{i}.0,300,20\n" for i in range(3)
+    )
+    path = tmp_path / "three.csv"
+    path.write_text(rows)
+    rng = np.random.default_rng(0)
+    assert build_trace(resolve_case(f"file:{path}", {"n_requests": 3}), rng).n_requests == 3
+    with pytest.raises(WorkloadError, match=r"three\.csv: 4 requests asked .* holds 3$"):
+        build_trace(resolve_case(f"file:{path}", {"n_requests": 4}), rng)
+    # the file-backed azure-conv case, pointed at a 3-request copy of its file
+    monkeypatch.setenv("SCHEDGYM_DATA", str(tmp_path))
+    (tmp_path / AZURE_CONV).parent.mkdir(parents=True)
+    (tmp_path / AZURE_CONV).write_text(rows)
+    assert build_trace(resolve_case("azure-conv:3"), rng).n_requests == 3
+    with pytest.raises(WorkloadError, match=r"_conv\.csv: 5 requests asked .* holds 3$"):
+        build_trace(resolve_case("azure-conv:5"), rng)
+
+
 # --- engine against hand-worked figures --------------------------------------------------------
 
 
@@ -163,6 +185,38 @@ def test_kv_capacity_follows_memory_minus_weights():
     # Llama-2-70B on 4 GPUs: 34.49 GB of weights and 81,920 B per token on each:
     # (77,309,411,328 - 34,488,320,000) / 1,310,720 = 32669.7
     assert replica(EngineConfig(model="llama-2-70b", tp=4)).kv_blocks == 32669
+
+
+def test_tp_must_divide_the_attention_heads_as_vllm_requires():
+    """vLLM refuses a tensor-parallel size that does not divide the attention heads
+    (ModelConfig.verify_with_parallel_config); so does the config, before anything is priced."""
+    with pytest.raises(ValueError, match="32 attention heads of llama-2-7b, got 3$"):
+        EngineConfig(tp=3)
+    with pytest.raises(ValueError, match="64 attention heads of llama-2-70b, got 6$"):
+        resolve_case("azure-conv-70b-tp4", {"tp": 6})
+    assert EngineConfig(tp=2).tp == 2 and resolve_case("azure-conv-70b-tp8").engine.tp == 8
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--env-kwargs", '{"tp": 3}'], "tp must divide the 32 attention heads of llama-2-7b"),
+        (
+            ["--case", "file:{path}", "--env-kwargs", '{"n_requests": 5}'],
+            "{path}: 5 requests asked (n_requests or NAME:N), the trace holds 2",
+        ),
+    ],
+    ids=["tp", "short-trace"],
+)
+def test_bad_tp_and_short_trace_files_are_one_line_cli_errors(tmp_path, args, message):
+    path = tmp_path / "two.csv"
+    path.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,300,5\n1.0,80,5\n")
+    run = ["run", "--env", "batching", "--policy", "heuristic:sarathi"]
+    out = run_cli(*run, *(a.replace("{path}", str(path)) for a in args))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("schedgym: error:")
+    assert message.replace("{path}", str(path)) in lines[0]
 
 
 def test_one_request_steps_match_the_cost_tables_slow_path():

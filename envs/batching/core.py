@@ -145,6 +145,14 @@ class EngineConfig:
             raise ValueError("gpu_memory_utilization must be in (0, 1]")
         if self.tp < 1 or self.step_overhead_s < 0 or self.seq_overhead_s < 0:
             raise ValueError("tp must be >= 1 and CPU overheads >= 0")
+        # Tensor parallelism shards attention by heads, so vLLM refuses at startup a tp that does
+        # not divide them (ModelConfig.verify_with_parallel_config: "Total number of attention
+        # heads (32) must be divisible by tensor parallel size (3)."); no cost for that sharding.
+        heads = get_model(self.model).heads
+        if heads % self.tp:
+            raise ValueError(
+                f"tp must divide the {heads} attention heads of {self.model}, got {self.tp}"
+            )
         if self.kv_blocks is not None and self.kv_blocks < 1:
             raise ValueError("kv_blocks must be >= 1")
         if self.block_size < 1:

@@ -65,7 +65,7 @@ class Case:
     traces), ``azure-conv`` (the real trace, from the reference data) or a trace file path.
     Synthetic arrivals come at ``rate`` requests/s, or at ``load`` x the replica's measured
     capacity for that family when no rate is given. File traces keep their own arrival times;
-    ``n_requests`` keeps their first requests.
+    ``n_requests`` keeps their first requests (more than the file holds is refused).
     """
 
     workload: str = "conv"
@@ -195,7 +195,14 @@ def build_trace(case: Case, rng: np.random.Generator) -> ServingTrace:
         )
     trace = _file_trace(str(path))
     if case.n_requests:
-        trace = trace.head(min(case.n_requests, trace.n_requests))
+        # a shorter replay than asked would pass for the asked one: refuse it
+        if case.n_requests > trace.n_requests:
+            raise WorkloadError(
+                f"{case.n_requests} requests asked (n_requests or NAME:N), the trace holds "
+                f"{trace.n_requests}",
+                path,
+            )
+        trace = trace.head(case.n_requests)
     if case.rate is not None:
         trace = trace.at_rate(case.rate)
     return assign_slo(trace, classes, case.slo_mix, rng)
