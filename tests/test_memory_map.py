@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -68,6 +70,52 @@ def test_csv_round_trip_and_capacity_from_file_name(tmp_path):
     assert back.capacity == 4096
     for col in ("ids", "start", "end", "size"):
         assert np.array_equal(getattr(back, col), getattr(bs, col))
+
+
+@pytest.mark.parametrize(
+    ("name", "capacity"),
+    [
+        ("set.4096.csv", 4096),
+        ("set.007.csv", 7),
+        ("set.csv", None),
+        ("set.v2.csv", None),
+        ("trace.2023-01-05.csv", None),  # a date is a word of the name, not a capacity
+    ],
+)
+def test_capacity_from_file_name_where_it_has_one(tmp_path, name, capacity):
+    path = tmp_path / name
+    path.write_text("id,lower,upper,size\n0,0,2,4\n")
+    assert read_buffer_csv(path).capacity == capacity
+    assert read_buffer_csv(path, capacity=9).capacity == 9  # the caller's wins
+
+
+@pytest.mark.parametrize("part", ["-5", "0", "1.5", "-1.5", ".5", "-.5", "5k", "1e6", "+5"])
+def test_a_capacity_part_that_is_not_a_positive_integer_is_refused(tmp_path, part):
+    path = tmp_path / f"set.{part}.csv"
+    path.write_text("id,lower,upper,size\n0,0,2,4\n")
+    message = (
+        f"{path}: capacity '{part}' in the file name (NAME.CAPACITY.csv) is not a positive integer"
+    )
+    for load in (read_buffer_csv, load_case):
+        with pytest.raises(WorkloadError) as err:
+            load(str(path))
+        assert str(err.value) == message
+
+
+def test_a_bad_capacity_in_a_file_name_is_one_line_from_the_cli(tmp_path):
+    path = tmp_path / "set.-5.csv"
+    path.write_text("id,lower,upper,size\n0,0,2,4\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "schedgym", "run", "--env", "memmap"]
+        + ["--policy", "heuristic:best-fit-size", "--case", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("schedgym: error:"), out.stderr
+    assert f"{path}: capacity '-5' in the file name" in lines[0]
 
 
 def test_reference_sets_have_their_published_peaks(shared_data):

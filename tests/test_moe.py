@@ -8,6 +8,8 @@ exhaustive search for the best hit rate on small instances, and the independent 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -28,10 +30,12 @@ from schedgym.envs.moe.core import (
     moe_layers,
     run_policy,
 )
+from schedgym.envs.moe.env import CASES as MOE_CASES
 from schedgym.envs.moe.env import MoEOffloadEnv, plot_hit_rate_curve, simulate
 from schedgym.envs.moe.record import plot_record, validate
 from schedgym.episode import run_episode
 from schedgym.errors import IllegalActionError, RecordError, SchedgymError, WorkloadError
+from schedgym.suites import suites_for
 from schedgym.workloads.moe import (
     MIXTRAL_TABLE5,
     OLMOE_SKEW,
@@ -215,6 +219,78 @@ def test_env_refuses_traces_that_do_not_fit_the_model(tmp_path):
         MoEOffloadEnv("no-such-case").reset(seed=0)
     with pytest.raises(WorkloadError, match="below the 2 experts"):
         MoEOffloadEnv(capacity=1).reset(seed=0)
+
+
+def _six_tokens() -> RoutingTrace:
+    """6 tokens in sequences of 3, 2 and 1; 4 layers, top-2 of 8 experts (the tiny MoE's shape,
+    priced as Mixtral's); token t routes to experts t and t + 1."""
+    experts = np.stack([np.tile([t, t + 1], (4, 1)) for t in range(6)])
+    return RoutingTrace(experts, 8, [0, 3, 5], name="six")
+
+
+def test_a_window_wraps_to_its_place_but_never_replays_the_trace():
+    trace = _six_tokens()
+    late = trace.window(2, 4)  # starts at the last sequence, continues from the first
+    assert late.experts[:, 0, 0].tolist() == [5, 0, 1, 2]
+    assert late.seq_starts.tolist() == [0, 1]
+    whole = trace.window(1, 6)
+    assert whole.experts[:, 0, 0].tolist() == [3, 4, 5, 0, 1, 2]
+    assert whole.seq_starts.tolist() == [0, 2, 3]
+    with pytest.raises(WorkloadError, match="six: tokens must be at most the 6 tokens the trace"):
+        trace.window(0, 7)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".jsonl"])
+def test_a_routing_file_is_not_replayed_to_reach_tokens(tmp_path, suffix):
+    path = tmp_path / f"six{suffix}"
+    (save_npz if suffix == ".npz" else save_jsonl)(_six_tokens(), path)
+    assert MoEOffloadEnv(str(path), tokens=6).make_core(None, 0).episode.trace.n_tokens == 6
+    for case in (str(path), f"file:{path}"):
+        with pytest.raises(
+            WorkloadError,
+            match=rf"six{suffix}: tokens must be at most the 6 tokens the trace records, got 7$",
+        ):
+            MoEOffloadEnv(case, tokens=7).reset(seed=0)
+
+
+def test_a_recorded_case_is_not_replayed_to_reach_tokens():
+    held = tinymoe_trace("docs").n_tokens
+    assert (
+        MoEOffloadEnv("tinymoe-docs", tokens=held).make_core(None, 31).episode.trace.n_tokens
+        == held
+    )
+    with pytest.raises(
+        WorkloadError,
+        match=rf"docs\.npz: case tinymoe-docs: tokens must be at most the {held} tokens the "
+        rf"trace records, got {held + 1}$",
+    ):
+        MoEOffloadEnv("tinymoe-docs", tokens=held + 1).reset(seed=0)
+
+
+def test_too_many_tokens_is_one_line_from_the_cli():
+    out = subprocess.run(
+        [sys.executable, "-m", "schedgym", "run", "--env", "moe", "--policy", "heuristic:lru"]
+        + ["--case", "tinymoe-docs", "--env-kwargs", '{"tokens": 100000000}'],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("schedgym: error:"), out.stderr
+    assert "docs.npz" in lines[0] and "4096 tokens" in lines[0] and "got 100000000" in lines[0]
+
+
+def test_no_suite_plays_more_recorded_routing_than_its_file_holds():
+    for suite in suites_for("moe"):
+        for case in suite.cases:
+            preset = MOE_CASES.get(case.case)
+            if preset is None or preset.source.startswith("synth:"):
+                continue  # a generator draws as many tokens as asked
+            env = MoEOffloadEnv(**suite.env_kwargs)
+            tokens = env.settings["tokens"] or preset.tokens
+            assert tokens <= tinymoe_trace(preset.source.partition(":")[2]).n_tokens
+            assert env.make_core(case.case, case.seed).episode.trace.n_tokens == tokens
 
 
 # -- hand-worked episodes --------------------------------------------------------------------

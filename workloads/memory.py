@@ -17,7 +17,8 @@ Three families, each named by a *case* string (resolved by ``schedgym.envs.memor
   the precision the pricing cost table was measured in.
 * **CSV files** in the ``id,lower,upper,size`` format of MiniMalloc and idealloc (lifetimes are
   half-open ``[lower, upper)``); ``read_buffer_csv``. A file name ``NAME.CAPACITY.csv`` (as in
-  MiniMalloc's benchmarks) gives the capacity the set was planned for. These files carry no
+  MiniMalloc's benchmarks) gives the capacity the set was planned for (a positive integer: a
+  capacity part such as ``-5``, ``0`` or ``1.5`` is refused). These files carry no
   access counts: ``BufferSet.op_table`` then supplies the *default* documented there.
 * **random sets** (``random_buffer_set``): controlled overlap (mean number of live buffers),
   size spread (max/min ratio of log-uniform sizes), peak live bytes, and per-op compute
@@ -266,7 +267,8 @@ def read_buffer_csv(
 
     Raises:
         WorkloadError: ``FILE:LINE: reason`` for a missing column, a malformed or out-of-range
-            number, a duplicate id, a non-positive size or an empty lifetime.
+            number, a duplicate id, a non-positive size or an empty lifetime; ``FILE: reason``
+            for a name whose capacity part is not a positive integer (``NAME.-5.csv``).
     """
     path = Path(path)
     texts: list[str] = []
@@ -324,9 +326,7 @@ def read_buffer_csv(
     if max(r[1] for r in rows) >= 2**62 or sum(r[2] for r in rows) >= 2**62:
         raise WorkloadError("times or total size beyond 2**62: offsets would overflow", path)
     if capacity is None:
-        parts = path.name.split(".")
-        if len(parts) >= 3 and parts[-2].isdigit():
-            capacity = int(parts[-2])
+        capacity = _name_capacity(path)
     keys = [_id_key(t) for t in texts]
     numeric = all(isinstance(k, int) for k in keys)
     cols = np.array(rows, dtype=np.int64).T
@@ -340,6 +340,38 @@ def read_buffer_csv(
         labels=None if numeric else tuple(texts),
         source=str(path),
     )
+
+
+# The capacity part of ``NAME.CAPACITY.csv``: the dot-separated parts before the extension
+# that spell a number (``-5``, ``1.5``, ``.5``, ``1e6``, ``64k``); a part that does not
+# (``v2``, a date ``2023-01-05``) is a word of the name, and the file carries no capacity.
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?[a-zA-Z]{0,3}")
+
+
+def _name_capacity(path: Path) -> int | None:
+    """The ``CAPACITY`` of a ``NAME.CAPACITY.csv`` file name, ``None`` for a name without one.
+
+    The capacity part is the longest run of dot-separated parts before the extension that
+    spells a number (`_NUMBER`; so ``NAME.1.5.csv`` carries ``1.5``, not ``5``); it must be a
+    positive integer in decimal digits.
+
+    Raises:
+        WorkloadError: ``FILE: reason`` for a capacity part that is not a positive integer.
+    """
+    parts = path.name.split(".")[1:-1]  # the name's first part is NAME, its last the extension
+    text = next((t for i in range(len(parts)) if _NUMBER.fullmatch(t := ".".join(parts[i:]))), None)
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise WorkloadError(
+            f"capacity {text!r} in the file name (NAME.CAPACITY.csv) is not a positive integer",
+            path,
+        )
+    if int(text) >= 2**63:
+        raise WorkloadError(
+            f"capacity {text} in the file name is out of the 64-bit integer range", path
+        )
+    return int(text)
 
 
 def _id_key(text: str) -> int | str:

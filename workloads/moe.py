@@ -28,6 +28,7 @@ import math
 import zipfile
 from dataclasses import dataclass, field, replace
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import numpy as np
@@ -111,16 +112,23 @@ class RoutingTrace:
 
     def window(self, first_seq: int, n_tokens: int) -> RoutingTrace:
         """``n_tokens`` tokens from the start of sequence ``first_seq``, wrapping to the start of
-        the trace when the end is reached (sequence boundaries are kept)."""
+        the trace when the end is reached (sequence boundaries are kept).
+
+        A window holds each token at most once: ``n_tokens`` above the trace's own tokens is
+        refused (``WorkloadError``), never filled by replaying the trace."""
         if n_tokens < 1:
             raise WorkloadError(f"a window needs at least one token, asked {n_tokens}", self.name)
+        if n_tokens > self.n_tokens:
+            raise WorkloadError(
+                f"tokens must be at most the {self.n_tokens} tokens the trace records, got "
+                f"{n_tokens}",
+                self.name,
+            )
         first_seq %= self.n_seqs
         order = np.r_[first_seq : self.n_seqs, 0:first_seq]
         starts, ends = self.seq_starts[order], self.seq_ends()[order]
-        lengths = ends - starts
-        reps = -(-n_tokens // self.n_tokens)  # whole passes needed when the trace is short
-        idx = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)] * reps)
-        new_starts = np.concatenate([[0], np.cumsum(np.tile(lengths, reps))[:-1]])
+        idx = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])
+        new_starts = np.concatenate([[0], np.cumsum(ends - starts)[:-1]])
         keep = new_starts < n_tokens
         return replace(
             self,
@@ -451,12 +459,16 @@ def save_jsonl(trace: RoutingTrace, path: str | Path) -> None:
                 )
 
 
-def tinymoe_trace(domain: str) -> RoutingTrace:
-    """Routing recorded from the tiny MoE on held-out ``"code"`` or ``"docs"`` text."""
+def tinymoe_file(domain: str) -> Traversable:
+    """The shipped file of the tiny MoE's ``"code"`` or ``"docs"`` routing (a resource)."""
     if domain not in TINYMOE_DOMAINS:
         raise WorkloadError(f"unknown tiny-MoE domain {domain!r}; known: {TINYMOE_DOMAINS}")
-    ref = resources.files("schedgym.workloads") / "data" / "tinymoe" / f"{domain}.npz"
-    with resources.as_file(ref) as path:
+    return resources.files("schedgym.workloads") / "data" / "tinymoe" / f"{domain}.npz"
+
+
+def tinymoe_trace(domain: str) -> RoutingTrace:
+    """Routing recorded from the tiny MoE on held-out ``"code"`` or ``"docs"`` text."""
+    with resources.as_file(tinymoe_file(domain)) as path:
         return load_numpy(path)
 
 

@@ -35,6 +35,7 @@ from schedgym.workloads.moe import (
     RoutingTrace,
     generate_routing,
     load_trace,
+    tinymoe_file,
     tinymoe_trace,
 )
 
@@ -150,6 +151,18 @@ def model_for_trace(trace: RoutingTrace, model: str | None) -> ModelConfig:
     )
 
 
+def _window(
+    trace: RoutingTrace, first_seq: int, tokens: int, path: object, case: str | None = None
+) -> RoutingTrace:
+    """``trace.window``, its refusal (more ``tokens`` than the file records: recorded routing
+    is never replayed) re-labelled with the file and, for a named case, the case."""
+    try:
+        return trace.window(first_seq, tokens)
+    except WorkloadError as exc:
+        reason = exc.reason if case is None else f"case {case}: {exc.reason}"
+        raise WorkloadError(reason, str(path)) from None
+
+
 class MoEOffloadEnv(gym.Env):
     """
     ## Description
@@ -228,7 +241,8 @@ class MoEOffloadEnv(gym.Env):
     * ``capacity`` (``None``): cached experts; else ``cache_fraction`` of all routed experts;
     * ``cache_fraction`` (``None``: the case's);
     * ``batch`` (1): sequences decoded together;
-    * ``tokens`` (``None``: the case's): routed tokens per episode (all lanes together);
+    * ``tokens`` (``None``: the case's, a file's all): routed tokens per episode (all lanes
+      together); a recorded trace or file is never replayed, so more than it holds is refused;
     * ``prefetch`` (1): prefetch decisions before each layer (0: none);
     * ``cpu_offload`` (False): allow computing a miss on the CPU;
     * ``gpu`` (``"h100"``) and ``cpu`` (``"cpu"``): cost tables (names or paths);
@@ -377,7 +391,7 @@ class MoEOffloadEnv(gym.Env):
                 path, n_experts=m.experts if m else None, top_k=m.top_k if m else None
             )
             if tokens is not None:
-                trace = trace.window(0, tokens)
+                trace = _window(trace, 0, tokens, path)
             return trace, None
         tokens = tokens or preset.tokens
         kind, _, name = preset.source.partition(":")
@@ -385,7 +399,7 @@ class MoEOffloadEnv(gym.Env):
             return generate_routing(PROFILES[name], tokens, seed, calibration_tokens=tokens), preset
         trace = tinymoe_trace(name)
         first = int(np.random.default_rng(seed).integers(trace.n_seqs))
-        return trace.window(first, tokens), preset
+        return _window(trace, first, tokens, tinymoe_file(name), case), preset
 
     # --- Gymnasium API -------------------------------------------------------------------------
 
