@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+from test_foundation import run_cli
 
 from schedgym.baselines.dag import POLICIES
 from schedgym.envs.dag.core import (
@@ -24,6 +25,7 @@ from schedgym.envs.dag.record import plot_record, validate
 from schedgym.envs.hardware import HardwareProfile, Link, device_from_table, load_cost_table
 from schedgym.episode import run_episode
 from schedgym.errors import IllegalActionError, RecordError, SchedgymError, WorkloadError
+from schedgym.workloads import dag as dag_workloads
 from schedgym.workloads.dag import (
     ABSTRACT,
     DagShape,
@@ -287,6 +289,66 @@ def test_malformed_files_are_refused_with_file_and_place(tmp_path):
         load_graph(bad)
 
 
+def test_unknown_keys_in_a_graph_file_are_refused_not_ignored(tmp_path):
+    good = {
+        "format": "schedgym-taskgraph/1",
+        "name": "g",
+        "devices": ["P1", "P2"],
+        "tasks": [{"name": "a", "costs": [1, 2]}, {"name": "b", "costs": [3, None]}],
+        "edges": [["a", "b", 4]],
+        "source": "hand",
+    }
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(good))
+    assert load_graph(bad).n == 2  # every key the format defines, at every level, still loads
+    top = "allowed keys: format, name, devices, tasks, edges, source"
+    task = "allowed keys: name, kind, params, count, costs"
+    for doc, message in [
+        ({**good, "taks": []}, rf"bad\.json: top level: unknown key 'taks'; {top}$"),
+        (
+            {**good, "tasks": [good["tasks"][0], {"name": "b", "cots": [3, 1], "costs": [3, 1]}]},
+            rf"bad\.json: tasks\[1\]: unknown key 'cots'; {task}$",
+        ),
+        (  # a kernel-op file, and two typos named together
+            {
+                "tasks": [
+                    {
+                        "name": "a",
+                        "kind": "elementwise",
+                        "params": {"elements": 8},
+                        "cuont": 2,
+                        "x": 0,
+                    }
+                ]
+            },
+            rf"bad\.json: tasks\[0\]: unknown keys 'cuont', 'x'; {task}$",
+        ),
+        (  # an edge is a [src, dst, weight] list: an object (with any keys) is refused
+            {**good, "edges": [{"src": "a", "dst": "b", "bytes": 4}]},
+            r"bad\.json: edges\[0\]: expected \[src task, dst task, bytes\]$",
+        ),
+        (  # explicit-cost tasks ignore kernel parameters and counts: refused, not dropped
+            {**good, "tasks": [{"name": "a", "costs": [1, 2], "count": 3}, good["tasks"][1]]},
+            r"bad\.json: tasks\[0\]: 'params' and 'count' belong to kernel ops",
+        ),
+    ]:
+        bad.write_text(json.dumps(doc))
+        with pytest.raises(WorkloadError, match=message) as err:
+            load_graph(bad)
+        assert "\n" not in str(err.value)
+    # the format documented in docs/dag.md, both kinds of graph
+    bad.write_text(
+        '{"format": "schedgym-taskgraph/1", "name": "thw", "devices": ["P1", "P2", "P3"],'
+        '"tasks": [{"name": "n1", "costs": [14, 16, 9]}, {"name": "n2", "costs": [13, 19, null]}],'
+        '"edges": [["n1", "n2", 18]]}'
+    )
+    assert load_graph(bad).costs[1] == (13.0, 19.0, None)
+    qkv = {"name": "qkv", "kind": "linear", "count": 1}
+    qkv["params"] = {"tokens": 512, "d_in": 256, "d_out": 768}
+    bad.write_text(json.dumps({"tasks": [qkv]}))
+    assert load_graph(bad).kinds == ("linear",)
+
+
 def test_graph_json_round_trip(tmp_path):
     for g in (topcuoglu_2002(), traced_graph("gpt2-tiny")):
         g.save(tmp_path / "g.json")
@@ -333,6 +395,65 @@ def test_daggen_costs_follow_topcuoglus_model():
     # per task, all costs lie in [w_i (1 - beta/2), w_i (1 + beta/2)]: max / min <= 1.25 / 0.75
     assert np.all(costs.max(axis=1) / costs.min(axis=1) <= 1.25 / 0.75 + 1e-12)
     assert g.weights.mean() / costs.mean() == pytest.approx(2.0, rel=0.08)  # the CCR
+
+
+class _NoDraws:
+    """A random generator that fails the test when anything is drawn from it."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the generator drew ({name}) before checking the size")
+
+
+def test_random_dag_sizes_are_bounded_before_anything_is_drawn(monkeypatch):
+    monkeypatch.setattr(dag_workloads, "as_generator", lambda seed: _NoDraws())
+    limit = dag_workloads.MAX_TASKS
+    assert 4000 < limit  # the tests' largest random DAG
+    for n in (limit + 1, 100_000, 10**12):
+        with pytest.raises(WorkloadError, match=rf"^random DAG: n must be at most {limit} tasks"):
+            layered_dag(DagShape(n=n), _NoDraws())
+        for make in (random_dag, dag_workloads.random_op_dag):
+            with pytest.raises(WorkloadError, match=f"n must be at most {limit} tasks, got {n}"):
+                make(0, DagShape(n=n))
+    for case in ("daggen:100000", "random:100000"):
+        with pytest.raises(WorkloadError, match="n must be at most 10000 tasks, got 100000"):
+            DagSchedEnv(case=case).reset(seed=0)
+    with pytest.raises(WorkloadError, match=r"procs must be at most 256 processors, got 10000000"):
+        random_dag(0, DagShape(n=10), procs=10**7)
+    with pytest.raises(WorkloadError, match="procs must be at most"):
+        DagSchedEnv(case="daggen:10", procs=10**7).reset(seed=0)
+    with pytest.raises(AssertionError, match="drew"):  # the limits themselves are allowed
+        random_dag(0, DagShape(n=limit), procs=256)
+
+
+def test_dense_random_dags_stop_at_the_edge_limit(monkeypatch):
+    # fat 0.7 and density 1 draw 3 million edges at 10,000 tasks: the generator stops at the
+    # limit, checked before each task's edges are made (a small limit keeps the test fast)
+    monkeypatch.setattr(dag_workloads, "MAX_EDGES", 500)
+    shape = DagShape(n=200, fat=0.7, density=1.0)
+    with pytest.raises(WorkloadError, match=r"random DAG: n=200,.* more than 500 edges; lower n"):
+        layered_dag(shape, np.random.default_rng(0))
+    assert len(layered_dag(DagShape(n=200, density=0.1), np.random.default_rng(0))[1]) <= 500
+
+
+def test_cli_refuses_oversized_and_misspelt_dags_in_one_line(tmp_path):
+    # typos the loader used to drop silently (HEFT then scheduled the graph, exit status 0)
+    top, task = tmp_path / "top.json", tmp_path / "task.json"
+    doc = topcuoglu_2002().to_json()
+    top.write_text(json.dumps({**doc, "naem": doc["name"]}))
+    doc["tasks"][3]["cots"] = [1, 2, 3]
+    task.write_text(json.dumps(doc))
+    for case, message in [
+        ("daggen:100000", "random DAG: n must be at most 10000 tasks, got 100000"),
+        (str(top), f"{top}: top level: unknown key 'naem'; allowed keys: format, name"),
+        (f"file:{task}", f"{task}: tasks[3]: unknown key 'cots'; allowed keys: name, kind"),
+    ]:
+        out = run_cli(
+            "run", "--env", "dag", "--policy", "heuristic:heft", "--case", case, timeout=60
+        )
+        assert out.returncode == 2, (case, out.stdout, out.stderr)
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("schedgym: error: "), out.stderr
+        assert message in lines[0] and "Traceback" not in out.stderr + out.stdout
 
 
 def test_noise_is_lognormal_with_mean_one():

@@ -37,6 +37,24 @@ from schedgym.workloads.base import open_text
 
 ABSTRACT = "task"  # the kind of a task priced by the graph's explicit per-processor costs
 FORMAT = "schedgym-taskgraph/1"
+# the keys a task graph file may hold (what `TaskGraph.to_json` writes); any other is refused, so
+# a misspelt field ("taks", "cots") is an error rather than silently ignored
+TOP_KEYS = ("format", "name", "devices", "tasks", "edges", "source")
+TASK_KEYS = ("name", "kind", "params", "count", "costs")
+
+# Size limits of the random DAG generators: tasks and processors are checked before anything is
+# drawn, edges before each task's edges are made. Suites and scripts use 8 to 100 tasks, the tests
+# at most 4,000; on this project's 2-core box a 10,000-task `daggen` DAG draws in 0.5 s and HEFT
+# schedules it in 5 s (190 MB), but HEFT's time grows about as n**2 and the edges as n**1.5:
+# 30,000 tasks take 47 s with 1.3 million edges, so 100,000 would take about ten minutes with
+# some 8 million edges (gigabytes of Python objects).
+MAX_TASKS = 10_000
+# Dense knobs (fat 0.7, density 1) draw 3 million edges at 10,000 tasks, and n**2 / 2 at worst;
+# a million is twice the densest default-fat DAG at the task limit (density 1, regularity 0).
+MAX_EDGES = 1_000_000
+# `daggen` processors: the env observes 8 devices by default and the literature uses 2 to 32; a
+# cost table of 10,000 tasks x 256 processors is still only 2.6 million numbers.
+MAX_PROCS = 256
 
 
 @dataclass(frozen=True, eq=False)
@@ -228,13 +246,24 @@ class TaskGraph:
 
 def graph_from_json(doc: Any, path: str | Path | None = None) -> TaskGraph:
     """Build a graph from the JSON document ``TaskGraph.to_json`` writes; refuse a malformed one
-    naming the file and the element (``tasks[3].params``) that is wrong."""
+    naming the file and the element (``tasks[3].params``) that is wrong. A key the format does
+    not define (``TOP_KEYS``, ``TASK_KEYS``) is refused, never ignored."""
 
     def fail(where: str, why: str) -> WorkloadError:
         return WorkloadError(f"{where}: {why}", path)
 
+    def refuse_unknown(obj: dict, allowed: tuple[str, ...], where: str) -> None:
+        unknown = [k for k in obj if k not in allowed]
+        if unknown:
+            raise fail(
+                where,
+                f"unknown key{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(repr(k) for k in unknown)}; allowed keys: {', '.join(allowed)}",
+            )
+
     if not isinstance(doc, dict):
         raise fail("top level", "expected a JSON object")
+    refuse_unknown(doc, TOP_KEYS, "top level")
     if doc.get("format", FORMAT) != FORMAT:
         raise fail("format", f"expected {FORMAT!r}, found {doc.get('format')!r}")
     tasks_doc, edges_doc = doc.get("tasks"), doc.get("edges", [])
@@ -252,11 +281,19 @@ def graph_from_json(doc: Any, path: str | Path | None = None) -> TaskGraph:
         where = f"tasks[{i}]"
         if not isinstance(t, dict) or not isinstance(t.get("name"), str) or not t["name"]:
             raise fail(where, "expected an object with a non-empty string 'name'")
+        refuse_unknown(t, TASK_KEYS, where)
         names.append(t["name"])
         kind = t.get("kind", ABSTRACT)
         p = t.get("params", {})
         if not isinstance(kind, str) or not isinstance(p, dict):
             raise fail(where, "'kind' must be a string and 'params' an object")
+        if kind == ABSTRACT and (p or t.get("count", 1) != 1):
+            # an explicit-cost task is priced by its 'costs' alone: these would be dropped
+            raise fail(
+                where,
+                f"'params' and 'count' belong to kernel ops (a 'kind' such as linear); a task "
+                f"of kind {ABSTRACT!r} is priced by its 'costs'",
+            )
         kinds.append(kind)
         params.append(p)
         counts.append(t.get("count", 1))
@@ -418,6 +455,9 @@ def layered_dag(
 
     Tasks are numbered level by level, so every edge goes from a lower to a higher index.
     """
+    # here, not in DagShape, so that the env's `daggen:N` parsing passes this message on
+    if shape.n > MAX_TASKS:
+        raise WorkloadError(f"n must be at most {MAX_TASKS} tasks, got {shape.n}", "random DAG")
     per_level = int(math.exp(shape.fat * math.log(shape.n)))
     perc = 100.0 - 100.0 * shape.regularity
     widths: list[int] = []
@@ -432,6 +472,11 @@ def layered_dag(
             child = int(starts[lv] + j)
             parents: set[int] = set()
             n_parents = min(1 + int(rng.random() * shape.density * widths[lv - 1]), widths[lv - 1])
+            if len(edges) + n_parents > MAX_EDGES:  # checked before the child's edges are made
+                raise WorkloadError(
+                    f"{shape.label()} draws more than {MAX_EDGES} edges; lower n, fat or density",
+                    "random DAG",
+                )
             for _ in range(n_parents):
                 plv = max(0, lv - int(1.0 + rng.random() * shape.jump))
                 w = widths[plv]
@@ -464,6 +509,10 @@ def random_dag(
     is ``ccr`` on average.
     """
     rng, shape = as_generator(seed), shape or DagShape()
+    if procs > MAX_PROCS:
+        raise WorkloadError(
+            f"procs must be at most {MAX_PROCS} processors, got {procs}", "random DAG"
+        )
     if not 0.0 <= beta <= 2.0 or procs < 1 or ccr < 0 or mean_cost <= 0:
         raise WorkloadError(
             f"need 0 <= beta <= 2, procs >= 1, ccr >= 0, mean_cost > 0; got beta={beta}, "
