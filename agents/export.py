@@ -32,6 +32,7 @@ from torch import nn
 from schedgym._version import __version__
 from schedgym.agents.imitation import generator_kwargs
 from schedgym.errors import SchedgymError
+from schedgym.policy import check_spaces
 from schedgym.registry import env_entry
 from schedgym.report import latency_percentiles
 
@@ -95,11 +96,14 @@ def resolve_checkpoint(policy: str) -> Path:
     return folder
 
 
-def _feature_names(env: str, module: Any, group: str, width: int) -> list[str]:
+def _feature_names(env: str, module: Any, unwrapped: Any, group: str, width: int) -> list[str]:
     attr = _FEATURE_NAMES[env].get(group.removesuffix("_mask"))
     names = list(getattr(module, attr, ())) if attr else []
     if group.endswith("_mask"):
         return []
+    if env == "memmap" and group == "entities" and getattr(unwrapped, "task", None) == "msa":
+        # the msa task's candidates are windows: their columns follow the candidate features
+        names += list(module.WINDOW_FEATURES)
     if env == "dag" and group == "entities":
         # four blocks of one column per device slot come before the named task features
         slots = (width - len(names)) // 4
@@ -150,22 +154,49 @@ class ActorGraph(nn.Module):
         return masked, masked.argmax(dim=1)
 
 
-def load_checkpoint(folder: Path) -> tuple[Any, dict[str, Any]]:
-    """``(MaskablePPO model on the CPU, training config)`` of a policy folder."""
-    from sb3_contrib import MaskablePPO
+def read_config(folder: Path) -> dict[str, Any]:
+    """The training ``config.json`` of a policy folder, checked as ``schedgym run`` checks a
+    learned policy's (a JSON object whose ``env_kwargs`` is one), and naming a known env.
+    Raises ``SchedgymError`` (one line naming the file)."""
+    from schedgym.evaluate import _config, learned_layout_kwargs
 
-    config = json.loads((folder / "config.json").read_text())
-    torch.set_num_threads(1)
-    return MaskablePPO.load(folder / "model.zip", device="cpu"), config
+    file = folder / "config.json"
+    config = _config(file)
+    trained = config.get("env")
+    if not isinstance(trained, str):
+        raise SchedgymError(f'{file}: no "env" naming the env the checkpoint was trained on')
+    try:
+        env_entry(trained)
+    except SchedgymError as exc:
+        raise SchedgymError(f"{file}: {exc}") from None
+    learned_layout_kwargs(f"ppo:{folder}", trained)  # env_kwargs: a JSON object
+    return config
+
+
+def load_checkpoint(folder: Path) -> tuple[Any, dict[str, Any]]:
+    """``(MaskablePPO model on the CPU, training config)`` of a policy folder, loaded as
+    ``schedgym run`` loads ``ppo:PATH`` (`PPOPolicy`: a ``model.zip`` that is not the archive
+    stable-baselines3 saves is refused naming the file). Raises ``SchedgymError``."""
+    from schedgym.agents.ppo import PPOPolicy
+
+    model = PPOPolicy(folder).model
+    return model, read_config(folder)
 
 
 def make_env(config: dict[str, Any]) -> Any:
-    """The env a checkpoint was trained on (its first training generator)."""
-    import gymnasium as gym
+    """The env a checkpoint was trained on (its first training generator, with the training
+    ``env_kwargs``: the memmap task, the padding sizes). Raises ``SchedgymError`` when they do
+    not make that env."""
+    from schedgym.episode import make_env as make
 
-    entry = env_entry(config["env"])
     kwargs = generator_kwargs(config.get("env_kwargs") or {}, 0)
-    return gym.make(entry.gym_id, disable_env_checker=True, **kwargs)
+    try:
+        return make(config["env"], **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise SchedgymError(
+            f"{config['env']}: the env_kwargs of the checkpoint's config.json, {kwargs}, do not "
+            f"make that env ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def export(policy: str, out: str | Path, env: str | None = None) -> dict[str, Any]:
@@ -186,10 +217,9 @@ def export(policy: str, out: str | Path, env: str | None = None) -> dict[str, An
     space = model.observation_space
     keys = list(space.spaces)
     n_actions = int(model.action_space.n)
-    if n_actions != unwrapped.layout.n_actions:
-        raise SchedgymError(
-            f"{policy!r} has {n_actions} actions; its env now has {unwrapped.layout.n_actions}"
-        )
+    # as PPOPolicy.reset checks an env before an episode: every observation part and the
+    # action count of the env built from the training config must be the network's
+    check_spaces(policy, space, n_actions, gym_env)
 
     inputs = []
     for k in keys:
@@ -199,7 +229,7 @@ def export(policy: str, out: str | Path, env: str | None = None) -> dict[str, An
                 "name": k,
                 "shape": ["batch", *sub.shape],
                 "dtype": str(sub.dtype),
-                "features": _feature_names(entry.name, module, k, sub.shape[-1]),
+                "features": _feature_names(entry.name, module, unwrapped, k, sub.shape[-1]),
             }
         )
     inputs.append({"name": "action_mask", "shape": ["batch", n_actions], "dtype": "bool"})
@@ -277,7 +307,7 @@ def record_observations(
     from schedgym.agents.ppo import validation_episodes
 
     folder = resolve_checkpoint(policy)
-    config = json.loads((folder / "config.json").read_text())
+    config = read_config(folder)
     env = make_env(config)
     names = [i.name for i in session.get_inputs()]
     obs_rows: list[dict[str, np.ndarray]] = []
@@ -309,11 +339,26 @@ def bench(out: str | Path) -> list[dict[str, Any]]:
     thread) beside the torch policy (``MaskablePPO.predict``, one thread), p50 and p99 over
     200 decisions of its validation episodes at batch size 1. The exported folders are left in
     ``out`` (one per policy), for the serving plugin's own measurement."""
-    root = Path(__file__).resolve().parents[1] / "policies"
     rows: list[dict[str, Any]] = []
-    for folder in sorted(p for p in root.iterdir() if (p / "model.zip").is_file()):
+    for folder in committed_policies():
         rows += _latency_rows(folder, Path(out) / folder.name)
     return rows
+
+
+def committed_policies() -> list[Path]:
+    """The committed PPO checkpoints, ``policies/*/`` holding ``model.zip`` whose
+    ``config.json`` names no other algorithm (a next-use eviction model is a ``model.zip`` too,
+    ``"algo": "nextuse"``; MuZero's and RLlib's are not zips SB3 loads)."""
+    from schedgym.evaluate import _config
+
+    root = Path(__file__).resolve().parents[1] / "policies"
+    return [
+        p
+        for p in sorted(root.iterdir())
+        if (p / "model.zip").is_file()
+        and (p / "config.json").is_file()
+        and _config(p / "config.json").get("algo", "ppo") == "ppo"
+    ]
 
 
 def _latency_rows(folder: Path, out: Path) -> list[dict[str, Any]]:

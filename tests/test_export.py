@@ -4,6 +4,7 @@ the spec, the CLI's errors, and the numpy-only feature encoder the serving plugi
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +17,10 @@ import torch
 from schedgym.agents.export import (
     MASKED_LOGIT,
     ActorGraph,
+    committed_policies,
     export,
     load_checkpoint,
+    make_env,
     onnx_session,
     record_observations,
 )
@@ -32,6 +35,8 @@ POLICIES = {
     "moe-synth": "policies/moe-synth-ppo",  # the attention-free network (layers=0)
     "memmap": "policies/memmap-ppo",
 }
+# every committed PPO checkpoint, whatever its env arguments (the msa task, online DAGs)
+COMMITTED = sorted(p.name for p in (ROOT / "policies").glob("*-ppo"))
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +130,86 @@ def test_export_refuses_unknown_policy_or_env_in_one_line(
     assert main(["export", *argv, "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(
+    "name",
+    COMMITTED
+    or [pytest.param(None, marks=pytest.mark.skip(reason="no policies/*-ppo in this checkout"))],
+)
+def test_every_committed_ppo_policy_exports_under_its_training_env(exported, name, tmp_path):
+    folder = ROOT / "policies" / name
+    if not (folder / "model.zip").is_file() or not (folder / "config.json").is_file():
+        pytest.skip(f"{folder} lacks model.zip or config.json (weights not checked out?)")
+    assert folder in committed_policies()  # `schedgym bench --env export` measures it too
+    # the folders the parity fixture exported are reused, the others exported here
+    done = {Path(f).name: exported[env] for env, f in POLICIES.items()}
+    out = done.get(name) or tmp_path / name
+    if name not in done:
+        export(f"ppo:{folder}", out)
+    spec = json.loads((out / "spec.json").read_text())
+    model, config = load_checkpoint(folder)
+    assert spec["env"] == config["env"] and spec["env_kwargs"] == config.get("env_kwargs", {})
+    for i in spec["inputs"]:
+        if not i["name"].endswith("_mask"):
+            assert len(i["features"]) == i["shape"][-1], i["name"]
+    # the graph reads the observation of the env the checkpoint was trained on, and acts as
+    # the checkpoint does on it
+    env = make_env(config)
+    obs, _ = env.reset(seed=0)
+    mask = env.unwrapped.action_masks()
+    session = onnx_session(out / "policy.onnx")
+    names = [i.name for i in session.get_inputs()]
+    feed = {k: np.asarray(obs[k])[None] for k in names[:-1]} | {"action_mask": mask[None]}
+    expected, _ = model.predict(obs, action_masks=mask, deterministic=True)
+    assert int(session.run(["action"], feed)[0][0]) == int(expected)
+    env.close()
+
+
+def test_bench_exports_the_ppo_checkpoints_only():
+    # a next-use eviction model is a model.zip too, but not one MaskablePPO loads
+    names = [p.name for p in committed_policies()]
+    assert names == [n for n in COMMITTED if (ROOT / "policies" / n / "model.zip").is_file()]
+    nextuse = sorted((ROOT / "policies").glob("*-nextuse"))
+    if not nextuse:
+        pytest.skip("no committed next-use policy in this checkout")
+    assert not {p.name for p in nextuse} & set(names)
+
+
+@pytest.mark.parametrize(
+    ("model", "config", "message"),
+    [
+        ("nextuse", None, "model.zip is not a PPO checkpoint"),
+        (b"junk", "{}", "model.zip is not a PPO checkpoint"),
+        ("ppo", "[1, 2]", "config.json: expected a JSON object, got list"),
+        ("ppo", "not json", "config.json: not valid JSON"),
+        ("ppo", '{"env_kwargs": {}}', 'config.json: no "env"'),
+        ("ppo", '{"env": "tetris"}', "config.json: unknown env 'tetris'"),
+        ("ppo", '{"env": "moe", "env_kwargs": [1]}', "config.json: env_kwargs must be"),
+    ],
+    ids=["nextuse", "junk-zip", "list-config", "not-json", "no-env", "unknown-env", "kwargs"],
+)
+def test_export_refuses_a_broken_checkpoint_in_one_line_naming_the_file(
+    model, config, message, tmp_path, capsys
+):
+    # the checks `schedgym run` makes on ppo:PATH (PPOPolicy's model file, the config's)
+    source = {"nextuse": "moe-nextuse", "ppo": "moe-ppo"}.get(model)
+    if source and not (ROOT / "policies" / source / "model.zip").is_file():
+        pytest.skip(f"policies/{source} is not in this checkout")
+    folder = tmp_path / "policy"
+    if model == "nextuse":
+        shutil.copytree(ROOT / "policies" / source, folder)
+    else:
+        folder.mkdir()
+        if source:
+            shutil.copy(ROOT / "policies" / source / "model.zip", folder / "model.zip")
+        else:
+            (folder / "model.zip").write_bytes(model)
+        (folder / "config.json").write_text(config)
+    assert main(["export", "--policy", f"ppo:{folder}", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"{folder}/{message}" in err, err
 
 
 def test_feature_encoder_imports_numpy_only():

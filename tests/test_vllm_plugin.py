@@ -301,6 +301,69 @@ def test_a_policy_for_another_encoder_is_refused_at_start(model_dir, policy_dir,
         make_llm(model_dir, other)
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("ttft_s", 0),
+        ("ttft_s", -1.0),
+        ("ttft_s", float("nan")),
+        ("ttft_s", "1.0"),
+        ("tbt_s", float("inf")),
+        ("deadline_ms", -1),
+        ("max_wait_s", float("nan")),
+        ("threads", "two"),
+        ("threads", 0),
+        ("threads", -1),
+        ("threads", 1.5),
+        ("log_decisions", "yes"),
+        ("policy", 3),
+    ],
+)
+def test_a_bad_config_value_is_refused_at_start_naming_the_key(key, value):
+    # each of these made every decision raise (the step silently FCFS for the whole run) or
+    # onnxruntime's session fail (the model fallback) instead of refusing the engine
+    from types import SimpleNamespace
+
+    from schedgym.plugins.vllm.policy import PolicySpecError
+    from schedgym.plugins.vllm.scheduler import PluginConfig
+
+    raw = {"policy": "exported/batching", key: value}
+    with pytest.raises(PolicySpecError, match=f"additional_config key '{key}' must be") as err:
+        PluginConfig.from_vllm(SimpleNamespace(additional_config={"schedgym": raw}))
+    assert "\n" not in str(err.value)
+    # the values the tests and docs use are taken
+    ok = {"ttft_s": 1e6, "tbt_s": 1, "deadline_ms": 0.0, "max_wait_s": float("inf"), "threads": 2}
+    cfg = PluginConfig.from_vllm(
+        SimpleNamespace(additional_config={"schedgym": {"policy": "p", **ok}})
+    )
+    assert (cfg.ttft_s, cfg.threads, cfg.deadline_ms) == (1e6, 2, 0.0)
+
+
+@pytest.mark.parametrize("part", ["inputs", "actions", "engine", "list", "budgets", "n_actions"])
+def test_a_spec_missing_a_part_is_refused_in_one_line(policy_dir, tmp_path, part):
+    from schedgym.plugins.vllm.policy import PolicySpecError, ServingPolicy
+
+    folder = tmp_path / "policy"
+    shutil.copytree(policy_dir, folder)
+    spec = json.loads((folder / "spec.json").read_text())
+    message = f"lacks the key '{part}'"
+    if part == "list":
+        spec, message = [1, 2], "expected a JSON object, got list"
+    elif part == "budgets":
+        spec["engine"]["budgets"], message = ["512"], "has an invalid 'engine'"
+    elif part == "n_actions":
+        spec["actions"]["n_actions"] += 1
+        message = "actions.n_actions, 137, is not its 128 waiting rows, 6 budgets"
+    else:
+        del spec[part]
+    (folder / "spec.json").write_text(json.dumps(spec))
+    with pytest.raises(PolicySpecError) as err:
+        ServingPolicy(folder, ttft_s=1.0, tbt_s=0.1)
+    text = str(err.value)
+    assert text.startswith(f"{folder / 'spec.json'}: ") and message in text, text
+    assert "\n" not in text
+
+
 def test_the_simulator_schedules_like_vllm_step_by_step_on_200_azure_requests():
     """heuristic:vllm-v1 in the simulator and vLLM's own scheduler, on the first 200 requests
     of the Azure conversation trace (lengths scaled to max_model_len 1024), all arriving at

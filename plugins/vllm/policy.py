@@ -92,8 +92,13 @@ def load_spec(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / "spec.json"
     try:
         spec = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PolicySpecError(f"{path}: cannot read the policy spec ({exc})") from None
+    if not isinstance(spec, dict):
+        raise PolicySpecError(
+            f"{path}: cannot read the policy spec (expected a JSON object, got "
+            f"{type(spec).__name__})"
+        )
     got = (spec.get("env"), spec.get("env_version"), spec.get("encoder_version"))
     want = (SPEC_ENV, SPEC_ENV_VERSION, ENCODER_VERSION)
     if got != want:
@@ -101,7 +106,42 @@ def load_spec(folder: str | Path) -> dict[str, Any]:
             f"{path}: policy for env {got[0]} {got[1]} with encoder {got[2]}; this plugin serves "
             f"{want[0]} {want[1]} with encoder {want[2]} (export it again with this schedgym)"
         )
+    _check_layout(path, spec)
     return spec
+
+
+def _check_layout(path: Path, spec: dict[str, Any]) -> None:
+    """Check the parts of a Batching-v0 spec that `ServingPolicy` reads: ``inputs`` (with an
+    ``entities`` input of shape ``[batch, rows, features]``), ``actions.n_actions`` and
+    ``engine.budgets``, and that the action count is the rows, the budgets and the two step
+    actions. Raises `PolicySpecError` (one line naming the file and the key)."""
+
+    def bad(key: str, want: str) -> PolicySpecError:
+        what = f"has an invalid {key!r}" if key in spec else f"lacks the key {key!r}"
+        return PolicySpecError(f"{path}: the policy spec {what} ({want})")
+
+    def count(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+    inputs = spec.get("inputs")
+    if not isinstance(inputs, list):
+        raise bad("inputs", "a list of the graph's inputs")
+    entities = [i for i in inputs if isinstance(i, dict) and i.get("name") == "entities"]
+    shape = entities[0].get("shape") if entities else None
+    if not (isinstance(shape, list) and len(shape) == 3 and count(shape[1])):
+        raise bad("inputs", "an 'entities' input of shape [batch, rows, features]")
+    actions = spec.get("actions")
+    if not (isinstance(actions, dict) and count(actions.get("n_actions"))):
+        raise bad("actions", "an object with the action count, n_actions")
+    engine = spec.get("engine")
+    budgets = engine.get("budgets") if isinstance(engine, dict) else None
+    if not (isinstance(budgets, list) and budgets and all(count(b) for b in budgets)):
+        raise bad("engine", "an object with the token budgets, a list of positive integers")
+    if actions["n_actions"] != shape[1] + len(budgets) + 2:
+        raise PolicySpecError(
+            f"{path}: the policy spec's actions.n_actions, {actions['n_actions']}, is not its "
+            f"{shape[1]} waiting rows, {len(budgets)} budgets and 2 step actions"
+        )
 
 
 class ServingPolicy:

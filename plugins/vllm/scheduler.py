@@ -25,6 +25,8 @@ Configuration: ``additional_config={"schedgym": {"policy": DIR, ...}}`` (server:
 from __future__ import annotations
 
 import logging
+import math
+import os
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, fields
@@ -81,6 +83,41 @@ class PluginConfig:
                 f"known: {sorted(known)}"
             )
         return cls(**raw)
+
+    def __post_init__(self) -> None:
+        # checked at engine start: a bad value would otherwise fail every decision (each step
+        # silently FCFS) or onnxruntime's session (the model fallback)
+        def number(key: str, low: float, strict: bool, finite: bool) -> None:
+            value = getattr(self, key)
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            ok = ok and not math.isnan(value) and (value > low if strict else value >= low)
+            if not ok or (finite and not math.isfinite(value)):
+                bound = f"{'above' if strict else 'at least'} {low:g}"
+                raise PolicySpecError(
+                    f"schedgym scheduler: additional_config key {key!r} must be a "
+                    f"{'finite ' if finite else ''}number {bound}, got {value!r}"
+                )
+
+        if not isinstance(self.policy, str | os.PathLike) or not str(self.policy):
+            raise PolicySpecError(
+                "schedgym scheduler: additional_config key 'policy' must be the exported "
+                f"folder's path, got {self.policy!r}"
+            )
+        number("ttft_s", 0, strict=True, finite=True)
+        number("tbt_s", 0, strict=True, finite=True)
+        number("deadline_ms", 0, strict=False, finite=False)
+        number("max_wait_s", 0, strict=False, finite=False)
+        threads = self.threads
+        if not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
+            raise PolicySpecError(
+                "schedgym scheduler: additional_config key 'threads' must be an integer at "
+                f"least 1, got {threads!r}"
+            )
+        if not isinstance(self.log_decisions, bool):
+            raise PolicySpecError(
+                "schedgym scheduler: additional_config key 'log_decisions' must be true or "
+                f"false, got {self.log_decisions!r}"
+            )
 
 
 class PolicySchedulerMixin:
