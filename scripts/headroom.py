@@ -4,7 +4,8 @@
     python scripts/headroom.py msa [--capacities 0.05,0.1,0.15,0.25] [--markdown]
     python scripts/headroom.py msa --fast-tier trn1-sbuf [--capacities ...] [--markdown]
     python scripts/headroom.py msa-suites [--markdown]
-    python scripts/headroom.py batching [--horizon 4] [--base POLICY] [--markdown]
+    python scripts/headroom.py batching [--horizon 4] [--base POLICY] [--known] [--seeds S,...]
+                                        [--markdown]
     python scripts/headroom.py moe [--suite SUITE] [--capacities 0.25,0.5,0.75] [--markdown]
 
 ``memmap``: for each fast-tier capacity (a share of each model's peak live bytes) on the
@@ -34,7 +35,11 @@ decode step at the cheapest step the replica has (one sequence, context 1, overh
 included), from its arrival. The lookahead (``batching_lookahead``) plays the base out for
 ``--horizon`` simulated seconds on the true engine, future arrivals and output lengths
 included, from each candidate: an oracle no scheduler can be, and not a bound either, but a
-measure of what knowing the future buys one decision at a time.
+measure of what knowing the future buys one decision at a time. With ``--known`` the play-outs
+start instead from what the scheduler knows (`known_engine`: the requests arrived so far, each
+at its predicted output length, no later arrivals): an honest planner, a certainty-equivalent
+rollout over the base. ``--seeds`` plays the suite's case at other seeds (validation seeds
+500,000 and up, never the suite's, for choices).
 
 ``moe``: for each cache size (a share of all routed experts) on an MoE suite (``--suite``,
 default ``moe/tinymoe-test``), the mean stall per token of MoE-Infinity, of the next-use rule (the
@@ -48,6 +53,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -119,23 +125,32 @@ def msa(capacities: list[float | None], markdown: bool, fast_tier: str = "l2") -
     )
 
 
-def lookahead(env: Any, candidates: Callable[[], list[int]], play_out: Callable[[], float]) -> None:
+def lookahead(env: Any, candidates: Callable[[], list[int]], score: Callable[[int], float]) -> None:
     """Run ``env``'s episode to its end by one-step lookahead: at every decision each of
-    ``candidates()`` is taken on the env restored to the decision's state, then ``play_out()``
-    scores it (higher is better; it may step the env on), and the best is taken, ties to the
-    earliest candidate (Bertsekas, Tsitsiklis and Wu, J. Heuristics 1997: a rollout of the
-    policy the play-outs follow)."""
+    ``candidates()`` is scored by ``score(action)`` on the env restored to the decision's state
+    (higher is better; it may step the env on), and the best is taken, ties to the earliest
+    candidate (Bertsekas, Tsitsiklis and Wu, J. Heuristics 1997: a rollout of the policy the
+    play-outs follow)."""
     while not env.core.done:
         options = candidates()
         if len(options) > 1:
             state, scores = env.get_state(), []
             for action in options:
                 env.set_state(state)
-                env.step(action)
-                scores.append(play_out())
+                scores.append(score(action))
             env.set_state(state)
             options = [options[int(np.argmax(scores))]]
         env.step(options[0])
+
+
+def stepped(env: Any, play_out: Callable[[], float]) -> Callable[[int], float]:
+    """A `lookahead` score: take the action on ``env`` itself, then ``play_out()``."""
+
+    def score(action: int) -> float:
+        env.step(action)
+        return play_out()
+
+    return score
 
 
 def lookahead_speedup(case: str, seed: int, env_kwargs: dict) -> float:
@@ -150,16 +165,79 @@ def lookahead_speedup(case: str, seed: int, env_kwargs: dict) -> float:
             env.step(env.core.xla_choice())
         return env.core.metrics()["speedup"]
 
-    lookahead(env, lambda: np.flatnonzero(env.action_masks()).tolist(), finish)
+    lookahead(env, lambda: np.flatnonzero(env.action_masks()).tolist(), stepped(env, finish))
     return env.core.metrics()["speedup"]
 
 
-def batching_lookahead(case: str, seed: int, horizon_s: float, base_name: str) -> dict[str, float]:
-    """The metrics of a clairvoyant one-step lookahead over the heuristic ``base_name`` (module
-    docstring) on one batching case: candidates are every step budget, or the base's
-    admission, running the step and the first three waiting requests by EDF and by SJF; a
-    play-out is the base on the true engine (future arrivals and output lengths included) for
-    ``horizon_s`` simulated seconds, scored by the requests it sees miss their SLO."""
+# the predicted output-length buckets' edges (`LENGTH_BUCKETS`, with a floor and a ceiling for
+# the two open buckets); a known engine takes each bucket's geometric middle as the length
+_BUCKET_EDGES = np.array([16, 32, 64, 128, 256, 512, 1024, 2048], float)
+
+
+def bucket_lengths(predicted: np.ndarray) -> np.ndarray:
+    """Output lengths (tokens) guessed from the env's predicted buckets (its ``_predicted``,
+    what the observation shows): each bucket's geometric middle."""
+    middle = np.sqrt(_BUCKET_EDGES[:-1] * _BUCKET_EDGES[1:])
+    return np.round(middle[predicted]).astype(np.int64)
+
+
+def known_engine(engine: Any, lengths: np.ndarray) -> Any:
+    """A `BatchingEngine` holding what the scheduler of ``engine`` knows now: the requests that
+    have arrived (no later arrivals), each unfinished one's output length taken from
+    ``lengths`` (a guess per request, `bucket_lengths`), at least one token more than it has
+    produced, and everything else (clock, queue, running batch, KV blocks, tokens produced and
+    their times, misses) as in ``engine``. Stepping it is a certainty-equivalent forecast of
+    the next seconds."""
+    from schedgym.envs.batching.core import GEN, OFFSET, OUTPUT, RID, BatchingEngine
+    from schedgym.workloads.serving import ServingTrace
+
+    k = engine.next_arrival
+    produced = engine.generated[:k].copy()
+    rows = engine.running
+    produced[rows[:, RID]] = rows[:, GEN]
+    output = engine.output[:k].copy()
+    live = np.isnan(engine.finished_at[:k])
+    guess = np.maximum(lengths[:k], produced + 1)
+    output[live] = guess[live]
+    t = engine.trace
+    trace = ServingTrace(
+        t.arrival_s[:k], t.prompt_tokens[:k], output, t.slo_class[:k], t.slo_classes, "known"
+    )
+    known = BatchingEngine(trace, engine.config)
+    for name in ("generated", "admitted_at", "finished_at", "preemptions", "max_gap", "missed"):
+        getattr(known, name)[...] = getattr(engine, name)[:k]
+    # the tokens produced so far (finished requests keep their true lengths), at the new offsets
+    count = np.minimum(produced, output)
+    skip = np.r_[0, np.cumsum(count)[:-1]]
+    within = np.arange(count.sum())
+    known.token_time[np.repeat(known.token_offset - skip, count) + within] = engine.token_time[
+        np.repeat(engine.token_offset[:k] - skip, count) + within
+    ]
+    known.slots[...] = engine.slots
+    known.slot_f[...] = engine.slot_f
+    mine = known.slots[: engine.n_run]
+    mine[:, OUTPUT] = output[mine[:, RID]]
+    mine[:, OFFSET] = known.token_offset[mine[:, RID]]
+    # the scalars hold as they are: the TTFT deadlines passed so far (``_deadline_ptr`` counts
+    # them) all belong to requests that have arrived
+    for name in BatchingEngine._SCALARS:
+        setattr(known, name, getattr(engine, name))
+    known.waiting = list(engine.waiting)
+    if engine.step_log.n:  # the last step's length, which the guard prices prefills with
+        last = engine.step_log.n - 1
+        known.step_log.append(1, **{c: a[last] for c, a in engine.step_log.cols.items()})
+    return known
+
+
+def batching_lookahead(
+    case: str, seed: int, horizon_s: float, base_name: str, known: bool = False
+) -> dict[str, float]:
+    """The metrics of a one-step lookahead over the heuristic ``base_name`` (module docstring)
+    on one batching case: candidates are every step budget, or the base's admission, running
+    the step and the first three waiting requests by EDF and by SJF; a play-out is the base
+    for ``horizon_s`` simulated seconds, scored by the requests it sees miss their SLO. On the
+    true engine (future arrivals and output lengths included: clairvoyant), or with ``known``
+    on `known_engine`, what a scheduler could forecast (honest)."""
     from schedgym.baselines.batching import POLICIES, earliest_deadline, shortest_prompt
     from schedgym.envs.batching.env import BUDGET_PHASE, BatchingEnv
     from schedgym.envs.batching.record import engine_metrics
@@ -168,21 +246,29 @@ def batching_lookahead(case: str, seed: int, horizon_s: float, base_name: str) -
     env.reset(seed=seed, options={"case": case})
     base = POLICIES[base_name]()
     base.reset(env)
-    engine = env.core
+    E = env.layout.max_entities
+
+    # the guard prices an admission as a chunk of up to the step budget beside every running
+    # decode, which the cost table cannot price at a budget within num_seqs of its largest
+    # batch: such budgets are not candidates
+    priced = E + np.flatnonzero(
+        np.asarray(env.budgets) + env.core.config.num_seqs <= env.core.config.max_tokens
+    )
 
     def candidates() -> list[int]:
         legal = np.flatnonzero(env.action_masks())
         if env.phase == BUDGET_PHASE:
+            legal = legal[(legal >= env.prefill_first_action) | np.isin(legal, priced)]
             first = base.act(env, None)
             return sorted(legal.tolist(), key=lambda a: a != first)
-        queue = legal[legal < env.layout.max_entities]
-        rids = np.asarray(engine.waiting)[queue]
-        keep = [base.act(env, None), *legal[legal >= env.layout.max_entities].tolist()]
+        queue = legal[legal < E]
+        rids = np.asarray(env.core.waiting)[queue]
+        keep = [base.act(env, None), *legal[legal >= E].tolist()]
         for order in (earliest_deadline, shortest_prompt):
-            keep += queue[np.argsort(order(engine, rids), kind="stable")[:3]].tolist()
+            keep += queue[np.argsort(order(env.core, rids), kind="stable")[:3]].tolist()
         return list(dict.fromkeys(keep))
 
-    def missed_soon() -> float:
+    def missed_soon(engine: Any) -> float:
         end, missed = engine.now + horizon_s, engine.n_missed
         while not engine.done and engine.now < end:
             if not engine.phase_open:
@@ -195,8 +281,24 @@ def batching_lookahead(case: str, seed: int, horizon_s: float, base_name: str) -
             engine.run_step()
         return -float(engine.n_missed - missed)
 
-    lookahead(env, candidates, missed_soon)
-    return engine_metrics(engine)
+    def forecast(action: int) -> float:
+        engine = known_engine(env.core, guessed)
+        if env.phase == BUDGET_PHASE:
+            prefill_first = action == env.prefill_first_action
+            engine.set_budget(
+                engine.config.prefill_first_budget if prefill_first else env.budgets[action - E],
+                prefill_first,
+            )
+        elif action == env.run_action:
+            engine.run_step()
+        else:
+            engine.admit(action)
+        return missed_soon(engine)
+
+    guessed = bucket_lengths(env._predicted)
+    score = forecast if known else stepped(env, lambda: missed_soon(env.core))
+    lookahead(env, candidates, score)
+    return engine_metrics(env.core)
 
 
 def msa_suites(markdown: bool) -> str:
@@ -254,7 +356,9 @@ def msa_suites(markdown: bool) -> str:
     return format_table(headers, rows, markdown)
 
 
-def batching(markdown: bool, horizon_s: float, base: str) -> str:
+def batching(
+    markdown: bool, horizon_s: float, base: str, known: bool = False, seeds: list[int] | None = None
+) -> str:
     from tqdm.auto import tqdm
 
     from schedgym.envs.batching.core import Batch, EngineConfig, replica
@@ -264,14 +368,17 @@ def batching(markdown: bool, horizon_s: float, base: str) -> str:
     fastest_step = (
         replica(config).step_cost(Batch((), (1,))) + config.step_overhead_s + config.seq_overhead_s
     )
+    cases = suite.cases
+    if seeds:
+        cases = tuple(replace(cases[0], seed=seed) for seed in seeds)
     rows = []
-    for c in tqdm(suite.cases, desc="batching cases", unit="case"):
+    for c in tqdm(cases, desc="batching cases", unit="case"):
         result = run_episode("batching", base, case=c.case, seed=c.seed)
         requests = result.record["requests"]
         arrival = np.asarray(requests["arrival_s"])
         finish = arrival + (np.asarray(requests["output_tokens"]) - 1) * fastest_step
         ceiling = len(arrival) / float(finish.max() - arrival.min())
-        search = batching_lookahead(c.case, c.seed, horizon_s, base)
+        search = batching_lookahead(c.case, c.seed, horizon_s, base, known)
         rows.append(
             [
                 str(c.seed),
@@ -288,7 +395,7 @@ def batching(markdown: bool, horizon_s: float, base: str) -> str:
         "seed",
         f"{base} goodput",
         "attainment",
-        f"lookahead {horizon_s:g} s goodput",
+        f"{'known' if known else 'clairvoyant'} lookahead {horizon_s:g} s goodput",
         "attainment",
         "ceiling",
     ]
@@ -372,6 +479,18 @@ def main(argv: list[str] | None = None) -> int:
         "heuristic:sarathi-sjf)",
     )
     ap.add_argument(
+        "--known",
+        action="store_true",
+        help="batching: play each candidate out from what the scheduler knows (the requests "
+        "arrived so far at their predicted output lengths, no later arrivals) instead of the "
+        "true future",
+    )
+    ap.add_argument(
+        "--seeds",
+        help="batching: comma-separated seeds of the suite's case to play instead of the "
+        "suite's own (e.g. validation seeds 500000,500001)",
+    )
+    ap.add_argument(
         "--fast-tier", default="l2", help="memmap, msa: the fast tier, l2 or trn1-sbuf (default l2)"
     )
     args = ap.parse_args(argv)
@@ -413,7 +532,13 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(
                 f"--base {args.base!r} is not a batching heuristic; one of {', '.join(POLICIES)}"
             )
-        print(batching(args.markdown, args.horizon, args.base))
+        try:
+            seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
+        except ValueError:
+            seeds = [-1]
+        if seeds is not None and min(seeds) < 0:
+            ap.error(f"--seeds: {args.seeds!r} is not a comma-separated list of seeds >= 0")
+        print(batching(args.markdown, args.horizon, args.base, args.known, seeds))
     return 0
 
 
