@@ -9,10 +9,15 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import math
 import os
+import re
+import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
@@ -54,6 +59,61 @@ def _int_at_least(least: int) -> Callable[[str], int]:
 
 _seed = _int_at_least(0)  # numpy's seeds are non-negative
 _positive_int = _int_at_least(1)
+_count = _int_at_least(0)
+
+
+def _number(check: Callable[[float], bool], what: str) -> Callable[[str], float]:
+    """argparse type: a finite number for which ``check`` holds (``what`` says which), refused
+    in one line otherwise."""
+
+    def number(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not math.isfinite(value) or not check(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+
+    return number
+
+
+_positive_number = _number(lambda v: v > 0, "a positive number")
+_fraction = _number(lambda v: 0 <= v <= 1, "between 0 and 1")
+
+
+def _nonempty(text: str) -> str:
+    """argparse type for a path: an empty one (which would mean the current folder, or nothing
+    written at all) is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def _case_list(flag: str, text: str) -> list[str]:
+    """A comma-separated list of cases, an empty entry refused (it would silently drop out, or
+    stand for the env's default case)."""
+    cases = text.split(",")
+    if not all(c.strip() for c in cases):
+        raise SchedgymError(
+            f"{flag} {text!r}: an empty entry (a comma too many, or nothing at all); give each "
+            "case, comma-separated"
+        )
+    return cases
+
+
+def _check_output_file(flag: str, path: Path) -> None:
+    """Refuse, before any work is done, an output file that cannot be written: a folder, or one
+    under a file or an unwritable folder (missing folders are created when it is written)."""
+    if path.is_dir():
+        raise SchedgymError(f"{flag}: {path} is a folder; name a file in it")
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SchedgymError(f"{flag}: cannot write {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise SchedgymError(f"{flag}: cannot write {path}: permission denied")
 
 
 def _check_env_arguments(env: str, kwargs: dict[str, Any]) -> None:
@@ -77,7 +137,28 @@ def _check_env_arguments(env: str, kwargs: dict[str, Any]) -> None:
     try:  # the env checks its own values (and, taking **kwargs, its own names)
         cls(**kwargs)
     except (TypeError, ValueError) as exc:
-        raise SchedgymError(f"--env-kwargs: {exc}") from None
+        message = str(exc)
+        key = _culprit(cls, kwargs, message)
+        where = f"{key}={json.dumps(kwargs[key])}: " if key is not None else ""
+        raise SchedgymError(f"--env-kwargs: {where}{message}") from None
+
+
+def _culprit(cls: Any, kwargs: dict[str, Any], message: str) -> str | None:
+    """The ``--env-kwargs`` key that made ``cls`` refuse them with ``message``, where the message
+    does not name it (a comparison of a string with a number names no argument): the only key,
+    or the one that alone gives the same message. None when the message names a key already or
+    no key alone gives it."""
+    if any(re.search(rf"\b{re.escape(k)}\b", message) for k in kwargs):
+        return None
+    if len(kwargs) == 1:
+        return next(iter(kwargs))
+    for key, value in kwargs.items():
+        try:
+            cls(**{key: value})
+        except Exception as exc:  # noqa: BLE001 - only its message is compared
+            if str(exc) == message:
+                return key
+    return None
 
 
 # -- list ------------------------------------------------------------------------------------------
@@ -285,15 +366,30 @@ def cmd_run(args: argparse.Namespace) -> None:
     }
     if args.case and args.workload and args.case != args.workload:
         raise SchedgymError(f"--case {args.case!r} and --workload {args.workload!r} disagree")
-    plot = args.plot or args.gantt
-    if plot and Path(plot).is_dir():
-        raise SchedgymError(f"--plot: {plot} is a folder; name the picture, e.g. {plot}/run.png")
+    if args.plot and args.gantt and args.plot != args.gantt:
+        raise SchedgymError(f"--plot {args.plot} and --gantt {args.gantt} disagree (one picture)")
+    # every output is checked before the episode runs, so none is written and then another fails
+    plot = _plot_path(args.plot or args.gantt) if args.plot or args.gantt else None
+    if args.json:
+        _check_output_file("--json", Path(args.json))
+        if plot and Path(args.json).absolute() == plot.absolute():
+            raise SchedgymError(f"--json and --plot both name {plot}")
     case = args.case or args.workload
     given = env_kwargs.get("case")  # the env's default case: --case would silently win
     if case and given is not None and given != case:
         raise SchedgymError(f"--case {case!r} and the case in --env-kwargs, {given!r}, disagree")
     case = case or given
-    result = run_episode(entry.name, args.policy, case=case, seed=args.seed, env_kwargs=env_kwargs)
+    try:
+        result = run_episode(
+            entry.name, args.policy, case=case, seed=args.seed, env_kwargs=env_kwargs
+        )
+    except SchedgymError:
+        raise
+    except Exception as exc:  # any fault of a policy or env: named in one line, as evaluate does
+        raise SchedgymError(
+            f"{args.policy} on {entry.name} case {case!r} (seed {args.seed}): "
+            f"{str(exc) or type(exc).__name__}"
+        ) from exc
     print(
         f"{entry.gym_id}  case={case or 'default'}  policy={result.policy} ({result.kind})  "
         f"seed={args.seed}"
@@ -306,9 +402,11 @@ def cmd_run(args: argparse.Namespace) -> None:
         extra = (
             {"policy": args.policy} if "policy" in inspect.signature(plot_record).parameters else {}
         )
+        plot.parent.mkdir(parents=True, exist_ok=True)
         plot_record(result.record, plot, **extra)
         print(f"wrote {plot}")
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(
             json.dumps(
                 {
@@ -323,6 +421,30 @@ def cmd_run(args: argparse.Namespace) -> None:
             )
         )
         print(f"wrote {args.json}")
+
+
+def _plot_path(text: str) -> Path:
+    """The file ``run --plot`` writes, checked before the episode: matplotlib must write its
+    format, and a name without an extension gets the one matplotlib adds (``.png``), so the path
+    reported is the one written."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    if Path(text).is_dir():
+        raise SchedgymError(f"--plot: {text} is a folder; name the picture, e.g. {text}/run.png")
+    extension = os.path.splitext(text)[1][1:].lower()
+    if not extension:  # what savefig does with a name without one
+        extension = matplotlib.rcParams["savefig.format"]
+        text = f"{text.rstrip('.')}.{extension}"
+    formats = Figure().canvas.get_supported_filetypes()
+    if extension not in formats:
+        raise SchedgymError(
+            f"--plot {text}: matplotlib does not write .{extension} files; name a "
+            f"{', '.join(f'.{f}' for f in sorted(formats))} file"
+        )
+    path = Path(text)
+    _check_output_file("--plot", path)
+    return path
 
 
 # -- bench -----------------------------------------------------------------------------------------
@@ -367,15 +489,14 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    env_kwargs = _training_env_kwargs(args)
+    trainer = {"ppo": _train_ppo, "muzero": _train_muzero, "rllib-ppo": _train_rllib}[args.algo]
+    trainer(args, env_kwargs)
+
+
+def _train_ppo(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> None:
     from schedgym.agents.ppo import TrainConfig, train
 
-    env_kwargs = _training_env_kwargs(args)
-    if args.algo == "rllib-ppo":
-        _train_rllib(args, env_kwargs)
-        return
-    if args.algo == "muzero":
-        _train_muzero(args, env_kwargs)
-        return
     muzero_only = ("simulations", "model", "rollout", "rollout_mix", "max_considered")
     if any(getattr(args, k) is not None for k in muzero_only) or (
         args.uniform_prior or args.fortify
@@ -387,18 +508,175 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.env_runners is not None or args.ray is not None:
         raise SchedgymError("--env-runners and --ray are options of --algo rllib-ppo")
     cfg = TrainConfig(
-        **_training_settings(args, env_kwargs, f"policies/{args.env}-ppo"),
+        **_training_settings(args, env_kwargs),
         imitate=args.imitate,
         imitate_episodes=args.imitate_episodes,
         learning_rate=args.learning_rate,
         init_from=args.init_from,
         normalize_reward=args.normalize_reward,
     )
-    train(cfg, heuristic=args.baseline, resume=args.resume, progress=not args.no_progress)
+    with _training_output(args, cfg.out):
+        try:
+            train(cfg, heuristic=args.baseline, resume=args.resume, progress=not args.no_progress)
+        except RuntimeError as exc:  # torch's, when --init-from's layers are not this network's
+            if not (cfg.init_from and str(exc).startswith("Error(s) in loading state_dict")):
+                raise
+            first = (str(exc).splitlines()[1:2] or [str(exc)])[0].strip()
+            raise SchedgymError(
+                f"--init-from {cfg.init_from}: not this network's shape: {first}"
+            ) from None
     print(
         f"wrote {cfg.out}/model.zip, config.json, training.json"
         f"{', curve.png' if cfg.val_cases else ''}; TensorBoard: tensorboard --logdir runs"
     )
+
+
+# What each --algo saves as trained weights (ppo: model.zip, last.zip; muzero: model.pt, last.pt;
+# rllib-ppo: module/, algorithm/): a folder holding one of them holds a checkpoint.
+CHECKPOINTS = ("model.zip", "last.zip", "model.pt", "last.pt", "module", "algorithm")
+# Everything a training run leaves in its folder (and scripts/train_policies.py's DAgger rounds
+# and results.json): what --overwrite moves away first.
+TRAINING_OUTPUTS = (
+    *CHECKPOINTS,
+    "best_model.zip",
+    "imitation.zip",
+    "after-ppo.zip",
+    "dagger-*.zip",
+    "reward_norm.pkl",
+    "evaluations.npz",
+    "checkpoints",
+    "config.json",
+    "training.json",
+    "curve.png",
+    "results.json",
+)
+
+
+@contextmanager
+def _training_output(args: argparse.Namespace, out: str) -> Iterator[None]:
+    """Check the training folder ``out`` before anything is written, then train in the block.
+
+    Refused: a file, or a folder that already holds a checkpoint unless ``--resume`` continues
+    it or ``--overwrite`` trains afresh over it (the earlier run's files, `TRAINING_OUTPUTS`,
+    are moved aside first, deleted once the new run succeeds); ``--init-from`` that is not a PPO
+    checkpoint of this env. When the block fails before it saved any weights, nothing is left
+    behind: a folder the command created is removed, files it added to an existing one are
+    removed, and the files moved aside are put back."""
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise SchedgymError(f"--out {out} is a file, not a folder")
+    _check_output_file("--out", folder / "config.json")
+    if args.resume and args.overwrite:
+        raise SchedgymError("--resume continues the run in OUT, --overwrite replaces it: not both")
+    held = [name for name in CHECKPOINTS if (folder / name).exists()]
+    if held and not (args.resume or args.overwrite):
+        raise SchedgymError(
+            f"--out {out} already holds a trained checkpoint ({held[0]}): give --resume to "
+            "continue it, --overwrite to train afresh in its place, or another --out"
+        )
+    if args.init_from:
+        _check_init_from(args.init_from, args.env)
+    created = folder.absolute()  # the outermost folder this command creates, if any
+    if created.exists():
+        created = None
+    else:
+        while not created.parent.exists():
+            created = created.parent
+    aside = None
+    if args.overwrite and folder.is_dir():
+        stale = sorted({p for pattern in TRAINING_OUTPUTS for p in folder.glob(pattern)})
+        if stale:
+            aside = Path(tempfile.mkdtemp(prefix=".overwritten-", dir=folder))
+            for path in stale:
+                path.rename(aside / path.name)
+    before = set(os.listdir(folder)) if folder.is_dir() else set()
+    try:
+        yield
+    except BaseException:
+        added = (set(os.listdir(folder)) if folder.is_dir() else set()) - before
+        if not any(_holds_weights(folder / name) for name in added):
+            _undo(folder, created, added, aside)
+            aside = None
+        raise
+    finally:
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+
+
+def _holds_weights(path: Path) -> bool:
+    """Whether ``path``, written by a failed run, holds trained weights worth keeping (a
+    checkpoint, or the periodic checkpoints/ folder once it holds one)."""
+    if path.name in CHECKPOINTS:
+        return True
+    return path.name == "checkpoints" and path.is_dir() and any(path.iterdir())
+
+
+def _undo(folder: Path, created: Path | None, added: set[str], aside: Path | None) -> None:
+    """Take back what a failed training run wrote (see `_training_output`); best effort, so the
+    run's own error is the one reported."""
+    try:
+        if created is not None:
+            shutil.rmtree(created)
+            return
+        for name in added:
+            path = folder / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        if aside is not None:
+            for path in aside.iterdir():
+                path.rename(folder / path.name)
+            aside.rmdir()
+    except OSError:
+        pass
+
+
+def _check_init_from(init_from: str, env: str) -> None:
+    """Refuse, before training, an ``--init-from`` that is not a PPO checkpoint (a folder's
+    ``model.zip``, or the file) or whose ``config.json`` (beside it; for a file in
+    ``checkpoints/``, the run's) names another env: its layers would not fit this env's
+    network (a torch size-mismatch deep inside training)."""
+    from schedgym.agents.ppo import _model_file
+    from schedgym.evaluate import _config
+    from schedgym.registry import env_entry
+
+    path = Path(init_from)
+    if path.is_dir() and not (path / "model.zip").exists() and (path / "model.pt").exists():
+        raise SchedgymError(
+            f"--init-from {init_from}: a MuZero checkpoint (model.pt); --init-from takes a PPO "
+            "checkpoint (a policy folder with model.zip, or the file)"
+        )
+    try:
+        model = _model_file(path)
+    except SchedgymError as exc:
+        raise SchedgymError(f"--init-from: {exc}") from None
+    beside = [model.parent / "config.json"]
+    if model.parent.name == "checkpoints":
+        beside.append(model.parent.parent / "config.json")
+    config = next((c for c in beside if c.is_file()), None)
+    if config is None:
+        raise SchedgymError(
+            f"--init-from {init_from}: no config.json beside {model} to say which env it was "
+            "trained on"
+        )
+    settings = _config(config)
+    algo = settings.get("algo", "ppo")
+    if algo != "ppo":
+        raise SchedgymError(
+            f"--init-from {init_from}: {config} says it is a {algo} checkpoint, not PPO"
+        )
+    trained = settings.get("env")
+    if not isinstance(trained, str):
+        raise SchedgymError(f"--init-from {init_from}: {config} names no env")
+    try:
+        same = env_entry(trained).name == env_entry(env).name
+    except SchedgymError:
+        same = False
+    if not same:
+        raise SchedgymError(
+            f"--init-from {init_from}: trained on {trained} ({config}), not on {env}"
+        )
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -413,7 +691,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         steps=args.steps,
         n_envs=args.n_envs,
         env_kwargs=env_kwargs,
-        val_cases=[c for c in (args.val_cases or "").split(",") if c],
+        val_cases=_case_list("--val-cases", args.val_cases),
         eval_every=args.eval_every,
     )
     cfg = SweepConfig(
@@ -441,24 +719,27 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 def _training_env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """``--env-kwargs`` with ``--generator``'s case (a comma list is a mix of generators)."""
     env_kwargs = _env_kwargs(args) or {}
-    if args.generator:
-        mix = args.generator.split(",")
+    if args.generator is not None:
+        mix = _case_list("--generator", args.generator)
+        if "case" in env_kwargs:
+            raise SchedgymError(
+                f"--generator {args.generator!r} and the case in --env-kwargs, "
+                f"{env_kwargs['case']!r}, both give the training case: give one"
+            )
         env_kwargs["case"] = mix if len(mix) > 1 else mix[0]
     return env_kwargs
 
 
-def _training_settings(
-    args: argparse.Namespace, env_kwargs: dict[str, Any], default_out: str
-) -> dict[str, Any]:
+def _training_settings(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> dict[str, Any]:
     """The settings every training algorithm's config takes from the command line."""
     return {
         "env": args.env,
-        "out": args.out or default_out,
+        "out": args.out or f"policies/{args.env}-{args.algo}",
         "steps": args.steps,
         "n_envs": args.n_envs,
         "seed": args.seed,
         "env_kwargs": env_kwargs,
-        "val_cases": [c for c in (args.val_cases or "").split(",") if c],
+        "val_cases": [] if args.val_cases is None else _case_list("--val-cases", args.val_cases),
         "eval_every": args.eval_every,
     }
 
@@ -474,7 +755,7 @@ def _train_muzero(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> None:
     if unsupported:
         raise SchedgymError(f"--algo muzero does not take {', '.join(unsupported)}")
     cfg = MuZeroConfig(
-        **_training_settings(args, env_kwargs, f"policies/{args.env}-muzero"),
+        **_training_settings(args, env_kwargs),
         model=args.model or "simulator",
         rollout=args.rollout,
         rollout_mix=1.0 if args.rollout_mix is None else args.rollout_mix,
@@ -485,7 +766,8 @@ def _train_muzero(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> None:
         # unset budgets keep MuZeroConfig's defaults; a 0 given is refused, not replaced
         **{k: v for k in ("simulations", "max_considered") if (v := getattr(args, k)) is not None},
     )
-    train(cfg, heuristic=args.baseline, resume=args.resume, progress=not args.no_progress)
+    with _training_output(args, cfg.out):
+        train(cfg, heuristic=args.baseline, resume=args.resume, progress=not args.no_progress)
     print(
         f"wrote {cfg.out}/model.pt, config.json, training.json (policy muzero:{cfg.out}@"
         f"{cfg.simulations}); TensorBoard: tensorboard --logdir runs"
@@ -512,7 +794,8 @@ def _train_rllib(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> None:
         env_kwargs=env_kwargs,
         learning_rate=args.learning_rate,
     )
-    rows = train_rllib(cfg, address=args.ray, progress=not args.no_progress)
+    with _training_output(args, cfg.out):
+        rows = train_rllib(cfg, address=args.ray, progress=not args.no_progress)
     print(
         format_table(
             ["iteration", "env steps", "steps/s", "mean return"],
@@ -532,14 +815,15 @@ def _train_rllib(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from schedgym.evaluate import evaluate, save_results
+    from schedgym.evaluate import evaluate, records_path, save_results
     from schedgym.leaderboard import format_duration
     from schedgym.suites import get_suite
 
     env_kwargs = _env_kwargs(args)
     suite = get_suite(args.suite, args.env, score=args.score, env_kwargs=env_kwargs)
-    if args.workers < 1:
-        raise SchedgymError("--workers must be at least 1")
+    if args.json:  # both files it writes, checked before the cases run
+        _check_output_file("--json", Path(args.json))
+        _check_output_file("--json", records_path(Path(args.json)))
     if args.capacity is not None:
         if suite.env != "batching":
             raise SchedgymError(
@@ -592,6 +876,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> None:
     from schedgym.leaderboard import build
 
     root = Path(args.root) if args.root else None
+    if root is not None and not root.is_dir():
+        raise SchedgymError(f"--root {root}: no such folder")
     report = build(
         **({"root": root} if root else {}),
         envs=args.env,
@@ -701,7 +987,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--quick", action="store_true", help="a coarse grid (under a minute on a CPU)")
-    s.add_argument("--out", help="where to write the measured table (JSON)")
+    s.add_argument("--out", type=_nonempty, help="where to write the measured table (JSON)")
     s.add_argument(
         "--check",
         metavar="TABLE",
@@ -738,9 +1024,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--case", help="instance, trace or buffer-set name, or file:PATH")
     s.add_argument("--workload", help="same as --case")
     s.add_argument("--seed", type=_seed, default=0)
-    s.add_argument("--plot", metavar="PNG", help="write the episode's picture here")
-    s.add_argument("--gantt", metavar="PNG", help="same as --plot")
-    s.add_argument("--json", metavar="OUT", help="write metrics and the episode record here")
+    s.add_argument(
+        "--plot",
+        type=_nonempty,
+        metavar="PNG",
+        help="write the episode's picture here (any format matplotlib writes, by the extension; "
+        "none: .png is added); missing folders are created",
+    )
+    s.add_argument("--gantt", type=_nonempty, metavar="PNG", help="same as --plot")
+    s.add_argument(
+        "--json",
+        type=_nonempty,
+        metavar="OUT",
+        help="write metrics and the episode record here; missing folders are created",
+    )
     s.add_argument("--env-kwargs", metavar="JSON", help="extra env arguments, e.g. '{\"x\": 1}'")
     s.set_defaults(fn=cmd_run)
 
@@ -767,7 +1064,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument(
         "--train-steps",
-        type=int,
+        type=_count,
         default=20_000,
         help="PPO steps for the job-shop demo (0: skip training)",
     )
@@ -804,7 +1101,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--simulations",
-        type=int,
+        type=_positive_int,
         metavar="N",
         help="muzero: simulations per decision in self-play and in the saved policy (default 16)",
     )
@@ -823,7 +1120,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--rollout-mix",
-        type=float,
+        type=_fraction,
         metavar="LAMBDA",
         help="muzero: leaf value = (1 - LAMBDA) * value net + LAMBDA * rollout return "
         "(AlphaGo's mixing; default 1)",
@@ -850,7 +1147,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--env-runners",
-        type=int,
+        type=_count,
         metavar="N",
         help="rllib-ppo: env-runner actors (default 1; 0 samples in the driver)",
     )
@@ -882,10 +1179,16 @@ def build_parser() -> argparse.ArgumentParser:
         "such as rollout:PATH with --init-from PATH (one step of approximate policy iteration)",
     )
     s.add_argument(
-        "--imitate-episodes", type=int, default=20, help="demonstration episodes for --imitate"
+        "--imitate-episodes",
+        type=_positive_int,
+        default=20,
+        help="demonstration episodes for --imitate",
     )
     s.add_argument(
-        "--learning-rate", type=float, default=3e-4, help="Adam's; 1e-4 suits a cloned start"
+        "--learning-rate",
+        type=_positive_number,
+        default=3e-4,
+        help="Adam's; 1e-4 suits a cloned start",
     )
     s.add_argument(
         "--normalize-reward",
@@ -893,13 +1196,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="scale rewards by the running std of the return (SB3's VecNormalize)",
     )
     s.add_argument(
-        "--n-envs", type=int, default=2, help="vectorised envs (per env runner with rllib-ppo)"
+        "--n-envs",
+        type=_positive_int,
+        default=2,
+        help="vectorised envs (per env runner with rllib-ppo)",
     )
-    s.add_argument("--eval-every", type=int, default=10_000, help="env steps between validations")
+    s.add_argument(
+        "--eval-every",
+        type=_positive_int,
+        default=10_000,
+        help="env steps between validations",
+    )
     s.add_argument("--seed", type=_seed, default=0)
-    s.add_argument("--out", help="output folder (default policies/ENV-ALGO)")
+    s.add_argument(
+        "--out",
+        type=_nonempty,
+        help="output folder (default policies/ENV-ALGO); one that already holds a checkpoint "
+        "(model.zip, last.zip, model.pt, last.pt, module/) is refused unless --resume or "
+        "--overwrite is given",
+    )
     s.add_argument(
         "--resume", action="store_true", help="continue from OUT/last.zip (muzero: OUT/last.pt)"
+    )
+    s.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train afresh in an OUT that holds a checkpoint: the files an earlier run left "
+        "there (model.zip, last.zip, best_model.zip, imitation.zip, model.pt, last.pt, module/, "
+        "algorithm/, checkpoints/, config.json, training.json, curve.png, results.json, ...) "
+        "are removed, other files kept; should this run fail before it saves weights, they are "
+        "put back",
     )
     s.add_argument(
         "--init-from",
@@ -929,7 +1255,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--env", required=True)
     s.add_argument("--algo", default="ppo", choices=["ppo"])
     s.add_argument("--space", required=True, metavar="FILE", help="the search space (JSON)")
-    s.add_argument("--samples", type=int, default=4, help="trials to sample (default 4)")
+    s.add_argument("--samples", type=_positive_int, default=4, help="trials to sample (default 4)")
     s.add_argument(
         "--generator",
         "--workload",
@@ -942,14 +1268,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--eval-every",
-        type=int,
+        type=_positive_int,
         default=5_000,
         help="env steps between a trial's reports (ASHA's unit of time)",
     )
-    s.add_argument("--n-envs", type=int, default=1, help="vectorised envs per trial")
-    s.add_argument("--cpus-per-trial", type=float, default=1.0)
+    s.add_argument("--n-envs", type=_positive_int, default=1, help="vectorised envs per trial")
+    s.add_argument("--cpus-per-trial", type=_positive_number, default=1.0)
     s.add_argument("--seed", type=_seed, default=0, help="seeds the sampling of configurations")
-    s.add_argument("--out", help="output folder (default sweeps/ENV-ALGO)")
+    s.add_argument("--out", type=_nonempty, help="output folder (default sweeps/ENV-ALGO)")
     s.add_argument("--resume", action="store_true", help="continue the interrupted sweep in OUT")
     s.add_argument("--env-kwargs", metavar="JSON", help="extra env constructor arguments")
     s.add_argument(
@@ -966,10 +1292,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a policy on every case of a suite, in parallel processes, validating "
         "every episode record with the environment's independent validate() before it counts; "
         "print the per-case metrics and the suite's score and, with --json, write the results "
-        "JSON (DESIGN.md §3) with the records beside it (OUT.records.json.xz). Suites: "
-        "`schedgym list suites` and docs/leaderboard.md; file:PATH runs your own instance, "
-        "trace or buffer-set file, or every file in a folder, in the formats the env's loaders "
-        "read.",
+        "JSON (its fields: docs/leaderboard.md, section Results JSON) with the records beside "
+        "it (OUT.records.json.xz). Suites: `schedgym list suites` and docs/leaderboard.md; "
+        "file:PATH runs your own instance, trace or buffer-set file, or every file in a folder, "
+        "in the formats the env's loaders read.",
         epilog="examples:\n"
         "  schedgym evaluate --suite jobshop/taillard-15x15 --policy heuristic:mor\n"
         "  schedgym evaluate --suite dag/topcuoglu --policy solver:cpsat --case-budget 10\n"
@@ -987,17 +1313,24 @@ def build_parser() -> argparse.ArgumentParser:
         help=POLICY_HELP,
     )
     s.add_argument("--env", help="the env (implied by a suite name; needed for file:PATH)")
-    s.add_argument("--json", metavar="OUT", help="write the results JSON here")
-    s.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    s.add_argument(
+        "--json",
+        type=_nonempty,
+        metavar="OUT",
+        help="write the results JSON here; missing folders are created",
+    )
+    s.add_argument(
+        "--workers", type=_positive_int, default=1, help="parallel processes (default 1)"
+    )
     s.add_argument(
         "--case-budget",
-        type=float,
+        type=_positive_number,
         metavar="S",
         help="time limit in seconds per case for solvers (default: the solver's own)",
     )
     s.add_argument(
         "--solver-threads",
-        type=int,
+        type=_positive_int,
         metavar="N",
         help="threads per solver (default: its own)",
     )
@@ -1039,24 +1372,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--env", action="append", help="only this env's suites (repeatable)")
     s.add_argument("--suite", action="append", help="only this suite (repeatable)")
-    s.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
+    s.add_argument(
+        "--workers", type=_positive_int, default=2, help="parallel processes (default 2)"
+    )
     s.add_argument(
         "--case-budget",
-        type=float,
+        type=_positive_number,
         default=10.0,
         metavar="S",
         help="solvers' time limit per case in seconds (default 10)",
     )
     s.add_argument(
         "--solver-threads",
-        type=int,
+        type=_positive_int,
         default=1,
         metavar="N",
         help="threads per solver (default 1: each worker keeps to one core)",
     )
     s.add_argument("--rerun", action="store_true", help="rerun even results that are current")
     s.add_argument("--no-run", action="store_true", help="only rebuild the pages from the files")
-    s.add_argument("--root", help="the checkout to write into (default: this package's folder)")
+    s.add_argument(
+        "--root",
+        type=_nonempty,
+        help="the checkout to write into (default: this package's folder)",
+    )
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_ray_flag(s)
     s.set_defaults(fn=cmd_leaderboard)
@@ -1073,7 +1412,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s.add_argument("--policy", required=True, help="a trained checkpoint: ppo:PATH")
-    s.add_argument("--out", required=True, help="the folder to write policy.onnx and spec.json")
+    s.add_argument(
+        "--out",
+        required=True,
+        type=_nonempty,
+        help="the folder to write policy.onnx and spec.json",
+    )
     s.add_argument("--env", help="refuse unless the policy was trained on this env")
     s.set_defaults(fn=cmd_export)
     return p

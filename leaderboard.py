@@ -207,7 +207,8 @@ def build(
 ) -> BuildReport:
     """Bring the results of the selected suites (all by default, or those of ``envs``, or the
     named ``suites``) up to date, then write LEADERBOARD.md and leaderboard/index.html from every
-    results file under ``root/leaderboard/results``. ``run=False`` only renders. With ``ray``
+    results file under ``root/leaderboard/results``. ``run=False`` only renders, and raises
+    ``SchedgymError`` when that folder holds no results files (an empty board). With ``ray``
     (a cluster address, ``""`` for a local instance) every case is a Ray task of
     ``solver_threads`` CPUs instead of a job for ``workers`` local processes."""
     start = time.perf_counter()
@@ -221,6 +222,13 @@ def build(
     unknown = set(suites or ()) - set(catalogue)
     if unknown:
         raise SchedgymError(f"unknown suite(s) {', '.join(sorted(unknown))}")
+    folder = root / "leaderboard" / "results"
+    if not run and not any(folder.glob("*.json")):
+        # rendering nothing would overwrite the pages with an empty board
+        raise SchedgymError(
+            f"no results files in {folder} to build the pages from (is {root} a checkout "
+            "with a leaderboard? run without --no-run to make them)"
+        )
     loaded: dict[Path, dict[str, Any]] = {}
     if run:
         pairs = plan(root, selected, report)

@@ -21,10 +21,24 @@ from schedgym.randomness import as_generator
 from schedgym.workloads.base import csv_rows, parse_number
 
 SCHEDGYM = shutil.which("schedgym") or str(Path(sys.executable).parent / "schedgym")
+POLICIES = Path(schedgym.__file__).resolve().parent / "policies"
 
 
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([SCHEDGYM, *args], capture_output=True, text=True, timeout=timeout)
+def run_cli(
+    *args: str, timeout: float = 300, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [SCHEDGYM, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )
+
+
+def one_line_error(out: subprocess.CompletedProcess) -> str:
+    """The error line of a refused command (exit 2, one line, no traceback)."""
+    assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("schedgym: error:"), out.stderr[-2000:]
+    return lines[0]
 
 
 def test_installed_command_runs_and_lists_what_ships():
@@ -114,6 +128,36 @@ def test_every_verb_has_help(verb):
             ["run", "--env", "jobshop", "--policy", "random", "--case", "ft06", "--plot", "."],
             "--plot: . is a folder",
         ),
+        # a second break-it pass: tracebacks, outputs written to the wrong place, values ignored
+        (
+            ["run", "--env", "jobshop", "--policy", "random", "--case", "ft06"]
+            + ["--plot", "FILE.txt"],
+            "--plot FILE.txt: matplotlib does not write .txt files",
+        ),
+        (
+            ["run", "--env", "jobshop", "--case", "ft06", "--policy"]
+            + [f"muzero:{POLICIES / 'jobshop-muzero'}@99999999999999999999"],
+            "on jobshop case 'ft06' (seed 0): Maximum allowed dimension exceeded",
+        ),
+        (
+            ["run", "--env", "jobshop", "--policy", "random", "--env-kwargs"]
+            + ['{"max_jobs": "abc"}'],
+            "--env-kwargs: max_jobs=\"abc\": '<' not supported",
+        ),
+        (
+            ["evaluate", "--suite", "dag/topcuoglu", "--policy", "solver:cpsat"]
+            + ["--solver-threads", "-4"],
+            "--solver-threads: must be at least 1, got -4",
+        ),
+        (
+            ["evaluate", "--suite", "dag/topcuoglu", "--policy", "solver:cpsat"]
+            + ["--case-budget", "-1"],
+            "--case-budget: must be a positive number, got -1",
+        ),
+        (
+            ["export", "--policy", f"ppo:{POLICIES / 'jobshop-ppo'}", "--out", ""],
+            "--out: must not be empty",
+        ),
     ],
 )
 def test_errors_are_one_line_not_a_traceback(args, message):
@@ -122,6 +166,122 @@ def test_errors_are_one_line_not_a_traceback(args, message):
     assert "Traceback" not in out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("schedgym: error:") and message in lines[0]
+
+
+TRAIN = ["train", "--env", "jobshop", "--generator", "random:6x6", "--steps", "8"]
+TRAIN += ["--no-progress", "--out", "out"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--n-envs", "0"], "--n-envs: must be at least 1, got 0"),
+        (["--learning-rate", "-1"], "--learning-rate: must be a positive number, got -1"),
+        (["--eval-every", "-5"], "--eval-every: must be at least 1, got -5"),
+        (["--imitate-episodes", "0"], "--imitate-episodes: must be at least 1, got 0"),
+        (["--out", ""], "--out: must not be empty"),
+        (["--generator", "random:6x6,"], "--generator 'random:6x6,': an empty entry"),
+        (
+            ["--env-kwargs", '{"case": "ft06"}'],
+            "--generator 'random:6x6' and the case in --env-kwargs, 'ft06', both give",
+        ),
+        (["--val-cases", ",,;random:6x6:1"], "--val-cases ',,;random:6x6:1': an empty entry"),
+        # each of these left an empty out/ (or out/config.json) behind
+        (["--generator", "nosuch:6x6"], "unknown job-shop case 'nosuch:6x6'"),
+        (["--resume"], "--resume: no checkpoint out/last.zip"),
+        (["--env-kwargs", '{"max_jobs": 3}'], "is 6 jobs x 6 machines"),
+        (["--imitate", "heuristic:nosuch"], "has no policy 'heuristic:nosuch'"),
+        (["--val-cases", ";random:6x6:1"], "unknown job-shop case ';random:6x6:1'"),
+        (["--val-cases", "random:6x6:1", "--baseline", "heuristic:nosuch"], "no policy"),
+        (
+            ["--algo", "muzero", "--val-cases", "random:6x6:1", "--baseline", "x:y"],
+            "cannot import policy callable 'x:y'",
+        ),
+        # another env's PPO checkpoint was a torch size-mismatch traceback, a MuZero one no PPO
+        (
+            ["--init-from", str(POLICIES / "dag-ppo")],
+            f"--init-from {POLICIES / 'dag-ppo'}: trained on dag",
+        ),
+        (
+            ["--init-from", str(POLICIES / "jobshop-muzero")],
+            "a MuZero checkpoint (model.pt); --init-from takes a PPO checkpoint",
+        ),
+    ],
+)
+def test_train_refuses_in_one_line_and_leaves_nothing_behind(tmp_path, args, message):
+    out = run_cli(*TRAIN, *args, cwd=tmp_path)
+    assert message in one_line_error(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_train_refuses_a_folder_holding_a_checkpoint_unless_told(tmp_path):
+    """The default --out (policies/ENV-ALGO) is where the committed checkpoints live: training
+    into it replaced model.zip and left the old results.json and curve.png beside it."""
+    for algo, checkpoint in (("ppo", "model.zip"), ("muzero", "model.pt")):
+        folder = tmp_path / "policies" / f"jobshop-{algo}"
+        folder.mkdir(parents=True)
+        (folder / checkpoint).write_text("weights")
+        args = ["train", "--env", "jobshop", "--algo", algo, "--steps", "8", "--no-progress"]
+        refused = one_line_error(run_cli(*args, cwd=tmp_path))
+        assert f"policies/jobshop-{algo} already holds a trained checkpoint ({checkpoint})" in (
+            refused
+        )
+        assert [p.name for p in folder.iterdir()] == [checkpoint]
+    # a real run, then what a second one may do over it
+    assert run_cli(*TRAIN, cwd=tmp_path).returncode == 0
+    out = tmp_path / "out"
+    (out / "results.json").write_text("{}")  # an evaluation of this model
+    (out / "notes.txt").write_text("mine")
+    model, names = (out / "model.zip").read_bytes(), sorted(p.name for p in out.iterdir())
+    refused = one_line_error(run_cli(*TRAIN, cwd=tmp_path))
+    assert "--out out already holds a trained checkpoint (model.zip): give --resume" in refused
+    both = one_line_error(run_cli(*TRAIN, "--overwrite", "--resume", cwd=tmp_path))
+    assert "--overwrite replaces it: not both" in both
+    # an --overwrite run that fails puts the old run's files back
+    bad = run_cli(*TRAIN, "--overwrite", "--generator", "nosuch:6x6", cwd=tmp_path)
+    assert "unknown job-shop case" in one_line_error(bad)
+    assert sorted(p.name for p in out.iterdir()) == names
+    assert (out / "model.zip").read_bytes() == model
+    done = run_cli(*TRAIN, "--overwrite", "--seed", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (out / "model.zip").read_bytes() != model
+    assert not (out / "results.json").exists()  # it described the old model
+    assert (out / "notes.txt").read_text() == "mine"  # not a training output: kept
+    assert sorted(p.name for p in out.iterdir()) == sorted(set(names) - {"results.json"})
+
+
+def test_run_checks_every_output_before_the_episode(tmp_path):
+    run = ["run", "--env", "jobshop", "--policy", "heuristic:mor", "--case", "ft06"]
+    (tmp_path / "afile").write_text("")
+    png = tmp_path / "a.png"
+    refused = run_cli(*run, "--plot", str(png), "--json", str(tmp_path / "afile" / "x.json"))
+    assert "afile is a file, not a folder" in one_line_error(refused)
+    assert not png.exists()  # it was written, then the JSON failed
+    # missing folders are created, as evaluate --json does
+    done = run_cli(*run, "--plot", str(png), "--json", str(tmp_path / "new" / "x.json"))
+    assert done.returncode == 0, done.stderr
+    assert png.is_file() and json.loads((tmp_path / "new" / "x.json").read_text())["case"] == "ft06"
+    # matplotlib adds .png to a name without an extension: the path reported is the one written
+    bare = run_cli(*run, "--plot", str(tmp_path / "r6"))
+    assert bare.returncode == 0, bare.stderr
+    assert f"wrote {tmp_path / 'r6.png'}" in bare.stdout and (tmp_path / "r6.png").is_file()
+
+
+def test_leaderboard_refuses_to_render_an_empty_board(tmp_path):
+    absent = tmp_path / "absent"
+    refused = run_cli("leaderboard", "--no-run", "--root", str(absent))
+    assert f"--root {absent}: no such folder" in one_line_error(refused)
+    refused = run_cli("leaderboard", "--no-run", "--root", str(tmp_path))
+    assert "no results files in" in one_line_error(refused)
+    assert list(tmp_path.iterdir()) == []  # no empty LEADERBOARD.md, no absent/ made
+
+
+def test_evaluate_help_points_at_a_doc_that_is_here():
+    text = " ".join(run_cli("evaluate", "--help").stdout.split())
+    assert "DESIGN.md" not in text
+    assert "docs/leaderboard.md, section Results JSON" in text
+    doc = Path(schedgym.__file__).resolve().parent / "docs" / "leaderboard.md"
+    assert "\n### Results JSON\n" in doc.read_text()
 
 
 def test_environments_are_registered_with_gymnasium():
