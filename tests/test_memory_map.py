@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+from test_foundation import one_line_error, run_cli
 
 from schedgym.baselines.memory import POLICIES
 from schedgym.envs.memory.core import TASKS, MemoryMapCore, lifetime_neighbours, op_seconds
@@ -105,17 +104,10 @@ def test_a_capacity_part_that_is_not_a_positive_integer_is_refused(tmp_path, par
 def test_a_bad_capacity_in_a_file_name_is_one_line_from_the_cli(tmp_path):
     path = tmp_path / "set.-5.csv"
     path.write_text("id,lower,upper,size\n0,0,2,4\n")
-    out = subprocess.run(
-        [sys.executable, "-m", "schedgym", "run", "--env", "memmap"]
-        + ["--policy", "heuristic:best-fit-size", "--case", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    out = run_cli(
+        "run", "--env", "memmap", "--policy", "heuristic:best-fit-size", "--case", str(path)
     )
-    assert out.returncode == 2 and "Traceback" not in out.stderr
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("schedgym: error:"), out.stderr
-    assert f"{path}: capacity '-5' in the file name" in lines[0]
+    assert f"{path}: capacity '-5' in the file name" in one_line_error(out)
 
 
 def test_reference_sets_have_their_published_peaks(shared_data):

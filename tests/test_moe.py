@@ -8,14 +8,13 @@ exhaustive search for the best hit rate on small instances, and the independent 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+from test_foundation import one_line_error, run_cli
 
 from schedgym.baselines.moe import POLICIES, Belady, Fiddler, min_copies
 from schedgym.envs.hardware import MODELS, load_cost_table
@@ -268,17 +267,12 @@ def test_a_recorded_case_is_not_replayed_to_reach_tokens():
 
 
 def test_too_many_tokens_is_one_line_from_the_cli():
-    out = subprocess.run(
-        [sys.executable, "-m", "schedgym", "run", "--env", "moe", "--policy", "heuristic:lru"]
-        + ["--case", "tinymoe-docs", "--env-kwargs", '{"tokens": 100000000}'],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    out = run_cli(
+        *("run", "--env", "moe", "--policy", "heuristic:lru", "--case", "tinymoe-docs"),
+        *("--env-kwargs", '{"tokens": 100000000}'),
     )
-    assert out.returncode == 2 and "Traceback" not in out.stderr
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("schedgym: error:"), out.stderr
-    assert "docs.npz" in lines[0] and "4096 tokens" in lines[0] and "got 100000000" in lines[0]
+    line = one_line_error(out)
+    assert "docs.npz" in line and "4096 tokens" in line and "got 100000000" in line
 
 
 def test_no_suite_plays_more_recorded_routing_than_its_file_holds():
