@@ -155,13 +155,17 @@ class ActorGraph(nn.Module):
 
 
 def read_config(folder: Path) -> dict[str, Any]:
-    """The training ``config.json`` of a policy folder, checked as ``schedgym run`` checks a
-    learned policy's (a JSON object whose ``env_kwargs`` is one), and naming a known env.
-    Raises ``SchedgymError`` (one line naming the file)."""
-    from schedgym.evaluate import _config, learned_layout_kwargs
-
+    """The training ``config.json`` of a policy folder: a JSON object naming a known env, whose
+    ``env_kwargs`` (if any) is an object, as ``schedgym run`` requires of a learned policy's
+    (`schedgym.evaluate` reads it there; this layer may not import that one). Raises
+    ``SchedgymError`` (one line naming the file)."""
     file = folder / "config.json"
-    config = _config(file)
+    try:
+        config = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SchedgymError(f"{file}: not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise SchedgymError(f"{file}: expected a JSON object, got {type(config).__name__}")
     trained = config.get("env")
     if not isinstance(trained, str):
         raise SchedgymError(f'{file}: no "env" naming the env the checkpoint was trained on')
@@ -169,7 +173,8 @@ def read_config(folder: Path) -> dict[str, Any]:
         env_entry(trained)
     except SchedgymError as exc:
         raise SchedgymError(f"{file}: {exc}") from None
-    learned_layout_kwargs(f"ppo:{folder}", trained)  # env_kwargs: a JSON object
+    if not isinstance(config.get("env_kwargs", {}), dict):
+        raise SchedgymError(f"{file}: env_kwargs must be a JSON object")
     return config
 
 
@@ -349,15 +354,13 @@ def committed_policies() -> list[Path]:
     """The committed PPO checkpoints, ``policies/*/`` holding ``model.zip`` whose
     ``config.json`` names no other algorithm (a next-use eviction model is a ``model.zip`` too,
     ``"algo": "nextuse"``; MuZero's and RLlib's are not zips SB3 loads)."""
-    from schedgym.evaluate import _config
-
     root = Path(__file__).resolve().parents[1] / "policies"
     return [
         p
         for p in sorted(root.iterdir())
         if (p / "model.zip").is_file()
         and (p / "config.json").is_file()
-        and _config(p / "config.json").get("algo", "ppo") == "ppo"
+        and read_config(p).get("algo", "ppo") == "ppo"
     ]
 
 
