@@ -847,3 +847,31 @@ def test_server_cpu_profile_prices_a_mixtral_expert_from_the_published_figures()
     assert costs.cpu_s[1] < costs.copy_s
     here = MoEOffloadEnv("mixtral", tokens=4, cpu_offload=True).make_core("mixtral", 0).costs
     assert here.cpu_s[1] > here.copy_s
+
+
+def test_a_deep_copy_mid_episode_plays_on_as_the_original_and_apart_from_it():
+    """``copy.deepcopy`` of a running env (what search code does) copies the expert buffers
+    and the numpy views read from them apart; the copy must rebind its views, else its masks
+    and observations read stale state and a mask-legal action is refused by ``step``."""
+    import copy
+
+    env = MoEOffloadEnv("tinymoe-docs", tokens=32, prefetch=1)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        env.step(int(rng.choice(np.flatnonzero(env.action_masks()))))
+    twin = copy.deepcopy(env)
+    before = env.action_masks().copy()
+    done = False
+    while not done:  # the copy plays to the end, every mask-legal action accepted
+        obs, reward, done, _, _ = twin.step(int(rng.choice(np.flatnonzero(twin.action_masks()))))
+        assert twin.observation_space.contains(obs)
+    assert (env.action_masks() == before).all()  # the original was not touched
+    # and the original, played on with the same actions as a second copy, stays in step with it
+    other = copy.deepcopy(env)
+    while not env.core.done:
+        action = int(rng.choice(np.flatnonzero(env.action_masks())))
+        a, b = env.step(action), other.step(action)
+        assert a[1] == b[1] and all((a[0][k] == b[0][k]).all() for k in a[0])
+        if not env.core.done:
+            assert (env.action_masks() == other.action_masks()).all()

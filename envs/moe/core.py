@@ -267,15 +267,11 @@ class MoECore:
         # the same memory.
         G = self.n_global
         self._resident = bytearray(G)
-        self.resident = np.frombuffer(self._resident, dtype=np.bool_)
         self._needed = bytearray(G)
-        self.needed = np.frombuffer(self._needed, dtype=np.bool_)
         self._ready = array("d", bytes(8 * G))  # when each expert's weights are (were) on GPU
-        self.ready = np.frombuffer(self._ready, dtype=np.float64)
         self._last_use = array("q", bytes(8 * G))  # last visit that needed it (-1: none)
-        self.last_use = np.frombuffer(self._last_use, dtype=np.int64)
         self._use_count = array("q", bytes(8 * G))
-        self.use_count = np.frombuffer(self._use_count, dtype=np.int64)
+        self._bind_views()
         self._prefetched = bytearray(self.n_global)  # loaded by prefetch, not yet used
         self._need_ids = episode.need_ids.tolist()
         self._need_cnt = episode.need_cnt.tolist()
@@ -292,6 +288,30 @@ class MoECore:
         self.reset()
 
     # -- state ---------------------------------------------------------------------------------
+
+    # the numpy views (name: buffer, dtype) of the per-expert buffers; a copy (deepcopy, pickle)
+    # copies a view apart from its buffer, so the views are rebuilt on the copy's buffers
+    _VIEWS = {
+        "resident": ("_resident", np.bool_),
+        "needed": ("_needed", np.bool_),
+        "ready": ("_ready", np.float64),
+        "last_use": ("_last_use", np.int64),
+        "use_count": ("_use_count", np.int64),
+    }
+
+    def _bind_views(self) -> None:
+        for view, (buffer, dtype) in self._VIEWS.items():
+            setattr(self, view, np.frombuffer(getattr(self, buffer), dtype=dtype))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for view in self._VIEWS:
+            state.pop(view, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._bind_views()
 
     def reset(self) -> None:
         self.resident[:] = False
