@@ -497,13 +497,13 @@ def cmd_train(args: argparse.Namespace) -> None:
 def _train_ppo(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> None:
     from schedgym.agents.ppo import TrainConfig, train
 
-    muzero_only = ("simulations", "model", "rollout", "rollout_mix", "max_considered")
+    muzero_only = ("simulations", "model", "rollout", "rollout_mix", "max_considered", "c_scale")
     if any(getattr(args, k) is not None for k in muzero_only) or (
-        args.uniform_prior or args.fortify
+        args.uniform_prior or args.fortify or args.anchor
     ):
         raise SchedgymError(
-            "--simulations, --model, --rollout, --rollout-mix, --max-considered, "
-            "--uniform-prior and --fortify are options of --algo muzero"
+            "--simulations, --model, --rollout, --rollout-mix, --max-considered, --c-scale, "
+            "--uniform-prior, --fortify and --anchor are options of --algo muzero"
         )
     if args.env_runners is not None or args.ray is not None:
         raise SchedgymError("--env-runners and --ray are options of --algo rllib-ppo")
@@ -763,6 +763,8 @@ def _train_muzero(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> None:
         init_from=args.init_from,
         uniform_prior=args.uniform_prior,
         fortify=args.fortify,
+        anchor=args.anchor,
+        **({} if args.c_scale is None else {"c_scale": args.c_scale}),
         # unset budgets keep MuZeroConfig's defaults; a 0 given is refused, not replaced
         **{k: v for k in ("simulations", "max_considered") if (v := getattr(args, k)) is not None},
     )
@@ -1144,6 +1146,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="muzero with --rollout: the saved policy follows the best complete sequence its "
         "searches have found until one finds better (fortified rollout: never worse than the "
         "rollout policy from the first state; self-play is unchanged)",
+    )
+    s.add_argument(
+        "--anchor",
+        action="store_true",
+        help="muzero with --rollout: the root's prior ranks the rollout policy's own action "
+        "first, so the search keeps it unless another scores strictly better (a rollout "
+        "algorithm's tie rule)",
+    )
+    s.add_argument(
+        "--c-scale",
+        type=_positive_number,
+        metavar="C",
+        help="muzero: mctx's value_scale, how far the search's values may override the prior "
+        "(default 0.1; 1.0 lets any value difference outweigh a PPO prior's logits)",
     )
     s.add_argument(
         "--env-runners",

@@ -116,6 +116,17 @@ class QueuePolicy(QueueScheduler):
         pos = self.choose_admission(engine)
         return env.run_action if pos is None else pos
 
+    def play_out(self, env: Any) -> float:
+        """The return of finishing ``env``'s episode with these decisions from its current
+        state (a planning forecast's, `BatchingEnv.known_state`, up to its horizon): the env's
+        rewards summed, ``-(requests newly missing their SLO) / N``, computed on the core
+        without building observations (the planners' fast path, `SimulatorModel`). Leaves
+        ``env`` at the end: callers restore a snapshot."""
+        engine = env.core
+        missed = engine.n_missed
+        self.drive(engine)
+        return -(engine.n_missed - missed) / engine.n
+
 
 class GuardPolicy(QueuePolicy):
     """SCORPIO's two guards on Sarathi-Serve's stall-free steps (Tang et al., 2025).
@@ -123,7 +134,7 @@ class GuardPolicy(QueuePolicy):
     TTFT guard: admissions in `ttft_guard` order. TPOT guard: the request next in that order is
     admitted only while the running requests keep their pace: the step its admission makes (one
     decode for every running request beside the newcomer's first chunk, ``min(tokens to
-    compute, step budget)``) must take at most the tightest TBT target among the running
+    compute, budget left)``) must take at most the tightest TBT target among the running
     requests, priced by `BatchingEngine.step_time` (the cost model, what a profiled engine
     predicts; SCORPIO's predictor plays this part). Else the step runs without it. An empty
     batch always admits, so every step has work. No constant is tuned.
@@ -138,7 +149,7 @@ class GuardPolicy(QueuePolicy):
             return pos
         rows = engine.running
         todo = int(engine.remaining_prompt(np.array([engine.waiting[pos]]))[0])
-        chunk = min(todo, engine.step_budget)
+        chunk = min(todo, engine.budget_left)
         step = engine.step_time(Batch(((chunk, chunk),), (rows[:, DONE] + 1).tolist()))
         return pos if step <= engine.tbt_target[rows[:, RID]].min() else None
 

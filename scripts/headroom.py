@@ -36,10 +36,10 @@ included), from its arrival. The lookahead (``batching_lookahead``) plays the ba
 ``--horizon`` simulated seconds on the true engine, future arrivals and output lengths
 included, from each candidate: an oracle no scheduler can be, and not a bound either, but a
 measure of what knowing the future buys one decision at a time. With ``--known`` the play-outs
-start instead from what the scheduler knows (`known_engine`: the requests arrived so far, each
-at its predicted output length, no later arrivals): an honest planner, a certainty-equivalent
-rollout over the base. ``--seeds`` plays the suite's case at other seeds (validation seeds
-500,000 and up, never the suite's, for choices).
+start instead from what the scheduler knows (`BatchingEngine.forecast`: the requests arrived so
+far, each at its predicted output length, no later arrivals): an honest planner, a
+certainty-equivalent rollout over the base. ``--seeds`` plays the suite's case at other seeds
+(validation seeds 500,000 and up, never the suite's, for choices).
 
 ``moe``: for each cache size (a share of all routed experts) on an MoE suite (``--suite``,
 default ``moe/tinymoe-test``), the mean stall per token of MoE-Infinity, of the next-use rule (the
@@ -169,66 +169,6 @@ def lookahead_speedup(case: str, seed: int, env_kwargs: dict) -> float:
     return env.core.metrics()["speedup"]
 
 
-# the predicted output-length buckets' edges (`LENGTH_BUCKETS`, with a floor and a ceiling for
-# the two open buckets); a known engine takes each bucket's geometric middle as the length
-_BUCKET_EDGES = np.array([16, 32, 64, 128, 256, 512, 1024, 2048], float)
-
-
-def bucket_lengths(predicted: np.ndarray) -> np.ndarray:
-    """Output lengths (tokens) guessed from the env's predicted buckets (its ``_predicted``,
-    what the observation shows): each bucket's geometric middle."""
-    middle = np.sqrt(_BUCKET_EDGES[:-1] * _BUCKET_EDGES[1:])
-    return np.round(middle[predicted]).astype(np.int64)
-
-
-def known_engine(engine: Any, lengths: np.ndarray) -> Any:
-    """A `BatchingEngine` holding what the scheduler of ``engine`` knows now: the requests that
-    have arrived (no later arrivals), each unfinished one's output length taken from
-    ``lengths`` (a guess per request, `bucket_lengths`), at least one token more than it has
-    produced, and everything else (clock, queue, running batch, KV blocks, tokens produced and
-    their times, misses) as in ``engine``. Stepping it is a certainty-equivalent forecast of
-    the next seconds."""
-    from schedgym.envs.batching.core import GEN, OFFSET, OUTPUT, RID, BatchingEngine
-    from schedgym.workloads.serving import ServingTrace
-
-    k = engine.next_arrival
-    produced = engine.generated[:k].copy()
-    rows = engine.running
-    produced[rows[:, RID]] = rows[:, GEN]
-    output = engine.output[:k].copy()
-    live = np.isnan(engine.finished_at[:k])
-    guess = np.maximum(lengths[:k], produced + 1)
-    output[live] = guess[live]
-    t = engine.trace
-    trace = ServingTrace(
-        t.arrival_s[:k], t.prompt_tokens[:k], output, t.slo_class[:k], t.slo_classes, "known"
-    )
-    known = BatchingEngine(trace, engine.config)
-    for name in ("generated", "admitted_at", "finished_at", "preemptions", "max_gap", "missed"):
-        getattr(known, name)[...] = getattr(engine, name)[:k]
-    # the tokens produced so far (finished requests keep their true lengths), at the new offsets
-    count = np.minimum(produced, output)
-    skip = np.r_[0, np.cumsum(count)[:-1]]
-    within = np.arange(count.sum())
-    known.token_time[np.repeat(known.token_offset - skip, count) + within] = engine.token_time[
-        np.repeat(engine.token_offset[:k] - skip, count) + within
-    ]
-    known.slots[...] = engine.slots
-    known.slot_f[...] = engine.slot_f
-    mine = known.slots[: engine.n_run]
-    mine[:, OUTPUT] = output[mine[:, RID]]
-    mine[:, OFFSET] = known.token_offset[mine[:, RID]]
-    # the scalars hold as they are: the TTFT deadlines passed so far (``_deadline_ptr`` counts
-    # them) all belong to requests that have arrived
-    for name in BatchingEngine._SCALARS:
-        setattr(known, name, getattr(engine, name))
-    known.waiting = list(engine.waiting)
-    if engine.step_log.n:  # the last step's length, which the guard prices prefills with
-        last = engine.step_log.n - 1
-        known.step_log.append(1, **{c: a[last] for c, a in engine.step_log.cols.items()})
-    return known
-
-
 def batching_lookahead(
     case: str, seed: int, horizon_s: float, base_name: str, known: bool = False
 ) -> dict[str, float]:
@@ -237,9 +177,10 @@ def batching_lookahead(
     the step and the first three waiting requests by EDF and by SJF; a play-out is the base
     for ``horizon_s`` simulated seconds, scored by the requests it sees miss their SLO. On the
     true engine (future arrivals and output lengths included: clairvoyant), or with ``known``
-    on `known_engine`, what a scheduler could forecast (honest)."""
+    on `BatchingEngine.forecast`, what a scheduler could forecast (honest)."""
     from schedgym.baselines.batching import POLICIES, earliest_deadline, shortest_prompt
     from schedgym.envs.batching.env import BUDGET_PHASE, BatchingEnv
+    from schedgym.envs.batching.features import bucket_lengths
     from schedgym.envs.batching.record import engine_metrics
 
     env = BatchingEnv()
@@ -248,17 +189,9 @@ def batching_lookahead(
     base.reset(env)
     E = env.layout.max_entities
 
-    # the guard prices an admission as a chunk of up to the step budget beside every running
-    # decode, which the cost table cannot price at a budget within num_seqs of its largest
-    # batch: such budgets are not candidates
-    priced = E + np.flatnonzero(
-        np.asarray(env.budgets) + env.core.config.num_seqs <= env.core.config.max_tokens
-    )
-
     def candidates() -> list[int]:
         legal = np.flatnonzero(env.action_masks())
         if env.phase == BUDGET_PHASE:
-            legal = legal[(legal >= env.prefill_first_action) | np.isin(legal, priced)]
             first = base.act(env, None)
             return sorted(legal.tolist(), key=lambda a: a != first)
         queue = legal[legal < E]
@@ -269,20 +202,13 @@ def batching_lookahead(
         return list(dict.fromkeys(keep))
 
     def missed_soon(engine: Any) -> float:
-        end, missed = engine.now + horizon_s, engine.n_missed
-        while not engine.done and engine.now < end:
-            if not engine.phase_open:
-                if not engine.choice_needed():
-                    engine.fast_forward()
-                    continue
-                engine.set_budget(base.step_budget(engine), base.prefill_first)
-            while (pos := base.choose_admission(engine)) is not None:
-                engine.admit(pos)
-            engine.run_step()
+        engine.until = engine.now + horizon_s  # restored with the state by `lookahead`
+        missed = engine.n_missed
+        base.drive(engine)
         return -float(engine.n_missed - missed)
 
     def forecast(action: int) -> float:
-        engine = known_engine(env.core, guessed)
+        engine = env.core.forecast(guessed)
         if env.phase == BUDGET_PHASE:
             prefill_first = action == env.prefill_first_action
             engine.set_budget(

@@ -598,10 +598,11 @@ def test_ttft_guard_admits_an_attainable_request_before_a_lost_one():
 
 def test_tpot_guard_holds_a_newcomer_that_would_slow_the_running_decodes_past_their_target():
     # after its one-chunk prefill, request 0 decodes at context 513; admitting request 1 would
-    # put its 512-token first chunk beside that decode. The guard admits it only when that step
-    # fits request 0's TBT target, else once request 0 has finished; EDF admits it at once.
+    # put its first chunk beside that decode: the 511 tokens the 512-token budget has left. The
+    # guard admits it only when that step fits request 0's TBT target, else once request 0 has
+    # finished; EDF admits it at once.
     probe = BatchingEngine(trace_of([512], [2]))
-    step = probe.step_time(Batch(((512, 512),), (513,)))
+    step = probe.step_time(Batch(((511, 511),), (513,)))
     for tbt, held in ((step * 0.999, True), (step * 1.001, False)):
         cls = (SLOClass("c", ttft_s=100.0, tbt_s=tbt),)
         trace = trace_of([512, 512], [50, 2], np.array([0.0, 1e-4]), classes=cls)

@@ -105,7 +105,7 @@ def test_fortification_needs_the_simulator_and_a_rollout(capsys):
     with pytest.raises(ValueError, match="fortification needs the true simulator"):
         make_model("learned", net, fortify=True)
     assert cli_main(["train", "--env", "jobshop", "--fortify", "--steps", "10"]) == 2
-    assert "--fortify are options of --algo muzero" in capsys.readouterr().err
+    assert "--fortify and --anchor are options of --algo muzero" in capsys.readouterr().err
 
 
 def test_a_fortified_online_dag_planner_plays_valid_episodes():

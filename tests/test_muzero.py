@@ -714,8 +714,9 @@ def test_train_algo_muzero_from_the_command_line(tmp_path, capsys):
         main(["train", "--env", "jobshop", "--algo", "muzero", "--imitate", "heuristic:mor"]) == 2
     )
     assert main(["train", "--env", "jobshop", "--simulations", "8"]) == 2
-    assert "--max-considered, --uniform-prior and --fortify are options of --algo muzero" in (
-        capsys.readouterr().err
+    assert (
+        "--max-considered, --c-scale, --uniform-prior, --fortify and --anchor are options of "
+        "--algo muzero" in (capsys.readouterr().err)
     )
     both = ["train", "--algo", "muzero", "--env", "jobshop", "--uniform-prior"]
     both += ["--init-from", "policies/jobshop-ppo", "--out", str(tmp_path / "both")]

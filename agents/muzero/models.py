@@ -24,6 +24,15 @@
   a real entity, every special action), since the network cannot know which moves the true
   state would allow; no state is terminal.
 
+With ``anchor`` the root's prior ranks the first rollout policy's own action first
+(`ANCHOR_NATS` above the best other legal logit): it is always among the considered actions, and
+where the search values it as high as any other the decision is the base heuristic's, as a
+rollout algorithm breaks its ties (Bertsekas, Tsitsiklis and Wu, J. Heuristics 1997, where
+keeping the base's choice on ties is what makes the rollout no worse than its base for a
+sequentially improving heuristic). Without it a tie goes to the network's favourite, which on
+batching (a decision's play-out often sees no miss either way) turned the planner into its
+PPO prior (docs/results.md).
+
 With ``fortify`` (acting only, `SimulatorModel.found` and `SimulatorModel.replay`), the policy
 keeps the best complete action sequence any search of the episode has found (a tree path and
 the rollout that finished it) and follows it until a search finds a better one: Bertsekas,
@@ -52,6 +61,9 @@ from schedgym.agents.muzero.networks import MuZeroNet, obs_to_tensor
 from schedgym.policy import Policy, RandomPolicy, resolve_policy
 
 MODELS = ("simulator", "learned")
+# the anchored action's logit lead: more than the last-bit noise of equal returns (completed Q
+# is normalised over at least 1e-8), far less than any real difference of values
+ANCHOR_NATS = 1e-3
 
 
 def _numpy(*tensors: th.Tensor) -> list[np.ndarray]:
@@ -70,9 +82,11 @@ class SimulatorModel:
     network's value; ``gamma`` discounts the rollout's rewards as the search does.
 
     ``fortify``: also record, per root, the best complete sequence the search found (`found`),
-    for a fortified rollout policy (module docstring). Raises ``ValueError`` for a ``mix``
-    outside [0, 1], or ``fortify`` without a rollout policy (a sequence needs a completion) or
-    with ``random`` among them (a held sequence must end as it was valued)."""
+    for a fortified rollout policy (module docstring). ``anchor``: rank the first rollout
+    policy's action first in the root's prior (module docstring). Raises ``ValueError`` for a
+    ``mix`` outside [0, 1], ``fortify`` or ``anchor`` without a rollout policy (a sequence needs
+    a completion; an anchor, a base), or ``fortify`` with ``random`` among them (a held
+    sequence must end as it was valued)."""
 
     def __init__(
         self,
@@ -81,6 +95,7 @@ class SimulatorModel:
         mix: float = 1.0,
         gamma: float = 1.0,
         fortify: bool = False,
+        anchor: bool = False,
     ):
         if not 0.0 <= mix <= 1.0:
             raise ValueError(f"the rollout mix must lie in [0, 1], got {mix}")
@@ -90,10 +105,12 @@ class SimulatorModel:
         self.rollouts = tuple(rollout) if isinstance(rollout, Sequence) else (rollout,)
         if fortify and not self.rollouts:
             raise ValueError("a fortified planner needs a rollout policy to finish its sequences")
+        if anchor and not self.rollouts:
+            raise ValueError("an anchored planner needs a rollout policy to anchor to")
         if fortify and any(isinstance(p, RandomPolicy) for p in self.rollouts):
             # a held sequence ends in its rollout policy's moves: they must be the ones valued
             raise ValueError("a fortified planner needs deterministic rollout policies, not random")
-        self.mix, self.gamma, self.fortify = mix, gamma, fortify
+        self.mix, self.gamma, self.fortify, self.anchor = mix, gamma, fortify, anchor
         self._envs: list[Any] = []
         self._roots: list[Any] = []
         self.found: list[dict[int | None, Found]] = []
@@ -184,6 +201,11 @@ class SimulatorModel:
         masks = np.stack([np.asarray(env.action_masks(), bool) for env in self._envs])
         with th.inference_mode():
             logits, values = _numpy(*self.net.predict(self.net.represent(obs_to_tensor(obs))[0]))
+        if self.anchor:
+            base = self.rollouts[0]
+            for i, (env, o) in enumerate(zip(self._envs, obs, strict=True)):
+                base.reset(env)
+                logits[i, int(base.act(env, o))] = logits[i, masks[i]].max() + ANCHOR_NATS
         returns = np.zeros(len(self._envs))
         self.found = [{} for _ in self._envs]
         if self.rollouts:
@@ -305,25 +327,30 @@ def make_model(
     mix: float = 1.0,
     gamma: float = 1.0,
     fortify: bool = False,
+    anchor: bool = False,
 ) -> SimulatorModel | LearnedModel:
     """The model named by ``--model``; ``rollout`` names a policy of ``env`` (``--rollout``,
     e.g. ``heuristic:mwkr``), or several joined by commas (``heuristic:mwkr,heuristic:mor``:
     the best of their returns), for `SimulatorModel`'s leaf values; ``fortify`` records the
-    searches' best sequences for a fortified rollout policy. Raises ``ValueError`` on another
-    model name, for a rollout or ``fortify`` with the learned model (it has no state to play a
-    policy from), or ``fortify`` without a rollout; ``SchedgymError`` when ``env`` has no such
-    policy."""
+    searches' best sequences for a fortified rollout policy; ``anchor`` ranks the first rollout
+    policy's action first at the root. Raises ``ValueError`` on another model name, for a
+    rollout, ``fortify`` or ``anchor`` with the learned model (it has no state to play a policy
+    from), or ``fortify`` or ``anchor`` without a rollout; ``SchedgymError`` when ``env`` has no
+    such policy."""
     if kind == "simulator":
         if rollout is None:
-            return SimulatorModel(net, None, mix, gamma, fortify)
+            return SimulatorModel(net, None, mix, gamma, fortify, anchor)
         if env is None:
             raise ValueError(f"rollout {rollout!r} given without the env it plays")
         policies = [resolve_policy(env, name.strip()) for name in rollout.split(",")]
-        return SimulatorModel(net, policies, mix, gamma, fortify)
+        return SimulatorModel(net, policies, mix, gamma, fortify, anchor)
     if kind == "learned":
         if rollout is not None:
             raise ValueError("rollouts need the true simulator: use --model simulator")
-        if fortify:
-            raise ValueError("fortification needs the true simulator and a rollout policy")
+        if fortify or anchor:
+            raise ValueError(
+                f"{'fortification' if fortify else 'an anchor'} needs the true simulator and a "
+                "rollout policy"
+            )
         return LearnedModel(net)
     raise ValueError(f"unknown model {kind!r}: use one of {', '.join(MODELS)}")

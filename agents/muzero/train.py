@@ -87,6 +87,8 @@ class MuZeroConfig:
     init_from: str | None = None  # a PPO policy folder to warm-start h and f from
     uniform_prior: bool = False  # start from logits all 0 (`uniform_prior`)
     fortify: bool = False  # validation and the saved policy follow the best sequence found
+    anchor: bool = False  # the root prior ranks the rollout policy's action first (ties to it)
+    c_scale: float = 0.1  # mctx's value_scale: how far completed Q may move the prior's logits
     torch_threads: int = 1
     tensorboard: str | None = "runs"
     # what picks the shipped checkpoint: the env's primary metric in its own direction, or this
@@ -104,6 +106,8 @@ class MuZeroConfig:
             "rollout": self.rollout,
             "mix": self.rollout_mix,
             "fortify": self.fortify,
+            # absent when off, so checkpoints saved before it existed resume unchanged
+            **({"anchor": True} if self.anchor else {}),
         }
 
     def order(self) -> str | None:
@@ -117,6 +121,7 @@ class MuZeroConfig:
             simulations=n,
             max_considered=self.max_considered,
             gamma=self.gamma,
+            c_scale=self.c_scale,
             gumbel_scale=0.0 if evaluation else 1.0,
         )
 

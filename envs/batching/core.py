@@ -329,6 +329,7 @@ class BatchingEngine:
         "done",
         "n_missed",
         "_deadline_ptr",
+        "until",
     )
 
     def reset(self) -> None:
@@ -355,6 +356,7 @@ class BatchingEngine:
         self.done = False
         self.n_missed = 0
         self._deadline_ptr = 0
+        self.until = np.inf  # a forecast's horizon (`forecast`); an episode runs to its end
         self.step_log = _Log(
             {"start": np.float64, "end": np.float64, "kv": np.int64, "entries": np.int64}
         )
@@ -385,7 +387,67 @@ class BatchingEngine:
     def _logs(self) -> tuple[_Log, _Log, _Log]:
         return self.step_log, self.entry_log, self.preempt_log
 
+    def forecast(self, lengths: np.ndarray, horizon_s: float = np.inf) -> BatchingEngine:
+        """A new engine holding what this engine's scheduler knows now, for planning: the
+        requests that have arrived (none arrives later), each unfinished one's output length
+        taken from ``lengths`` (``(n,)`` tokens, a guess per request, e.g. `bucket_lengths` of
+        the predicted buckets) but at least one token more than it has produced, and everything
+        else (clock, queue, running batch, KV blocks, tokens produced and their times, misses,
+        the last step's length) as here. It ends ``horizon_s`` seconds from now
+        (`past_horizon`), or when the arrived requests are served. Stepping it is a
+        certainty-equivalent forecast (Bertsekas, "Dynamic Programming and Optimal Control",
+        vol. 1, section 6.1). Raises ``ValueError`` for ``lengths`` of another size or a
+        negative horizon."""
+        lengths = np.asarray(lengths)
+        if lengths.shape != (self.n,) or not horizon_s >= 0:
+            raise ValueError(
+                f"forecast: lengths must be ({self.n},) and the horizon >= 0 s, got "
+                f"{lengths.shape} and {horizon_s}"
+            )
+        k = self.next_arrival
+        produced = self.generated[:k].copy()
+        rows = self.running
+        produced[rows[:, RID]] = rows[:, GEN]
+        output = self.output[:k].copy()
+        live = np.isnan(self.finished_at[:k])
+        output[live] = np.maximum(lengths[:k], produced + 1)[live]
+        t = self.trace
+        trace = ServingTrace(
+            t.arrival_s[:k], t.prompt_tokens[:k], output, t.slo_class[:k], t.slo_classes, "known"
+        )
+        known = BatchingEngine(trace, self.config)
+        for name in ("generated", "admitted_at", "finished_at", "preemptions", "max_gap", "missed"):
+            getattr(known, name)[...] = getattr(self, name)[:k]
+        # the tokens produced so far (finished requests keep their true lengths), at the new
+        # offsets
+        count = np.minimum(produced, output)
+        skip = np.r_[0, np.cumsum(count)[:-1]]
+        within = np.arange(count.sum())
+        known.token_time[np.repeat(known.token_offset - skip, count) + within] = self.token_time[
+            np.repeat(self.token_offset[:k] - skip, count) + within
+        ]
+        known.slots[...] = self.slots
+        known.slot_f[...] = self.slot_f
+        mine = known.slots[: self.n_run]
+        mine[:, OUTPUT] = output[mine[:, RID]]
+        mine[:, OFFSET] = known.token_offset[mine[:, RID]]
+        # the scalars hold as they are: the TTFT deadlines passed so far (``_deadline_ptr``
+        # counts them) all belong to requests that have arrived
+        for name in self._SCALARS:
+            setattr(known, name, getattr(self, name))
+        known.until = self.now + horizon_s
+        known.waiting = list(self.waiting)
+        if self.step_log.n:  # the last step's length, which schedulers price steps with
+            last = self.step_log.n - 1
+            known.step_log.append(1, **{c: a[last] for c, a in self.step_log.cols.items()})
+        return known
+
     # --- queries --------------------------------------------------------------------------
+
+    @property
+    def past_horizon(self) -> bool:
+        """Whether a `forecast` has reached its horizon (never for an episode's engine)."""
+        return self.now >= self.until
 
     @property
     def running(self) -> np.ndarray:
@@ -830,12 +892,15 @@ class QueueScheduler:
         return pos
 
     def drive(self, engine: BatchingEngine) -> None:
-        """Run ``engine`` to the end with these decisions, no observations built."""
-        while not engine.done:
-            if not engine.choice_needed():
-                engine.fast_forward()
-                continue
-            engine.set_budget(self.step_budget(engine), self.prefill_first)
+        """Run ``engine`` to the end (a forecast to its horizon, `BatchingEngine.forecast`) with
+        these decisions, no observations built; a step whose budget is already set is
+        finished first, with these admissions."""
+        while not engine.done and not engine.past_horizon:
+            if not engine.phase_open:
+                if not engine.choice_needed():
+                    engine.fast_forward()
+                    continue
+                engine.set_budget(self.step_budget(engine), self.prefill_first)
             while (pos := self.choose_admission(engine)) is not None:
                 engine.admit(pos)
             engine.run_step()

@@ -34,6 +34,7 @@ from schedgym.envs.batching.features import (
     GLOBAL_FEATURES,
     LENGTH_BUCKETS,
     SchedulerView,
+    bucket_lengths,
     encode,
 )
 from schedgym.envs.batching.record import engine_metrics, make_record, plot_record, validate
@@ -305,10 +306,11 @@ class BatchingEnv(gym.Env):
 
     ## Episode End
 
-    Terminated when every request has finished; never truncated. The last step's ``info`` holds
-    ``metrics`` (throughput, goodput, SLO attainment, TTFT and TBT mean/p50/p90/p99, queueing
-    delay, end-to-end latency, preemptions, KV utilisation, steps) and ``record`` (every request's
-    timeline and every step's batch), which `validate` replays.
+    Terminated when every request has finished; an episode is never truncated (a planning
+    forecast set by ``set_state(env.known_state())`` is, at its horizon). The last step's
+    ``info`` holds ``metrics`` (throughput, goodput, SLO attainment, TTFT and TBT
+    mean/p50/p90/p99, queueing delay, end-to-end latency, preemptions, KV utilisation, steps)
+    and ``record`` (every request's timeline and every step's batch), which `validate` replays.
 
     ## Arguments
 
@@ -316,17 +318,20 @@ class BatchingEnv(gym.Env):
       none;
     * ``max_entities`` (128): waiting requests observed (and admissible) at once;
     * ``length_noise`` (0.5): sigma of the log-normal error of the predicted output length;
+    * ``forecast_s`` (4.0): the horizon of ``known_state()``'s forecasts, simulated seconds;
     * any field of ``Case`` (``n_requests``, ``load``, ``rate``, ``process``, ``cv``,
       ``slo_mix``) or of ``EngineConfig`` (``model``, ``hardware``, ``tp``, ``max_num_seqs``,
       ``kv_blocks``, ``watermark``, CPU overheads, ...) overrides the case's; ``rate`` replays a
       trace file at that mean rate.
 
-    ``get_state()``/``set_state(state)`` snapshot and restore an episode; the simulator core is
-    ``env.core`` (`BatchingEngine`), its workload ``env.trace``.
+    ``get_state()``/``set_state(state)`` snapshot and restore an episode; ``known_state()`` is
+    the state of what the scheduler knows now, for planners (`BatchingEnv.known_state`); the
+    simulator core is ``env.core`` (`BatchingEngine`), its workload ``env.trace``.
 
     ## Version History
 
-    * v0: initial version.
+    * v0: initial version; ``known_state`` and ``forecast_s`` added later (episodes
+      unchanged).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
@@ -336,13 +341,17 @@ class BatchingEnv(gym.Env):
         case: str | None = None,
         max_entities: int = DEFAULT_MAX_ENTITIES,
         length_noise: float = 0.5,
+        forecast_s: float = 4.0,
         **overrides: Any,
     ):
         if max_entities < 1 or length_noise < 0:
             raise ValueError("max_entities must be >= 1 and length_noise >= 0")
+        if not 0 < forecast_s < np.inf:
+            raise ValueError(f"forecast_s must be a positive number of seconds, got {forecast_s}")
         self.default_case = case or DEFAULT_CASE
         self.overrides = overrides
         self.length_noise = length_noise
+        self.forecast_s = forecast_s
         self.budgets = resolve_case(self.default_case, overrides).engine.budgets
         self._budget_array = np.asarray(self.budgets)
         nb = len(self.budgets)
@@ -393,6 +402,8 @@ class BatchingEnv(gym.Env):
         a = action_index(action)
         if core.done:
             raise IllegalActionError("the episode is over; call reset()")
+        if core.past_horizon:
+            raise IllegalActionError("the forecast has reached its horizon; restore a state")
         if not 0 <= a < self.layout.n_actions or not self.action_masks()[a]:
             raise IllegalActionError(f"action {a} is illegal: {self._why(a)}")
         missed = core.n_missed
@@ -403,7 +414,7 @@ class BatchingEnv(gym.Env):
         if core.done:
             info["metrics"] = engine_metrics(core)
             info["record"] = make_record(core, self.case_name)
-        return self._observe(), reward, core.done, False, info
+        return self._observe(), reward, core.done, not core.done and core.past_horizon, info
 
     def action_masks(self) -> np.ndarray:
         """True for the legal actions (MaskablePPO's hook)."""
@@ -433,8 +444,26 @@ class BatchingEnv(gym.Env):
             "config": core.config,
         }
 
+    def known_state(self) -> dict[str, Any]:
+        """The state of what the scheduler knows now, for planners to `set_state` and step
+        (`schedgym.agents.muzero.models.SimulatorModel` plans from it): the requests arrived so
+        far and none later, each unfinished one's output length guessed from its predicted
+        bucket (`bucket_lengths`, what the observation shows), the rest of the engine as it is
+        (`BatchingEngine.forecast`). Stepping it is truncated ``forecast_s`` simulated seconds
+        from now; its rewards are ``-1/k`` per miss, ``k`` the requests arrived. The episode's
+        own state is untouched."""
+        core = self._require_core()
+        known = core.forecast(bucket_lengths(self._predicted), self.forecast_s)
+        return {
+            "core": known.get_state(),
+            "phase": self.phase,
+            "case": self.case_name,
+            "predicted": self._predicted[: known.n],
+            "config": core.config,
+        }
+
     def set_state(self, state: dict[str, Any]) -> dict[str, np.ndarray]:
-        """Restore a `get_state` snapshot; return its observation."""
+        """Restore a `get_state` (or `known_state`) snapshot; return its observation."""
         trace = state["core"]["trace"]
         if self.core is None or trace is not self.trace:
             self._use(trace, state["config"], state["predicted"])
@@ -466,7 +495,7 @@ class BatchingEnv(gym.Env):
     def _compute_mask(self) -> np.ndarray:
         core = self.core
         mask = np.zeros(self.layout.n_actions, bool)
-        if core.done:
+        if core.done or core.past_horizon:
             return mask
         E = self.layout.max_entities
         if self.phase == BUDGET_PHASE:
@@ -497,7 +526,7 @@ class BatchingEnv(gym.Env):
     def _advance(self) -> None:
         """Take the decisions that have a single legal action, until a real choice or the end."""
         core = self.core
-        while not core.done:
+        while not core.done and not core.past_horizon:
             if self.phase == BUDGET_PHASE and not core.choice_needed():
                 core.fast_forward()
                 self._mask = None

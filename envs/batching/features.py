@@ -20,6 +20,16 @@ ENCODER_VERSION = "batching-features-1"
 # Output-length buckets a length predictor reports (tokens): [0,32), [32,64), ... [1024, inf).
 LENGTH_BUCKETS = np.array([32, 64, 128, 256, 512, 1024])
 
+
+def bucket_lengths(predicted: np.ndarray) -> np.ndarray:
+    """Output lengths (tokens, ``(n,)`` int64) guessed from predicted buckets (``(n,)`` indices
+    into `LENGTH_BUCKETS`, 0..6): each bucket's geometric middle, the two open buckets closed at
+    16 and 2,048 tokens."""
+    edges = np.r_[16, LENGTH_BUCKETS, 2048].astype(float)
+    middle = np.sqrt(edges[:-1] * edges[1:])
+    return np.round(middle[np.asarray(predicted)]).astype(np.int64)
+
+
 ENTITY_FEATURES = (
     "prompt",  # prompt tokens / 4096
     "to_compute",  # tokens to prefill before the next token (prompt + produced) / 4096

@@ -1,15 +1,13 @@
-"""`scripts/headroom.py`'s forecast of a batching replica from what its scheduler knows
-(`known_engine`), against the true engine it is taken from."""
+"""The forecast of a batching replica from what its scheduler knows (`BatchingEngine.forecast`,
+what `scripts/headroom.py --known` and the batching planner play out), against the true engine
+it is taken from."""
 
 from __future__ import annotations
 
 import numpy as np
-from recipes import load_script
 
 from schedgym.baselines.batching import POLICIES
 from schedgym.envs.batching.env import BatchingEnv
-
-headroom = load_script("headroom")
 
 
 def _guard_until(engine, base, stop) -> None:
@@ -38,7 +36,7 @@ def test_a_forecast_that_knows_the_true_lengths_after_the_last_arrival_is_the_en
     engine, base = env.core, POLICIES["heuristic:sarathi-guard"]()
     _guard_until(engine, base, lambda: engine.next_arrival == engine.n and engine.n_run > 2)
     assert not engine.done and len(engine.waiting) + engine.n_run > 2  # mid-run, work left
-    known = headroom.known_engine(engine, engine.output)
+    known = engine.forecast(engine.output)
     for e in (engine, known):
         _guard_until(e, base, lambda: False)
     assert _state(known) == _state(engine)
@@ -55,7 +53,7 @@ def test_a_forecast_holds_the_arrived_requests_at_their_guessed_lengths():
     k = engine.next_arrival
     assert k < engine.n
     guess = np.full(engine.n, 3)  # shorter than most outputs: the floor must hold
-    known = headroom.known_engine(engine, guess)
+    known = engine.forecast(guess)
     assert known.n == k and not known.done
     produced = engine.generated[:k].copy()
     produced[engine.running[:, 0]] = engine.running[:, 3]
