@@ -227,7 +227,8 @@ def _batching() -> list[Suite]:
             about="Batching-v0's azure-conv-synth case: Poisson arrivals with Azure-2023 "
             "conversation lengths, sized to the replica's measured capacity, half interactive "
             "and half relaxed SLOs; 3 seeds. capacity_rps: the highest arrival rate (the same "
-            "arrivals rescaled) at which the policy keeps 90 % SLO attainment",
+            "arrivals rescaled) at which the policy keeps 90 % SLO attainment (not searched for "
+            "planners, muzero:, whose search would replay each case about 8 times)",
             capacity_slo=0.9,
         ),
         Suite(
@@ -241,7 +242,7 @@ def _batching() -> list[Suite]:
             "recorded arrival times (4.6 requests/s, well under an H100's capacity, so every "
             "policy meets nearly every SLO); the seed assigns SLO classes. capacity_rps: the "
             "highest rate of those 1,000 arrivals, their recorded pattern rescaled, at which the "
-            "policy keeps 90 % SLO attainment",
+            "policy keeps 90 % SLO attainment (not searched for planners, muzero:)",
             data=("traces/azure-llm-2023/AzureLLMInferenceTrace_conv.csv",),
             capacity_slo=0.9,
         ),
