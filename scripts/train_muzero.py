@@ -1,13 +1,13 @@
 """Reproduce the Gumbel MuZero policies ``policies/<recipe>-muzero``, one recipe each.
 
-Every recipe's policy but ``batching``'s is committed.
+Every recipe's policy is committed.
 
-All but ``moe`` and ``batching`` plan with the true simulator (``--model simulator``) from
-what a scheduler knows (``known_state``, where the env's state holds more: docs/agents.md), and
-value every search node by a heuristic's rollout; ``moe`` and ``batching`` plan with the learned
-dynamics (``--model learned``). Every recipe validates on cases disjoint from the suites'
-against a heuristic. Budgets (decisions of self-play) are sized for about 10 minutes on this
-2-core machine under ``nice`` (``moe``: 29 minutes; ``batching``: 3; ``dag-online``: 7):
+All but ``moe`` plan with the true simulator (``--model simulator``) from what a scheduler
+knows (``known_state``, where the env's state holds more: docs/agents.md), and value every
+search node by a heuristic's rollout; ``moe`` plans with the learned dynamics (``--model
+learned``). Every recipe validates on cases disjoint from the suites' against a heuristic.
+Budgets (decisions of self-play) are sized for about 10 minutes on this 2-core machine under
+``nice`` (``moe``: 29 minutes; ``batching``: 18; ``dag-online``: 7):
 
 * ``jobshop`` warm-starts the representation and prediction nets from the committed PPO policy
   (``policies/jobshop-ppo``, `MuZeroNet.load_ppo`) and self-plays on PPO's training generator
@@ -54,14 +54,17 @@ against a heuristic. Budgets (decisions of self-play) are sized for about 10 min
   an episode's undiscounted return is about -1,600 over its ~3,600 decisions. In this budget
   self-play did not beat the warm start on validation, so the warm start ships
   (docs/results.md has the curve);
-* ``batching`` plans with the learned dynamics too: the simulator's state holds the arrivals
-  yet to come and every request's true output length. It warm-starts ``h`` and ``f`` from
-  ``policies/batching-ppo``, self-plays on the first 200 requests of PPO's generator with 2
-  simulations (what a suite case affords: an episode of 600 requests is about 2,600
-  decisions, and the capacity search replays it about 8 times), and validates on 4 such
-  prefixes. It does not reach PPO's level in this budget (self-play lowered the validation
-  goodput, and the warm start's untrained dynamics plan far worse than PPO on full-length
-  episodes), so its output is not committed: docs/results.md has the numbers.
+* ``batching`` plans from ``known_state()``: 4-second forecasts of the requests arrived so far
+  at their predicted output lengths, no later arrivals. It values every node by SCORPIO's
+  guard played to the forecast's horizon (``heuristic:sarathi-guard``, the best batching
+  heuristic), anchors the root's prior to the guard's own action (``anchor``: the guard's
+  choice wins every tie, and a 4-second forecast ties often) with ``c_scale`` 1 (any
+  difference of forecast misses outweighs PPO's logits), and warm-starts ``h`` and ``f`` from
+  ``policies/batching-ppo``, 8 simulations over up to 8 root actions. It self-plays on the
+  first 200 requests of PPO's generator (about 900 decisions an episode) and validates on two
+  full-length cases; self-play lowered the validation goodput, so the validated warm start
+  ships (docs/results.md). An earlier recipe planned with the learned dynamics (before the
+  env had ``known_state``) and stayed below PPO.
 
     .venv/bin/python scripts/train_muzero.py RECIPE [--steps N] [--simulations N]
 

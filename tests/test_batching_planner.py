@@ -141,3 +141,74 @@ def test_an_anchor_needs_the_simulator_and_a_rollout_policy():
         make_model("learned", net, anchor=True)
     with pytest.raises(ValueError, match="rollout policy to anchor to"):
         make_model("simulator", net, anchor=True)
+
+
+def test_a_forecast_reads_nothing_a_scheduler_does_not_know():
+    """Two replicas whose traces agree on everything a scheduler has seen by some moment, but
+    not on the future (later arrivals come 5 s later and are twice as long in the second, and a
+    request still decoding will produce 100 more tokens there), play alike up to that moment
+    and give the very same forecast there: arrays, scalars and queue. (Slot rows past the
+    running ones are scratch no step reads; they keep what earlier requests left there.)"""
+    base = POLICIES["heuristic:sarathi-guard"]()
+    env = BatchingEnv("azure-conv-synth:60")
+    env.reset(seed=2)
+    first = env.trace
+    m = 40
+
+    def until_arrival(engine: BatchingEngine) -> None:
+        while not engine.done and engine.next_arrival < m:
+            if not engine.phase_open:
+                if not engine.choice_needed():
+                    engine.fast_forward(max_steps=1)
+                    continue
+                engine.set_budget(base.step_budget(engine), base.prefill_first)
+            while (pos := base.choose_admission(engine)) is not None:
+                engine.admit(pos)
+            engine.run_step()
+
+    a = BatchingEngine(first, env.core.config)
+    until_arrival(a)
+    assert a.next_arrival >= m and not a.done
+    m = a.next_arrival  # every request before it has arrived, none after
+    rows = a.running
+    running = rows[rows[:, 3] > 0][:, 0]
+    assert running.size  # a request mid-decode whose true length the second trace changes
+    j = int(running[0])
+    output = first.output_tokens.copy()
+    output[j] += 100
+    output[m:] *= 2
+    arrival = first.arrival_s.copy()
+    arrival[m:] += 5.0
+    second = ServingTrace(
+        arrival, first.prompt_tokens, output, first.slo_class, first.slo_classes, "other"
+    )
+    b = BatchingEngine(second, env.core.config)
+    until_arrival(b)
+    assert (a.now, a.next_arrival, a.waiting) == (b.now, b.next_arrival, b.waiting)
+    guess = np.full(first.n_requests, 40)
+    fa, fb = a.forecast(guess, 4.0), b.forecast(guess, 4.0)
+    sa, sb = fa.get_state(), fb.get_state()
+    live = fa.n_run
+    assert live == fb.n_run
+    for key in BatchingEngine._ARRAYS:
+        x, y = (sa[key][:live], sb[key][:live]) if key.startswith("slot") else (sa[key], sb[key])
+        np.testing.assert_array_equal(x, y, err_msg=key)
+    assert [sa[k] for k in BatchingEngine._SCALARS] == [sb[k] for k in BatchingEngine._SCALARS]
+    assert sa["waiting"] == sb["waiting"]
+    assert (fa.output == fb.output).all() and (fa.arrival == fb.arrival).all()
+
+
+def test_the_committed_planner_with_one_simulation_is_the_guard():
+    """`policies/batching-muzero` is anchored to SCORPIO's guard, so with one simulation it
+    plays the guard's episode exactly (same decisions, same goodput); at its own 8 it takes
+    only legal actions and plans from the forecast, never the true future."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent.parent / "policies" / "batching-muzero"
+    if not (folder / "model.pt").is_file():
+        pytest.skip("policies/batching-muzero is not committed in this checkout")
+    case = "azure-conv-synth:40"
+    guard = run_episode("batching", "heuristic:sarathi-guard", case=case, seed=1)
+    one = run_episode("batching", f"muzero:{folder}@1", case=case, seed=1)
+    assert one.decisions == guard.decisions
+    assert one.metrics["goodput_rps"] == guard.metrics["goodput_rps"]
