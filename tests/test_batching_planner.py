@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_forecast import _guard_until
 from test_muzero import Indifferent
 
 from schedgym.agents.muzero.models import ANCHOR_NATS, SimulatorModel, make_model
@@ -155,19 +156,8 @@ def test_a_forecast_reads_nothing_a_scheduler_does_not_know():
     first = env.trace
     m = 40
 
-    def until_arrival(engine: BatchingEngine) -> None:
-        while not engine.done and engine.next_arrival < m:
-            if not engine.phase_open:
-                if not engine.choice_needed():
-                    engine.fast_forward(max_steps=1)
-                    continue
-                engine.set_budget(base.step_budget(engine), base.prefill_first)
-            while (pos := base.choose_admission(engine)) is not None:
-                engine.admit(pos)
-            engine.run_step()
-
     a = BatchingEngine(first, env.core.config)
-    until_arrival(a)
+    _guard_until(a, base, lambda: a.next_arrival >= m)
     assert a.next_arrival >= m and not a.done
     m = a.next_arrival  # every request before it has arrived, none after
     rows = a.running
@@ -183,7 +173,7 @@ def test_a_forecast_reads_nothing_a_scheduler_does_not_know():
         arrival, first.prompt_tokens, output, first.slo_class, first.slo_classes, "other"
     )
     b = BatchingEngine(second, env.core.config)
-    until_arrival(b)
+    _guard_until(b, base, lambda: b.next_arrival >= m)
     assert (a.now, a.next_arrival, a.waiting) == (b.now, b.next_arrival, b.waiting)
     guess = np.full(first.n_requests, 40)
     fa, fb = a.forecast(guess, 4.0), b.forecast(guess, 4.0)
